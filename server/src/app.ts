@@ -1,0 +1,90 @@
+import type pg from "pg";
+import { Broker, type BrokerHooks } from "./broker/broker.js";
+import type { Config } from "./config.js";
+import { createLogger, type Logger } from "./log.js";
+import { createPool } from "./store/db.js";
+import { startEmbedded, type EmbeddedPostgres } from "./store/embedded.js";
+import { JobStore } from "./store/jobs.js";
+import { migrate } from "./store/migrate.js";
+import { startServer, type RunningServer, type ServerOptions } from "./transport/server.js";
+
+/**
+ * The composition root: Postgres (external or embedded), migrations, the
+ * broker and its loops, and the server in front.
+ */
+export interface App {
+  config: Config;
+  url: string;
+  port: number;
+  databaseUrl: string;
+  broker: Broker;
+  pool: pg.Pool;
+  /** Drains and stops everything; safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface AppOptions {
+  log?: Logger;
+  hooks?: BrokerHooks;
+  httpRoutes?: ServerOptions["httpRoutes"];
+}
+
+export async function startApp(config: Config, opts: AppOptions = {}): Promise<App> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  let embedded: EmbeddedPostgres | null = null;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbedded({ dir: config.dataDir, port: config.embeddedPgPort });
+    databaseUrl = embedded.url();
+    log.info("embedded Postgres started", { dataDir: config.dataDir, port: embedded.port });
+  }
+  const pool = createPool(databaseUrl, config.poolSize, (err) => log.warn("idle database connection failed", { err }));
+  let broker: Broker | null = null;
+  let server: RunningServer | null = null;
+  try {
+    const client = await pool.connect();
+    try {
+      const applied = await migrate(client);
+      if (applied.length) log.info("migrations applied", { versions: applied });
+    } finally {
+      client.release();
+    }
+    broker = new Broker(config, new JobStore(pool), databaseUrl, log, opts.hooks);
+    await broker.start();
+    server = await startServer(broker, log, {
+      host: config.host,
+      port: config.port,
+      maxMessageBytes: config.maxMessageBytes,
+      httpRoutes: opts.httpRoutes,
+    });
+  } catch (err) {
+    await broker?.stop().catch(() => {});
+    await pool.end().catch(() => {});
+    await embedded?.stop().catch(() => {});
+    throw err;
+  }
+  const b = broker;
+  const srv = server;
+  let stopping: Promise<void> | null = null;
+  return {
+    config,
+    url: srv.url,
+    port: srv.port,
+    databaseUrl,
+    broker: b,
+    pool,
+    stop() {
+      stopping ??= (async () => {
+        // 1. No new leases; lease streams end with UNAVAILABLE so workers reconnect elsewhere.
+        await b.drain();
+        // 2. Finish calls in flight (acks, nacks, enqueues), then close connections.
+        await srv.close(config.shutdownTimeoutMs);
+        // 3. Background loops and the database last: calls in flight needed them.
+        await b.stop();
+        await pool.end();
+        await embedded?.stop();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,295 @@
+import type { Config } from "../config.js";
+import { BrokerError, invalid } from "../errors.js";
+import type { Logger } from "../log.js";
+import type {
+  EnqueueResult,
+  HeartbeatResult,
+  Job,
+  JobState,
+  Lease,
+  NackResult,
+  QueueConfig,
+  QueueStats,
+  ReplayFilter,
+  RetryPolicy,
+} from "../model.js";
+import { Reaper } from "../maintenance/reaper.js";
+import { Scheduler } from "../maintenance/scheduler.js";
+import { leaseKey, type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
+import { Notifier } from "../store/notifier.js";
+import { Dispatcher, type LeaseSession } from "./dispatcher.js";
+import { decodeToken } from "./token.js";
+import {
+  checkJobId,
+  checkJobSpecs,
+  checkLeaseMs,
+  checkLeaseOpen,
+  checkMaxAttempts,
+  checkQueue,
+  checkRetry,
+  truncateMessage,
+  type JobSpecInput,
+  type LeaseOpenInput,
+} from "./validate.js";
+
+/** Most lease tokens in one Ack or Heartbeat call. */
+export const MAX_TOKENS_PER_CALL = 10_000;
+/** Most jobs one Replay call touches, and its default limit for filters. */
+export const MAX_REPLAY = 10_000;
+/** Rows per replay statement, so a large replay never holds one long lock. */
+export const REPLAY_BATCH = 1000;
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+
+/** Lifecycle events for metrics and traces; every hook is optional. */
+export interface BrokerHooks {
+  enqueued?(jobs: number, duplicates: number): void;
+  leased?(leases: Lease[]): void;
+  acked?(count: number, lost: number): void;
+  failed?(jobs: FailedJob[], cause: "nack" | "lease_expired"): void;
+  replayed?(jobs: { id: string; queue: string; headers: Record<string, string> }[]): void;
+}
+
+export interface ReplayInput {
+  jobIds: string[];
+  filter: ReplayFilter | null;
+  limit: number;
+  dryRun: boolean;
+  includeCancelled: boolean;
+}
+
+export interface ListInput {
+  queue: string;
+  type: string;
+  states: JobState[];
+  pageSize: number;
+  pageToken: string;
+}
+
+/**
+ * The broker's domain: every operation producers, workers and operators
+ * can ask for, in plain types. It validates input, calls the store, and
+ * keeps the background loops (dispatcher, reaper, scheduler) running.
+ */
+export class Broker {
+  readonly dispatcher: Dispatcher;
+  readonly reaper: Reaper;
+  readonly scheduler: Scheduler;
+  private readonly notifier: Notifier;
+
+  constructor(
+    private readonly cfg: Config,
+    readonly store: JobStore,
+    databaseUrl: string,
+    private readonly log: Logger,
+    private readonly hooks: BrokerHooks = {},
+  ) {
+    this.dispatcher = new Dispatcher(
+      store,
+      {
+        claimBatch: cfg.claimBatch,
+        defaultLeaseMs: cfg.defaultLeaseMs,
+        pollIntervalMs: cfg.pollIntervalMs,
+        keepaliveMs: cfg.keepaliveMs,
+      },
+      log,
+      (leases) => hooks.leased?.(leases),
+    );
+    this.reaper = new Reaper(store, { intervalMs: cfg.reaperIntervalMs, batch: cfg.reaperBatch }, log, (jobs) =>
+      this.afterFailure(jobs, "lease_expired"),
+    );
+    this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log, () => {});
+    this.notifier = new Notifier(
+      databaseUrl,
+      {
+        onAvailable: (q) => this.dispatcher.wakeQueue(q),
+        onScheduled: () => this.scheduler.poke(0),
+        onResync: () => {
+          this.dispatcher.wakeAll();
+          this.scheduler.poke(0);
+        },
+      },
+      log,
+    );
+  }
+
+  async start(): Promise<void> {
+    await this.notifier.start();
+    this.dispatcher.start();
+    this.reaper.start();
+    this.scheduler.start();
+  }
+
+  /** Stops leasing and ends lease streams; unary calls keep working. */
+  async drain(): Promise<void> {
+    await this.dispatcher.drain();
+  }
+
+  async stop(): Promise<void> {
+    await this.dispatcher.drain();
+    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.notifier.stop()]);
+  }
+
+  // --- producers ------------------------------------------------------------
+
+  async enqueue(specs: JobSpecInput[]): Promise<EnqueueResult[]> {
+    const jobs = checkJobSpecs(specs, this.cfg);
+    const results = await this.store.enqueue(jobs);
+    this.hooks.enqueued?.(results.length, results.filter((r) => r.duplicate).length);
+    return results;
+  }
+
+  async getJob(id: string): Promise<Job> {
+    const job = await this.store.get(checkJobId("id", id));
+    if (!job) throw new BrokerError("not_found", `job ${id} does not exist`);
+    return job;
+  }
+
+  async cancelJob(id: string): Promise<Job> {
+    const changed = await this.store.cancel(checkJobId("id", id));
+    if (changed) return changed;
+    const job = await this.getJob(id);
+    if (job.state === "cancelled") return job;
+    throw new BrokerError("failed_precondition", `job ${id} is ${job.state} and can no longer be cancelled`);
+  }
+
+  // --- workers --------------------------------------------------------------
+
+  openLease(o: LeaseOpenInput): LeaseSession {
+    return this.dispatcher.open(checkLeaseOpen(o, this.cfg));
+  }
+
+  /** Completes jobs; returns the tokens whose lease was lost. */
+  async ack(tokens: string[]): Promise<string[]> {
+    const refs = this.decodeTokens("lease_tokens", tokens);
+    const done = await this.store.ack(refs);
+    const lost = tokens.filter((_, i) => !done.has(leaseKey(refs[i]!)));
+    this.hooks.acked?.(tokens.length - lost.length, lost.length);
+    return lost;
+  }
+
+  async nack(token: string, message: string, permanent: boolean, retryAfterMs: number | null): Promise<NackResult> {
+    const ref = this.decodeToken("lease_token", token);
+    if (retryAfterMs !== null && !(retryAfterMs >= 0)) throw invalid("retry_after", "must not be negative");
+    const failed = await this.store.nack(ref, truncateMessage(message), permanent, retryAfterMs === null ? null : Math.round(retryAfterMs));
+    if (!failed) {
+      throw new BrokerError(
+        "failed_precondition",
+        "lease_token: the lease is no longer held (it expired and was reclaimed, or the job was already acked or nacked)",
+        "lease_token",
+      );
+    }
+    this.afterFailure([failed], "nack");
+    return { state: failed.state, runAt: failed.runAt };
+  }
+
+  async heartbeat(tokens: string[], extendMs: number | null): Promise<HeartbeatResult[]> {
+    const refs = this.decodeTokens("lease_tokens", tokens);
+    const extend = checkLeaseMs("extend_by", extendMs);
+    const alive = await this.store.heartbeat(refs, extend);
+    return tokens.map((token, i) => {
+      const hit = alive.get(leaseKey(refs[i]!));
+      return hit
+        ? { token, lost: false, expiresAt: hit.expiresAt, cancelRequested: hit.cancelRequested }
+        : { token, lost: true, expiresAt: null, cancelRequested: false };
+    });
+  }
+
+  // --- operators ------------------------------------------------------------
+
+  async replay(r: ReplayInput): Promise<string[]> {
+    const states: JobState[] = r.includeCancelled ? ["dead", "cancelled"] : ["dead"];
+    if (r.jobIds.length > 0 && r.filter) throw invalid("filter", "give either job_ids or filter, not both");
+    if (r.jobIds.length === 0 && !r.filter) throw invalid("job_ids", "give job_ids or a filter");
+    if (r.limit < 0 || r.limit > MAX_REPLAY) throw invalid("limit", `must be from 0 (default) to ${MAX_REPLAY}`);
+    const limit = r.limit || MAX_REPLAY;
+
+    if (r.jobIds.length > 0) {
+      if (r.jobIds.length > MAX_REPLAY) throw invalid("job_ids", `holds more than ${MAX_REPLAY} ids`);
+      const ids = [...new Set(r.jobIds.map((id, i) => checkJobId(`job_ids[${i}]`, id)))];
+      if (r.dryRun) return this.store.filterIds(ids, states);
+      const out: string[] = [];
+      for (let i = 0; i < ids.length; i += REPLAY_BATCH) out.push(...(await this.replayBatch(ids.slice(i, i + REPLAY_BATCH), states)));
+      return out;
+    }
+
+    const f = r.filter!;
+    checkQueue("filter.queue", f.queue);
+    if (f.finishedAfter && f.finishedBefore && f.finishedAfter >= f.finishedBefore) {
+      throw invalid("filter.finished_before", "must be after finished_after");
+    }
+    const out: string[] = [];
+    let after = "0";
+    while (out.length < limit) {
+      const ids = await this.store.selectReplayable(f, states, after, Math.min(REPLAY_BATCH, limit - out.length));
+      if (ids.length === 0) break;
+      after = ids[ids.length - 1]!;
+      out.push(...(r.dryRun ? ids : await this.replayBatch(ids, states)));
+    }
+    return out;
+  }
+
+  private async replayBatch(ids: string[], states: JobState[]): Promise<string[]> {
+    const moved = await this.store.replayIds(ids, states);
+    if (moved.length > 0) {
+      this.log.info("replayed jobs", { count: moved.length });
+      this.hooks.replayed?.(moved);
+    }
+    return moved.map((m) => m.id);
+  }
+
+  async listJobs(l: ListInput): Promise<{ jobs: Job[]; nextPageToken: string }> {
+    if (l.queue) checkQueue("queue", l.queue);
+    if (l.pageSize < 0 || l.pageSize > MAX_PAGE_SIZE) throw invalid("page_size", `must be from 0 (default) to ${MAX_PAGE_SIZE}`);
+    const beforeId = l.pageToken ? checkJobId("page_token", l.pageToken) : null;
+    const size = l.pageSize || DEFAULT_PAGE_SIZE;
+    const jobs = await this.store.list({ queue: l.queue || null, type: l.type || null, states: l.states, beforeId, limit: size + 1 });
+    const more = jobs.length > size;
+    if (more) jobs.pop();
+    return { jobs, nextPageToken: more ? jobs[jobs.length - 1]!.id : "" };
+  }
+
+  async queueStats(queues: string[]): Promise<QueueStats[]> {
+    queues.forEach((q, i) => checkQueue(`queues[${i}]`, q));
+    return this.store.stats(queues);
+  }
+
+  async setQueueConfig(c: { queue: string; maxAttempts: number | null; leaseMs: number | null; retry: RetryPolicy | null }): Promise<void> {
+    checkQueue("queue", c.queue);
+    const cfg: QueueConfig = {
+      queue: c.queue,
+      maxAttempts: checkMaxAttempts("max_attempts", c.maxAttempts),
+      leaseMs: checkLeaseMs("lease_duration", c.leaseMs),
+      retry: checkRetry("retry", c.retry),
+    };
+    await this.store.setQueueConfig(cfg);
+  }
+
+  // --- internals ------------------------------------------------------------
+
+  /** After a failed attempt: wake whoever can act on the job's new state. */
+  private afterFailure(jobs: FailedJob[], cause: "nack" | "lease_expired"): void {
+    this.hooks.failed?.(jobs, cause);
+    const wake = new Set<string>();
+    for (const j of jobs) {
+      if (j.state === "available") wake.add(j.queue);
+      else if (j.state === "retryable") this.scheduler.dueIn(j.runAt.getTime() - Date.now());
+    }
+    for (const q of wake) {
+      this.store.notify(q).catch((err) => this.log.warn("notify failed", { err, queue: q }));
+    }
+  }
+
+  private decodeToken(field: string, token: string): LeaseRef {
+    if (token === "") throw invalid(field, "is required");
+    const ref = decodeToken(token);
+    if (!ref) throw invalid(field, "is not a lease token issued by this broker");
+    return ref;
+  }
+
+  private decodeTokens(field: string, tokens: string[]): LeaseRef[] {
+    if (tokens.length === 0) throw invalid(field, "must hold at least one token");
+    if (tokens.length > MAX_TOKENS_PER_CALL) throw invalid(field, `holds ${tokens.length} tokens; the limit is ${MAX_TOKENS_PER_CALL}`);
+    return tokens.map((t, i) => this.decodeToken(`${field}[${i}]`, t));
+  }
+}

@@ -1,0 +1,256 @@
+import { BrokerError } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { Lease } from "../model.js";
+import type { ClaimedJob, JobStore } from "../store/jobs.js";
+import { encodeToken } from "./token.js";
+import type { LeaseOpenInput } from "./validate.js";
+
+export interface DispatcherConfig {
+  /** Most jobs one claim statement takes for one stream. */
+  claimBatch: number;
+  defaultLeaseMs: number;
+  /** Idle streams look for work this often even if no NOTIFY comes. */
+  pollIntervalMs: number;
+  keepaliveMs: number;
+}
+
+/**
+ * What a lease stream yields: a batch of leases, or an empty batch as a
+ * keepalive.
+ */
+export type LeaseBatch = Lease[];
+
+/**
+ * The Dispatcher hands available jobs to open Lease streams.
+ *
+ * Each stream pulls: while it has credit it claims up to min(credit,
+ * claimBatch) jobs in one statement. When a claim comes back short, the
+ * queue was drained at that snapshot, so the stream sleeps until a NOTIFY
+ * for one of its queues (or the poll fallback). Wake-ups that arrive while a
+ * claim is in flight are counted, not lost: the stream claims once more
+ * instead of sleeping. Many NOTIFYs during one claim collapse into one
+ * extra claim, which is the debounce.
+ */
+export class Dispatcher {
+  private readonly sessions = new Set<LeaseSession>();
+  private readonly byQueue = new Map<string, Set<LeaseSession>>();
+  private pollTimer: NodeJS.Timeout | null = null;
+  private draining = false;
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly cfg: DispatcherConfig,
+    private readonly log: Logger,
+    /** Called with each batch handed out, for metrics and traces. */
+    private readonly onLeased: (leases: Lease[]) => void = () => {},
+  ) {}
+
+  start(): void {
+    this.pollTimer = setInterval(() => {
+      for (const s of this.sessions) s.wake();
+    }, this.cfg.pollIntervalMs);
+    this.pollTimer.unref();
+  }
+
+  open(o: LeaseOpenInput): LeaseSession {
+    if (this.draining) throw new BrokerError("unavailable", "the broker is shutting down; reconnect to another replica");
+    const s = new LeaseSession(o, this.store, this.cfg, this.log, this.onLeased, () => this.remove(s));
+    this.sessions.add(s);
+    for (const q of o.queues) {
+      let set = this.byQueue.get(q);
+      if (!set) this.byQueue.set(q, (set = new Set()));
+      set.add(s);
+    }
+    s.start();
+    return s;
+  }
+
+  /** Jobs became available on a queue (NOTIFY, or a local change). */
+  wakeQueue(queue: string): void {
+    const set = this.byQueue.get(queue);
+    if (set) for (const s of set) s.wake();
+  }
+
+  wakeAll(): void {
+    for (const s of this.sessions) s.wake();
+  }
+
+  get openStreams(): number {
+    return this.sessions.size;
+  }
+
+  /** Stops handing out leases and ends every stream with UNAVAILABLE. */
+  async drain(): Promise<void> {
+    this.draining = true;
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    await Promise.all([...this.sessions].map((s) => s.close(new BrokerError("unavailable", "the broker is shutting down; reconnect"))));
+  }
+
+  private remove(s: LeaseSession): void {
+    this.sessions.delete(s);
+    for (const q of s.queues) {
+      const set = this.byQueue.get(q);
+      set?.delete(s);
+      if (set?.size === 0) this.byQueue.delete(q);
+    }
+  }
+}
+
+export class LeaseSession implements AsyncIterable<LeaseBatch> {
+  readonly queues: string[];
+  private credit: number;
+  private readonly maxCredit: number;
+  private wakeSeq = 0;
+  private wakeResolve: (() => void) | null = null;
+  /** Claimed but not yet taken by the transport; released if the stream ends first. */
+  private outbox: ClaimedJob[][] = [];
+  private outboxResolve: (() => void) | null = null;
+  private ended = false;
+  private error: BrokerError | null = null;
+  private pump: Promise<void> = Promise.resolve();
+  private lastSent = Date.now();
+
+  constructor(
+    private readonly open: LeaseOpenInput,
+    private readonly store: JobStore,
+    private readonly cfg: DispatcherConfig,
+    private readonly log: Logger,
+    private readonly onLeased: (leases: Lease[]) => void,
+    private readonly onEnd: () => void,
+  ) {
+    this.queues = open.queues;
+    this.credit = open.maxInFlight;
+    this.maxCredit = open.maxInFlight;
+  }
+
+  start(): void {
+    this.pump = this.run().catch((err) => {
+      this.log.error("lease stream failed", { err, worker: this.open.workerId });
+      void this.close(new BrokerError("unavailable", "lease stream failed; reconnect", undefined, { cause: err }));
+    });
+  }
+
+  /** The worker freed `n` slots. Outstanding credit never exceeds max_in_flight. */
+  addCredit(n: number): void {
+    this.credit = Math.min(this.maxCredit, this.credit + n);
+    this.wake();
+  }
+
+  wake(): void {
+    this.wakeSeq++;
+    const r = this.wakeResolve;
+    this.wakeResolve = null;
+    r?.();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wakeResolve = null;
+        resolve();
+      }, ms);
+      this.wakeResolve = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.ended) {
+      if (this.credit <= 0) {
+        await this.sleep(this.cfg.pollIntervalMs);
+        continue;
+      }
+      const seen = this.wakeSeq;
+      const want = Math.min(this.credit, this.cfg.claimBatch);
+      let got: ClaimedJob[];
+      try {
+        got = await this.store.claim(this.queues, want, this.open.workerId, this.open.leaseMs, this.cfg.defaultLeaseMs);
+        failures = 0;
+      } catch (err) {
+        // The database is down or restarting: back off, keep the stream.
+        failures++;
+        this.log.warn("claim failed", { err, worker: this.open.workerId });
+        await this.sleep(Math.min(100 * 2 ** failures, 5000));
+        continue;
+      }
+      if (this.ended) {
+        await this.releaseClaimed(got);
+        return;
+      }
+      if (got.length > 0) {
+        this.credit -= got.length;
+        this.outbox.push(got);
+        this.outboxResolve?.();
+        this.outboxResolve = null;
+      }
+      if (got.length < want && this.wakeSeq === seen) await this.sleep(this.cfg.pollIntervalMs);
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<LeaseBatch> {
+    try {
+      for (;;) {
+        if (this.ended) break;
+        const next = this.outbox.shift();
+        if (next) {
+          const leases = next.map(
+            (c): Lease => ({ job: c.job, token: encodeToken(c.job.id, c.token), expiresAt: c.expiresAt }),
+          );
+          this.lastSent = Date.now();
+          this.onLeased(leases);
+          yield leases;
+          continue;
+        }
+        const idle = this.cfg.keepaliveMs - (Date.now() - this.lastSent);
+        if (idle <= 0) {
+          this.lastSent = Date.now();
+          yield [];
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, idle);
+          this.outboxResolve = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+      }
+      if (this.error) throw this.error;
+    } finally {
+      await this.close(null);
+    }
+  }
+
+  /**
+   * Ends the stream: no more claims, and any leases claimed but not yet
+   * handed to the transport go back to available. Leases already sent stay
+   * with the worker, which can still ack them from any connection.
+   */
+  async close(error: BrokerError | null): Promise<void> {
+    if (error && !this.error && !this.ended) this.error = error;
+    if (this.ended) return;
+    this.ended = true;
+    this.wake();
+    this.outboxResolve?.();
+    this.outboxResolve = null;
+    this.onEnd();
+    await this.pump;
+    const unsent = this.outbox.flat();
+    this.outbox = [];
+    await this.releaseClaimed(unsent);
+  }
+
+  private async releaseClaimed(jobs: ClaimedJob[]): Promise<void> {
+    if (jobs.length === 0) return;
+    try {
+      const queues = await this.store.release(jobs.map((c) => ({ id: c.job.id, token: c.token })));
+      await Promise.all(queues.map((q) => this.store.notify(q)));
+    } catch (err) {
+      // They stay leased and the reaper returns them when the lease expires.
+      this.log.warn("could not release undelivered leases", { err, count: jobs.length });
+    }
+  }
+}

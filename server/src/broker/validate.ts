@@ -1,0 +1,155 @@
+import { invalid, BrokerError } from "../errors.js";
+import type { Config } from "../config.js";
+import { MAX_LEASE_MS, MIN_LEASE_MS } from "../config.js";
+import type { NewJob, RetryPolicy } from "../model.js";
+
+/**
+ * Input checks for every RPC. Each failure names the request field at fault,
+ * in the proto's own spelling (jobs[2].queue), so a client can fix its call
+ * without reading broker logs.
+ */
+
+export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+const JOB_ID = /^\d{1,19}$/;
+const MAX_TYPE_LEN = 255;
+const MAX_CONTENT_TYPE_LEN = 255;
+const MAX_KEY_LEN = 255;
+const MAX_HEADERS = 64;
+const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_WORKER_ID_LEN = 255;
+/** Nack messages longer than this are cut, not refused: the failure must be recorded. */
+export const MAX_ERROR_MESSAGE_BYTES = 64 * 1024;
+const MAX_ATTEMPTS_LIMIT = 1_000_000;
+
+/** A JobSpec as the transport hands it over: durations in ms, unset = null. */
+export interface JobSpecInput {
+  queue: string;
+  type: string;
+  payload: Uint8Array;
+  contentType: string;
+  runAt: Date | null;
+  delayMs: number | null;
+  priority: number;
+  maxAttempts: number | null;
+  leaseMs: number | null;
+  retry: RetryPolicy | null;
+  idempotencyKey: string;
+  idempotencyTtlMs: number | null;
+  headers: Record<string, string>;
+}
+
+export function checkQueue(field: string, queue: string): void {
+  if (queue === "") throw invalid(field, "is required");
+  if (!QUEUE_NAME.test(queue)) {
+    throw invalid(field, `"${queue.slice(0, 140)}" is not a valid queue name (1-128 of A-Z a-z 0-9 . _ : -, starting with a letter or digit)`);
+  }
+}
+
+export function checkJobId(field: string, id: string): string {
+  if (id === "") throw invalid(field, "is required");
+  if (!JOB_ID.test(id)) throw invalid(field, `"${id.slice(0, 40)}" is not a job id`);
+  return id;
+}
+
+export function checkLeaseMs(field: string, ms: number | null): number | null {
+  if (ms === null) return null;
+  if (!(ms >= MIN_LEASE_MS && ms <= MAX_LEASE_MS)) {
+    throw invalid(field, `must be between ${MIN_LEASE_MS}ms and ${MAX_LEASE_MS / 3600_000}h, got ${ms}ms`);
+  }
+  return Math.round(ms);
+}
+
+export function checkRetry(field: string, p: RetryPolicy | null): RetryPolicy | null {
+  if (!p) return null;
+  if (p.initialMs !== undefined && !(p.initialMs >= 0)) throw invalid(`${field}.initial_backoff`, "must not be negative");
+  if (p.maxMs !== undefined && !(p.maxMs >= 0)) throw invalid(`${field}.max_backoff`, "must not be negative");
+  if (p.initialMs !== undefined && p.maxMs !== undefined && p.maxMs < p.initialMs) {
+    throw invalid(`${field}.max_backoff`, "must not be less than initial_backoff");
+  }
+  if (p.multiplier !== undefined && !(p.multiplier >= 1 && p.multiplier <= 100)) {
+    throw invalid(`${field}.multiplier`, "must be between 1 and 100");
+  }
+  if (p.jitter !== undefined && !(p.jitter >= 0 && p.jitter <= 1)) throw invalid(`${field}.jitter`, "must be between 0 and 1");
+  return p;
+}
+
+export function checkMaxAttempts(field: string, n: number | null): number | null {
+  if (n === null) return null;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_ATTEMPTS_LIMIT) throw invalid(field, `must be from 1 to ${MAX_ATTEMPTS_LIMIT}, got ${n}`);
+  return n;
+}
+
+export function checkJobSpecs(specs: JobSpecInput[], cfg: Config): NewJob[] {
+  if (specs.length === 0) throw invalid("jobs", "must contain at least one job");
+  if (specs.length > cfg.maxBatch) throw invalid("jobs", `holds ${specs.length} jobs; the limit is ${cfg.maxBatch} per call`);
+  return specs.map((s, i) => checkJobSpec(s, `jobs[${i}]`, cfg));
+}
+
+function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
+  checkQueue(`${at}.queue`, s.queue);
+  if (s.type === "") throw invalid(`${at}.type`, "is required");
+  if (s.type.length > MAX_TYPE_LEN) throw invalid(`${at}.type`, `is longer than ${MAX_TYPE_LEN} characters`);
+  if (s.payload.byteLength > cfg.maxPayloadBytes) {
+    throw new BrokerError(
+      "resource_exhausted",
+      `${at}.payload: ${s.payload.byteLength} bytes is over the ${cfg.maxPayloadBytes}-byte payload limit`,
+      `${at}.payload`,
+    );
+  }
+  if (s.contentType.length > MAX_CONTENT_TYPE_LEN) throw invalid(`${at}.content_type`, `is longer than ${MAX_CONTENT_TYPE_LEN} characters`);
+  if (s.delayMs !== null && !(s.delayMs >= 0)) throw invalid(`${at}.delay`, "must not be negative");
+  if (s.runAt !== null && Number.isNaN(s.runAt.getTime())) throw invalid(`${at}.run_at`, "is not a valid time");
+  if (!Number.isInteger(s.priority)) throw invalid(`${at}.priority`, "must be an integer");
+  if (s.idempotencyKey.length > MAX_KEY_LEN) throw invalid(`${at}.idempotency_key`, `is longer than ${MAX_KEY_LEN} characters`);
+  if (s.idempotencyTtlMs !== null && !(s.idempotencyTtlMs > 0)) throw invalid(`${at}.idempotency_ttl`, "must be positive");
+  if (s.idempotencyTtlMs !== null && s.idempotencyKey === "") throw invalid(`${at}.idempotency_ttl`, "needs an idempotency_key");
+  const headerKeys = Object.keys(s.headers);
+  if (headerKeys.length > MAX_HEADERS) throw invalid(`${at}.headers`, `has ${headerKeys.length} entries; the limit is ${MAX_HEADERS}`);
+  let headerBytes = 0;
+  for (const k of headerKeys) {
+    if (k === "") throw invalid(`${at}.headers`, "has an empty key");
+    headerBytes += Buffer.byteLength(k) + Buffer.byteLength(s.headers[k]!);
+  }
+  if (headerBytes > MAX_HEADER_BYTES) {
+    throw new BrokerError("resource_exhausted", `${at}.headers: ${headerBytes} bytes is over the ${MAX_HEADER_BYTES}-byte limit`, `${at}.headers`);
+  }
+  return {
+    queue: s.queue,
+    type: s.type,
+    payload: s.payload,
+    contentType: s.contentType || "application/json",
+    runAt: s.runAt,
+    delayMs: Math.round(s.delayMs ?? 0),
+    priority: s.priority,
+    maxAttempts: checkMaxAttempts(`${at}.max_attempts`, s.maxAttempts),
+    leaseMs: checkLeaseMs(`${at}.lease_duration`, s.leaseMs),
+    retry: checkRetry(`${at}.retry`, s.retry),
+    idempotencyKey: s.idempotencyKey === "" ? null : s.idempotencyKey,
+    idempotencyTtlMs: Math.round(s.idempotencyTtlMs ?? cfg.idempotencyTtlMs),
+    headers: s.headers,
+  };
+}
+
+export interface LeaseOpenInput {
+  queues: string[];
+  workerId: string;
+  maxInFlight: number;
+  leaseMs: number | null;
+}
+
+export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {
+  if (o.queues.length === 0) throw invalid("open.queues", "must name at least one queue");
+  if (o.queues.length > 100) throw invalid("open.queues", "names more than 100 queues");
+  o.queues.forEach((q, i) => checkQueue(`open.queues[${i}]`, q));
+  if (o.workerId.length > MAX_WORKER_ID_LEN) throw invalid("open.worker_id", `is longer than ${MAX_WORKER_ID_LEN} characters`);
+  if (!Number.isInteger(o.maxInFlight) || o.maxInFlight < 1 || o.maxInFlight > cfg.maxInFlight) {
+    throw invalid("open.max_in_flight", `must be from 1 to ${cfg.maxInFlight}, got ${o.maxInFlight}`);
+  }
+  return { ...o, queues: [...new Set(o.queues)], leaseMs: checkLeaseMs("open.lease_duration", o.leaseMs) };
+}
+
+export function truncateMessage(message: string): string {
+  if (Buffer.byteLength(message) <= MAX_ERROR_MESSAGE_BYTES) return message;
+  const cut = Buffer.from(message).subarray(0, MAX_ERROR_MESSAGE_BYTES - 32).toString("utf8").replace(/\uFFFD$/, "");
+  return cut + " …[truncated]";
+}

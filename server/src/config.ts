@@ -1,0 +1,163 @@
+/**
+ * The broker's one typed configuration object. Every limit is set here
+ * explicitly, with a named default, and validated once at start-up; no
+ * library's default is inherited silently.
+ *
+ * Sources, later wins: defaults, environment variables, command-line flags
+ * (`--port 50051` or `--port=50051`; the flag name is the env name without
+ * the JOBWIRE_ prefix, lower-cased, with dashes).
+ */
+
+export const DEFAULT_PORT = 50051;
+export const DEFAULT_HOST = "127.0.0.1";
+export const DEFAULT_DATA_DIR = ".jobwire";
+/** Largest payload accepted per job. */
+export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+/** Largest request message accepted on any RPC. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** Most jobs in one Enqueue call. */
+export const DEFAULT_MAX_BATCH = 1000;
+/** Most jobs a Lease stream may hold at once (its max_in_flight). */
+export const DEFAULT_MAX_IN_FLIGHT = 1000;
+/** Lease length when neither the job, the worker nor the queue sets one. */
+export const DEFAULT_LEASE_MS = 30_000;
+export const MIN_LEASE_MS = 100;
+export const MAX_LEASE_MS = 24 * 3600_000;
+export const DEFAULT_MAX_ATTEMPTS = 25;
+export const DEFAULT_IDEMPOTENCY_TTL_MS = 24 * 3600_000;
+/** How often idle dispatchers look for work if no NOTIFY arrives. */
+export const DEFAULT_POLL_INTERVAL_MS = 1000;
+/** How often the reaper looks for expired leases. */
+export const DEFAULT_REAPER_INTERVAL_MS = 1000;
+/** Jobs the reaper moves per statement. */
+export const DEFAULT_REAPER_BATCH = 1000;
+/** Longest the scheduler sleeps between checks for due jobs. */
+export const DEFAULT_SCHEDULER_INTERVAL_MS = 1000;
+/** Empty LeaseResponse sent on idle streams so proxies keep them open. */
+export const DEFAULT_KEEPALIVE_MS = 15_000;
+/** How long SIGTERM waits for calls in flight before closing anyway. */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+/** Most jobs claimed by one statement for one stream. */
+export const DEFAULT_CLAIM_BATCH = 500;
+/** Postgres connections held by the broker (the LISTEN connection is extra). */
+export const DEFAULT_POOL_SIZE = 10;
+
+export interface Config {
+  host: string;
+  port: number;
+  /** Postgres URL; when unset the broker runs an embedded Postgres in dataDir. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** Port for the embedded Postgres; 0 picks a free one. */
+  embeddedPgPort: number;
+  poolSize: number;
+  maxPayloadBytes: number;
+  maxMessageBytes: number;
+  maxBatch: number;
+  maxInFlight: number;
+  defaultLeaseMs: number;
+  defaultMaxAttempts: number;
+  idempotencyTtlMs: number;
+  pollIntervalMs: number;
+  reaperIntervalMs: number;
+  reaperBatch: number;
+  schedulerIntervalMs: number;
+  keepaliveMs: number;
+  shutdownTimeoutMs: number;
+  claimBatch: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+type Parser = (raw: string, name: string) => unknown;
+
+const int =
+  (min: number, max: number): Parser =>
+  (raw, name) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+    }
+    return n;
+  };
+const str: Parser = (raw) => raw;
+const oneOf =
+  (...values: string[]): Parser =>
+  (raw, name) => {
+    if (!values.includes(raw)) throw new ConfigError(`${name} must be one of ${values.join(", ")}, got "${raw}"`);
+    return raw;
+  };
+
+/** Each setting: its key, env var, parser and default. */
+const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[keyof Config] }[] = [
+  { key: "host", env: "JOBWIRE_HOST", parse: str, def: DEFAULT_HOST },
+  { key: "port", env: "JOBWIRE_PORT", parse: int(0, 65535), def: DEFAULT_PORT },
+  { key: "databaseUrl", env: "DATABASE_URL", parse: str, def: undefined },
+  { key: "dataDir", env: "JOBWIRE_DATA_DIR", parse: str, def: DEFAULT_DATA_DIR },
+  { key: "embeddedPgPort", env: "JOBWIRE_EMBEDDED_PG_PORT", parse: int(0, 65535), def: 0 },
+  { key: "poolSize", env: "JOBWIRE_POOL_SIZE", parse: int(2, 200), def: DEFAULT_POOL_SIZE },
+  { key: "maxPayloadBytes", env: "JOBWIRE_MAX_PAYLOAD_BYTES", parse: int(1, 64 * 1024 * 1024), def: DEFAULT_MAX_PAYLOAD_BYTES },
+  { key: "maxMessageBytes", env: "JOBWIRE_MAX_MESSAGE_BYTES", parse: int(1024, 256 * 1024 * 1024), def: DEFAULT_MAX_MESSAGE_BYTES },
+  { key: "maxBatch", env: "JOBWIRE_MAX_BATCH", parse: int(1, 100_000), def: DEFAULT_MAX_BATCH },
+  { key: "maxInFlight", env: "JOBWIRE_MAX_IN_FLIGHT", parse: int(1, 100_000), def: DEFAULT_MAX_IN_FLIGHT },
+  { key: "defaultLeaseMs", env: "JOBWIRE_DEFAULT_LEASE_MS", parse: int(MIN_LEASE_MS, MAX_LEASE_MS), def: DEFAULT_LEASE_MS },
+  { key: "defaultMaxAttempts", env: "JOBWIRE_DEFAULT_MAX_ATTEMPTS", parse: int(1, 1_000_000), def: DEFAULT_MAX_ATTEMPTS },
+  { key: "idempotencyTtlMs", env: "JOBWIRE_IDEMPOTENCY_TTL_MS", parse: int(1000, 3650 * 24 * 3600_000), def: DEFAULT_IDEMPOTENCY_TTL_MS },
+  { key: "pollIntervalMs", env: "JOBWIRE_POLL_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_POLL_INTERVAL_MS },
+  { key: "reaperIntervalMs", env: "JOBWIRE_REAPER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_REAPER_INTERVAL_MS },
+  { key: "reaperBatch", env: "JOBWIRE_REAPER_BATCH", parse: int(1, 100_000), def: DEFAULT_REAPER_BATCH },
+  { key: "schedulerIntervalMs", env: "JOBWIRE_SCHEDULER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_SCHEDULER_INTERVAL_MS },
+  { key: "keepaliveMs", env: "JOBWIRE_KEEPALIVE_MS", parse: int(100, 3600_000), def: DEFAULT_KEEPALIVE_MS },
+  { key: "shutdownTimeoutMs", env: "JOBWIRE_SHUTDOWN_TIMEOUT_MS", parse: int(0, 3600_000), def: DEFAULT_SHUTDOWN_TIMEOUT_MS },
+  { key: "claimBatch", env: "JOBWIRE_CLAIM_BATCH", parse: int(1, 10_000), def: DEFAULT_CLAIM_BATCH },
+  { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info" },
+];
+
+function flagName(env: string): string {
+  return env.replace(/^JOBWIRE_/, "").toLowerCase().replace(/_/g, "-");
+}
+
+function parseFlags(argv: readonly string[]): Map<string, string> {
+  const known = new Map(SETTINGS.map((s) => [flagName(s.env), s.env]));
+  const out = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf("=");
+    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    const env = known.get(name);
+    if (!env) throw new ConfigError(`unknown flag --${name}; known flags: ${[...known.keys()].map((k) => "--" + k).join(", ")}`);
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined) throw new ConfigError(`flag --${name} needs a value`);
+    out.set(env, value);
+  }
+  return out;
+}
+
+/** Builds and validates the config. Throws ConfigError with a message fit for a human. */
+export function loadConfig(
+  env: Record<string, string | undefined> = process.env,
+  argv: readonly string[] = [],
+  overrides: Partial<Config> = {},
+): Config {
+  const flags = parseFlags(argv);
+  const cfg: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const raw = flags.get(s.env) ?? env[s.env];
+    cfg[s.key] = raw === undefined || raw === "" ? s.def : s.parse(raw.trim(), flags.has(s.env) ? `--${flagName(s.env)}` : s.env);
+  }
+  const config = { ...(cfg as unknown as Config), ...overrides };
+  if (config.maxPayloadBytes >= config.maxMessageBytes) {
+    throw new ConfigError(
+      `JOBWIRE_MAX_PAYLOAD_BYTES (${config.maxPayloadBytes}) must be smaller than JOBWIRE_MAX_MESSAGE_BYTES (${config.maxMessageBytes})`,
+    );
+  }
+  return config;
+}
+
+export function describeFlags(): string {
+  return SETTINGS.map((s) => `  --${flagName(s.env).padEnd(22)} ${s.env} (default ${s.def === undefined ? "unset" : String(s.def)})`).join("\n");
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+import { startApp } from "./app.js";
+import { ConfigError, describeFlags, loadConfig } from "./config.js";
+import { createLogger } from "./log.js";
+
+/**
+ * `jobwire`: runs the broker until SIGTERM or SIGINT, then drains: no new
+ * leases, lease streams end with UNAVAILABLE, calls in flight finish, and
+ * jobs already leased keep their leases.
+ */
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(`usage: jobwire [flags]\n\nEach flag can also be set by its environment variable.\n\n${describeFlags()}\n`);
+    return;
+  }
+  let config;
+  try {
+    config = loadConfig(process.env, argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`jobwire: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const app = await startApp(config, { log });
+  process.stdout.write(
+    `jobwire listening on ${app.url} (gRPC, gRPC-Web, Connect); database ${config.databaseUrl ? "from DATABASE_URL" : `embedded in ${config.dataDir}`}\n`,
+  );
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.warn("second signal: exiting now", { signal: sig });
+      process.exit(1);
+    }
+    log.info("shutting down", { signal: sig });
+    app.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error("shutdown failed", { err });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+}
+
+main().catch((err) => {
+  process.stderr.write(`jobwire: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,636 @@
+import type pg from "pg";
+import type {
+  EnqueueResult,
+  HeartbeatResult,
+  Job,
+  JobError,
+  JobState,
+  ListFilter,
+  NackResult,
+  NewJob,
+  QueueConfig,
+  QueueStats,
+  ReplayFilter,
+  RetryPolicy,
+} from "../model.js";
+import { JOB_STATES } from "../model.js";
+import { query, withTx } from "./db.js";
+
+/**
+ * JobStore owns every statement that touches jobwire.jobs. Each state
+ * transition names the state it starts from (and, for leased jobs, the
+ * fencing token), so a stale or repeated write matches no row and changes
+ * nothing. Statements run as named, prepared queries.
+ */
+
+/** A lease as the store sees it: the row id and the token's random part. */
+export interface LeaseRef {
+  id: string;
+  token: string;
+}
+
+/** Identifies one lease (job and attempt) in result sets. */
+export function leaseKey(l: LeaseRef): string {
+  return `${l.id}.${l.token}`;
+}
+
+export interface ClaimedJob {
+  job: Job;
+  token: string;
+  expiresAt: Date;
+}
+
+export interface FailedJob {
+  id: string;
+  queue: string;
+  state: JobState;
+  runAt: Date;
+  headers: Record<string, string>;
+  attempt: number;
+}
+
+interface JobRow {
+  id: string;
+  queue: string;
+  type: string;
+  payload: Buffer;
+  content_type: string;
+  state: JobState;
+  priority: number;
+  attempt: number;
+  max_attempts: number;
+  run_at: Date;
+  created_at: Date;
+  finished_at: Date | null;
+  headers: Record<string, string>;
+  idempotency_key: string | null;
+  errors: { attempt: number; message: string; at: string; worker_id: string | null }[];
+  lease_expires_at: Date | null;
+  lease_ms: number | null;
+  cancel_requested: boolean;
+  worker_id: string | null;
+  lease_token?: string | null;
+}
+
+const JOB_COLUMNS = `id, queue, type, payload, content_type, state, priority, attempt, max_attempts, run_at,
+  created_at, finished_at, headers, idempotency_key, errors, lease_expires_at, lease_ms, cancel_requested, worker_id`;
+const JOB_COLUMNS_J = JOB_COLUMNS.split(",")
+  .map((c) => "j." + c.trim())
+  .join(", ");
+
+function toJob(r: JobRow): Job {
+  return {
+    id: r.id,
+    queue: r.queue,
+    type: r.type,
+    payload: r.payload,
+    contentType: r.content_type,
+    state: r.state,
+    priority: r.priority,
+    attempt: r.attempt,
+    maxAttempts: r.max_attempts,
+    runAt: r.run_at,
+    createdAt: r.created_at,
+    finishedAt: r.finished_at,
+    headers: r.headers,
+    idempotencyKey: r.idempotency_key,
+    errors: r.errors.map(
+      (e): JobError => ({ attempt: e.attempt, message: e.message, at: new Date(e.at), workerId: e.worker_id ?? "" }),
+    ),
+    leaseExpiresAt: r.lease_expires_at,
+    leaseMs: r.lease_ms,
+    cancelRequested: r.cancel_requested,
+    workerId: r.worker_id,
+  };
+}
+
+function policyJson(p: RetryPolicy | null): string | null {
+  if (!p) return null;
+  const o: Record<string, number> = {};
+  if (p.initialMs !== undefined) o.initial_ms = p.initialMs;
+  if (p.maxMs !== undefined) o.max_ms = p.maxMs;
+  if (p.multiplier !== undefined) o.multiplier = p.multiplier;
+  if (p.jitter !== undefined) o.jitter = p.jitter;
+  return Object.keys(o).length ? JSON.stringify(o) : null;
+}
+
+function policyFromJson(o: Record<string, number> | null): RetryPolicy | null {
+  if (!o) return null;
+  const p: RetryPolicy = {};
+  if (o.initial_ms !== undefined) p.initialMs = o.initial_ms;
+  if (o.max_ms !== undefined) p.maxMs = o.max_ms;
+  if (o.multiplier !== undefined) p.multiplier = o.multiplier;
+  if (o.jitter !== undefined) p.jitter = o.jitter;
+  return p;
+}
+
+// ---------------------------------------------------------------------------
+// Enqueue
+
+/**
+ * Inserts a batch in one statement. Ids are drawn from the sequence up front
+ * so each input row knows its id whether or not it was inserted: a row
+ * missing from RETURNING was skipped by ON CONFLICT, i.e. its idempotency
+ * key is live. The statement-level trigger sends one NOTIFY per queue.
+ */
+const INSERT_JOBS = `
+WITH input AS (
+  SELECT nextval('jobwire.job_id_seq') AS id, t.*
+  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::int[],
+              $9::int[], $10::jsonb[], $11::text[], $12::int[], $13::jsonb[])
+       WITH ORDINALITY AS t(queue, type, payload, content_type, run_at, delay_ms, priority, max_attempts,
+                            lease_ms, retry, idempotency_key, idempotency_ttl_ms, headers, ord)
+), prepared AS (
+  SELECT i.*, coalesce(i.run_at, now() + i.delay_ms * interval '1 millisecond') AS due
+  FROM input i
+), ins AS (
+  INSERT INTO jobwire.jobs (id, queue, type, payload, content_type, state, run_at, priority, max_attempts,
+                            lease_ms, retry, idempotency_key, idempotency_expires_at, headers)
+  SELECT p.id, p.queue, p.type, p.payload, p.content_type,
+         CASE WHEN p.due > now() THEN 'scheduled' ELSE 'available' END::jobwire.job_state,
+         p.due, p.priority,
+         coalesce(p.max_attempts, q.max_attempts, 25),
+         p.lease_ms, p.retry, p.idempotency_key,
+         CASE WHEN p.idempotency_key IS NOT NULL THEN now() + p.idempotency_ttl_ms * interval '1 millisecond' END,
+         p.headers
+  FROM prepared p LEFT JOIN jobwire.queues q ON q.name = p.queue
+  ORDER BY p.ord
+  ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL AND NOT idempotency_released DO NOTHING
+  RETURNING id
+)
+SELECT i.id, (ins.id IS NULL) AS duplicate, i.queue, i.idempotency_key
+FROM input i LEFT JOIN ins ON ins.id = i.id
+ORDER BY i.ord`;
+
+/** Releases keys whose TTL has passed, so a new job may take them. */
+const RELEASE_EXPIRED_KEYS = `
+UPDATE jobwire.jobs j SET idempotency_released = true
+FROM unnest($1::text[], $2::text[]) AS k(queue, key)
+WHERE j.queue = k.queue AND j.idempotency_key = k.key
+  AND NOT j.idempotency_released AND j.idempotency_expires_at <= now()`;
+
+const FIND_LIVE_KEYS = `
+SELECT j.id, j.queue, j.idempotency_key
+FROM jobwire.jobs j JOIN unnest($1::text[], $2::text[]) AS k(queue, key)
+  ON j.queue = k.queue AND j.idempotency_key = k.key
+WHERE NOT j.idempotency_released`;
+
+// ---------------------------------------------------------------------------
+// Leasing
+
+/**
+ * Claims up to $2 available jobs from the queues in $1 for one stream.
+ *
+ * Each queue is read through jobs_claim_idx in delivery order (LATERAL, one
+ * index range per queue, so several queues never force a sort of the whole
+ * backlog); SKIP LOCKED lets concurrent claimers pass each other's rows
+ * instead of queueing behind them. A row is claimed by exactly one
+ * statement: the UPDATE re-checks state = 'available' under the row lock.
+ *
+ * Lease length: the job's own, else the worker's ($3), else the queue's, else
+ * the broker default ($4).
+ */
+const CLAIM = `
+WITH next AS (
+  SELECT c.id FROM unnest($1::text[]) AS qn(name)
+  CROSS JOIN LATERAL (
+    SELECT j.id, j.priority, j.run_at FROM jobwire.jobs j
+    WHERE j.state = 'available' AND j.queue = qn.name
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+  ) c
+  ORDER BY c.priority DESC, c.run_at, c.id
+  LIMIT $2
+), granted AS (
+  SELECT j.id, coalesce(j.lease_ms, $3::int, (SELECT q.lease_ms FROM jobwire.queues q WHERE q.name = j.queue), $4::int) AS ms
+  FROM jobwire.jobs j JOIN next USING (id)
+)
+UPDATE jobwire.jobs j
+SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+    leased_for_ms = g.ms, lease_expires_at = now() + g.ms * interval '1 millisecond',
+    worker_id = $5, cancel_requested = false
+FROM granted g
+WHERE j.id = g.id AND j.state = 'available'
+RETURNING ${JOB_COLUMNS_J}, j.lease_token`;
+
+/** Gives back leases a stream could not deliver; the attempt is not counted. */
+const RELEASE = `
+UPDATE jobwire.jobs j
+SET state = 'available', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL,
+    leased_for_ms = NULL, worker_id = NULL
+FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+RETURNING j.queue`;
+
+const ACK = `
+UPDATE jobwire.jobs j
+SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+RETURNING j.id, t.token`;
+
+const HEARTBEAT = `
+UPDATE jobwire.jobs j
+SET lease_expires_at = now() + coalesce($3::int, j.leased_for_ms) * interval '1 millisecond'
+FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+RETURNING j.id, t.token, j.lease_expires_at, j.cancel_requested`;
+
+/**
+ * The one rule for a failed attempt, shared by Nack and the reaper:
+ * cancel-requested jobs become cancelled; permanent failures and exhausted
+ * attempts become dead; the rest wait out their backoff as retryable (or go
+ * straight to available when the wait is zero). The error joins the history.
+ * Expects a FROM item "f" with columns id, permanent, retry_after_ms, message.
+ */
+const FAIL_SET = `
+SET state = d.next_state,
+    run_at = CASE WHEN d.next_state IN ('retryable', 'available') THEN d.next_run_at ELSE j.run_at END,
+    finished_at = CASE WHEN d.next_state IN ('dead', 'cancelled') THEN now() END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+      'attempt', j.attempt, 'message', d.message, 'at', now(), 'worker_id', j.worker_id)),
+    lease_token = NULL, lease_expires_at = NULL`;
+
+// The decision, per failed row: where it goes next and when.
+const FAIL_DECIDE = `
+  SELECT f.id, f.message, r.next_run_at,
+         CASE WHEN j.cancel_requested THEN 'cancelled'
+              WHEN f.permanent OR j.attempt >= j.max_attempts THEN 'dead'
+              WHEN r.next_run_at <= now() THEN 'available'
+              ELSE 'retryable' END::jobwire.job_state AS next_state
+  FROM failures f JOIN jobwire.jobs j ON j.id = f.id
+  CROSS JOIN LATERAL (
+    SELECT now() + coalesce(f.retry_after_ms * interval '1 millisecond',
+                            jobwire.retry_delay(j.attempt, j.retry, (SELECT q.retry FROM jobwire.queues q WHERE q.name = j.queue))) AS next_run_at
+  ) r`;
+
+const NACK = `
+WITH failures AS (
+  SELECT j.id, $3::bool AS permanent, $4::int AS retry_after_ms, $5::text AS message
+  FROM jobwire.jobs j
+  WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2
+  FOR UPDATE
+), d AS (${FAIL_DECIDE})
+UPDATE jobwire.jobs j ${FAIL_SET}
+FROM d WHERE j.id = d.id
+RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+
+/**
+ * The reaper: leases past their expiry fail their attempt with "lease
+ * expired". Batched, and SKIP LOCKED so replicas split the work.
+ */
+const REAP = `
+WITH failures AS (
+  SELECT j.id, false AS permanent, NULL::int AS retry_after_ms, 'lease expired' AS message
+  FROM jobwire.jobs j
+  WHERE j.state = 'running' AND j.lease_expires_at < now()
+  ORDER BY j.id
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), d AS (${FAIL_DECIDE})
+UPDATE jobwire.jobs j ${FAIL_SET}
+FROM d WHERE j.id = d.id
+RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+
+/** Promotes due scheduled and retryable jobs, and wakes their queues. */
+const PROMOTE_DUE = `
+WITH due AS (
+  SELECT id FROM jobwire.jobs
+  WHERE state IN ('scheduled', 'retryable') AND run_at <= now()
+  ORDER BY run_at
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), moved AS (
+  UPDATE jobwire.jobs j SET state = 'available' FROM due WHERE j.id = due.id RETURNING j.queue
+)
+SELECT m.queue, m.n, pg_notify('jobwire', 'a:' || m.queue) AS notified
+FROM (SELECT queue, count(*)::int AS n FROM moved GROUP BY queue) m`;
+
+/** Milliseconds until the next scheduled or retryable job is due, by the database's clock. */
+const NEXT_DUE = `
+SELECT extract(epoch FROM min(run_at) - now()) * 1000 AS ms
+FROM jobwire.jobs WHERE state IN ('scheduled', 'retryable')`;
+
+// ---------------------------------------------------------------------------
+// Producers and operators
+
+const GET_JOB = `SELECT ${JOB_COLUMNS} FROM jobwire.jobs WHERE id = $1`;
+
+/** Waiting jobs are cancelled at once; a running one is asked to stop. */
+const CANCEL = `
+UPDATE jobwire.jobs
+SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+    cancel_requested = (state = 'running'),
+    finished_at = CASE WHEN state = 'running' THEN NULL ELSE now() END
+WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'running')
+RETURNING ${JOB_COLUMNS}`;
+
+/**
+ * Replay: a fresh attempt budget, the error history kept. The state check
+ * makes it idempotent: a job already replayed is no longer dead.
+ */
+const REPLAY_IDS = `
+WITH target AS (
+  SELECT id FROM jobwire.jobs WHERE id = ANY($1::bigint[]) AND state = ANY($2::jobwire.job_state[])
+  ORDER BY id FOR UPDATE SKIP LOCKED
+), moved AS (
+  UPDATE jobwire.jobs j
+  SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL, cancel_requested = false,
+      lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
+  FROM target WHERE j.id = target.id
+  RETURNING j.id, j.queue, j.headers
+)
+SELECT m.id, m.queue, m.headers, pg_notify('jobwire', 'a:' || m.queue) AS notified FROM moved m`;
+
+const SELECT_REPLAYABLE = `
+SELECT id FROM jobwire.jobs j
+WHERE j.queue = $1 AND j.state = ANY($2::jobwire.job_state[])
+  AND ($3::text IS NULL OR j.type = $3)
+  AND ($4::text IS NULL OR strpos(j.errors -> -1 ->> 'message', $4) > 0)
+  AND ($5::timestamptz IS NULL OR j.finished_at >= $5)
+  AND ($6::timestamptz IS NULL OR j.finished_at < $6)
+  AND j.id > $7::bigint
+ORDER BY j.id
+LIMIT $8`;
+
+const LIST_JOBS = `
+SELECT ${JOB_COLUMNS} FROM jobwire.jobs
+WHERE ($1::text IS NULL OR queue = $1)
+  AND ($2::text IS NULL OR type = $2)
+  AND (cardinality($3::jobwire.job_state[]) = 0 OR state = ANY($3::jobwire.job_state[]))
+  AND ($4::bigint IS NULL OR id < $4)
+ORDER BY id DESC
+LIMIT $5`;
+
+const QUEUE_COUNTS = `
+SELECT queue, state, count(*)::bigint AS n FROM jobwire.jobs
+WHERE cardinality($1::text[]) = 0 OR queue = ANY($1::text[])
+GROUP BY queue, state`;
+
+const OLDEST_AVAILABLE = `
+SELECT queue, extract(epoch FROM now() - min(run_at)) * 1000 AS age_ms FROM jobwire.jobs
+WHERE state = 'available' AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))
+GROUP BY queue`;
+
+const UPSERT_QUEUE = `
+INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, updated_at) VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (name) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, lease_ms = EXCLUDED.lease_ms,
+  retry = EXCLUDED.retry, updated_at = now()`;
+
+const GET_QUEUE = `SELECT name, max_attempts, lease_ms, retry FROM jobwire.queues WHERE name = $1`;
+
+export class JobStore {
+  constructor(readonly pool: pg.Pool) {}
+
+  async enqueue(jobs: NewJob[]): Promise<EnqueueResult[]> {
+    const cols = {
+      queue: [] as string[],
+      type: [] as string[],
+      payload: [] as Buffer[],
+      contentType: [] as string[],
+      runAt: [] as (Date | null)[],
+      delayMs: [] as number[],
+      priority: [] as number[],
+      maxAttempts: [] as (number | null)[],
+      leaseMs: [] as (number | null)[],
+      retry: [] as (string | null)[],
+      key: [] as (string | null)[],
+      ttl: [] as number[],
+      headers: [] as string[],
+    };
+    const keyed: { queue: string; key: string }[] = [];
+    for (const j of jobs) {
+      cols.queue.push(j.queue);
+      cols.type.push(j.type);
+      cols.payload.push(Buffer.from(j.payload.buffer, j.payload.byteOffset, j.payload.byteLength));
+      cols.contentType.push(j.contentType);
+      cols.runAt.push(j.runAt);
+      cols.delayMs.push(j.delayMs);
+      cols.priority.push(j.priority);
+      cols.maxAttempts.push(j.maxAttempts);
+      cols.leaseMs.push(j.leaseMs);
+      cols.retry.push(policyJson(j.retry));
+      cols.key.push(j.idempotencyKey);
+      cols.ttl.push(j.idempotencyTtlMs);
+      cols.headers.push(JSON.stringify(j.headers));
+      if (j.idempotencyKey !== null) keyed.push({ queue: j.queue, key: j.idempotencyKey });
+    }
+    const params = [
+      cols.queue, cols.type, cols.payload, cols.contentType, cols.runAt, cols.delayMs, cols.priority,
+      cols.maxAttempts, cols.leaseMs, cols.retry, cols.key, cols.ttl, cols.headers,
+    ];
+    type Row = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
+    if (keyed.length === 0) {
+      // The common path: one statement, one round trip.
+      const { rows } = await query<Row>(this.pool, INSERT_JOBS, params, "jobwire_insert_jobs");
+      return rows.map((r) => ({ jobId: r.id, duplicate: false }));
+    }
+    return withTx(this.pool, async (c) => {
+      const kq = keyed.map((k) => k.queue);
+      const kk = keyed.map((k) => k.key);
+      await c.query({ name: "jobwire_release_keys", text: RELEASE_EXPIRED_KEYS, values: [kq, kk] });
+      const { rows } = await c.query<Row>({ name: "jobwire_insert_jobs", text: INSERT_JOBS, values: params });
+      if (!rows.some((r) => r.duplicate)) return rows.map((r) => ({ jobId: r.id, duplicate: false }));
+      const live = await c.query<{ id: string; queue: string; idempotency_key: string }>({
+        name: "jobwire_find_keys",
+        text: FIND_LIVE_KEYS,
+        values: [kq, kk],
+      });
+      const owner = new Map(live.rows.map((r) => [`${r.queue}\u0000${r.idempotency_key}`, r.id]));
+      return rows.map((r) => {
+        if (!r.duplicate) return { jobId: r.id, duplicate: false };
+        const id = owner.get(`${r.queue}\u0000${r.idempotency_key}`);
+        if (!id) throw new Error(`idempotency key ${r.idempotency_key} conflicted but no live job holds it`);
+        return { jobId: id, duplicate: true };
+      });
+    });
+  }
+
+  async claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {
+    const { rows } = await query<JobRow & { lease_token: string }>(
+      this.pool,
+      CLAIM,
+      [queues, limit, workerLeaseMs, defaultLeaseMs, workerId],
+      "jobwire_claim",
+    );
+    // RETURNING has no defined order; deliver in claim order.
+    rows.sort((a, b) => b.priority - a.priority || a.run_at.getTime() - b.run_at.getTime() || cmpId(a.id, b.id));
+    return rows.map((r) => ({ job: toJob(r), token: r.lease_token, expiresAt: r.lease_expires_at! }));
+  }
+
+  async release(leases: LeaseRef[]): Promise<string[]> {
+    if (leases.length === 0) return [];
+    const { rows } = await query<{ queue: string }>(
+      this.pool,
+      RELEASE,
+      [leases.map((l) => l.id), leases.map((l) => l.token)],
+      "jobwire_release",
+    );
+    return [...new Set(rows.map((r) => r.queue))];
+  }
+
+  /** Completes the leases that are still current; returns them, keyed by leaseKey(). */
+  async ack(leases: LeaseRef[]): Promise<Set<string>> {
+    if (leases.length === 0) return new Set();
+    const { rows } = await query<{ id: string; token: string }>(
+      this.pool,
+      ACK,
+      [leases.map((l) => l.id), leases.map((l) => l.token)],
+      "jobwire_ack",
+    );
+    return new Set(rows.map((r) => leaseKey(r)));
+  }
+
+  /** Extends the leases that are still current; returns them, keyed by leaseKey(). */
+  async heartbeat(leases: LeaseRef[], extendMs: number | null): Promise<Map<string, { expiresAt: Date; cancelRequested: boolean }>> {
+    const { rows } = await query<{ id: string; token: string; lease_expires_at: Date; cancel_requested: boolean }>(
+      this.pool,
+      HEARTBEAT,
+      [leases.map((l) => l.id), leases.map((l) => l.token), extendMs],
+      "jobwire_heartbeat",
+    );
+    return new Map(rows.map((r) => [leaseKey(r), { expiresAt: r.lease_expires_at, cancelRequested: r.cancel_requested }]));
+  }
+
+  /** The ids among `ids` that are in one of `states`. */
+  async filterIds(ids: string[], states: JobState[]): Promise<string[]> {
+    const { rows } = await query<{ id: string }>(
+      this.pool,
+      "SELECT id FROM jobwire.jobs WHERE id = ANY($1::bigint[]) AND state = ANY($2::jobwire.job_state[]) ORDER BY id",
+      [ids, states],
+      "jobwire_filter_ids",
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Fails one attempt; null when the lease is not current. */
+  async nack(lease: LeaseRef, message: string, permanent: boolean, retryAfterMs: number | null): Promise<FailedJob | null> {
+    const { rows } = await query<FailedRow>(
+      this.pool,
+      NACK,
+      [lease.id, lease.token, permanent, retryAfterMs, message],
+      "jobwire_nack",
+    );
+    return rows[0] ? toFailed(rows[0]) : null;
+  }
+
+  async reapExpired(limit: number): Promise<FailedJob[]> {
+    const { rows } = await query<FailedRow>(this.pool, REAP, [limit], "jobwire_reap");
+    return rows.map(toFailed);
+  }
+
+  /** Moves due jobs to available; returns how many per queue. */
+  async promoteDue(limit: number): Promise<Map<string, number>> {
+    const { rows } = await query<{ queue: string; n: number }>(this.pool, PROMOTE_DUE, [limit], "jobwire_promote");
+    return new Map(rows.map((r) => [r.queue, r.n]));
+  }
+
+  /** Milliseconds until the next job is due (negative if overdue), or null when none waits. */
+  async msUntilNextDue(): Promise<number | null> {
+    const { rows } = await query<{ ms: string | null }>(this.pool, NEXT_DUE, [], "jobwire_next_due");
+    const ms = rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Number(ms);
+  }
+
+  async notify(queue: string): Promise<void> {
+    await query(this.pool, "SELECT pg_notify('jobwire', $1)", ["a:" + queue], "jobwire_notify");
+  }
+
+  async notifyScheduled(): Promise<void> {
+    await query(this.pool, "SELECT pg_notify('jobwire', 's:')", [], "jobwire_notify_scheduled");
+  }
+
+  async get(id: string): Promise<Job | null> {
+    const { rows } = await query<JobRow>(this.pool, GET_JOB, [id], "jobwire_get_job");
+    return rows[0] ? toJob(rows[0]) : null;
+  }
+
+  /** Returns the job after the change, or null when nothing was cancellable. */
+  async cancel(id: string): Promise<Job | null> {
+    const { rows } = await query<JobRow>(this.pool, CANCEL, [id], "jobwire_cancel");
+    return rows[0] ? toJob(rows[0]) : null;
+  }
+
+  async replayIds(ids: string[], states: JobState[]): Promise<{ id: string; queue: string; headers: Record<string, string> }[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await query<{ id: string; queue: string; headers: Record<string, string> }>(
+      this.pool,
+      REPLAY_IDS,
+      [ids, states],
+      "jobwire_replay_ids",
+    );
+    return rows;
+  }
+
+  async selectReplayable(f: ReplayFilter, states: JobState[], afterId: string, limit: number): Promise<string[]> {
+    const { rows } = await query<{ id: string }>(
+      this.pool,
+      SELECT_REPLAYABLE,
+      [f.queue, states, f.type, f.errorContains, f.finishedAfter, f.finishedBefore, afterId, limit],
+      "jobwire_select_replayable",
+    );
+    return rows.map((r) => r.id);
+  }
+
+  async list(f: ListFilter): Promise<Job[]> {
+    const { rows } = await query<JobRow>(
+      this.pool,
+      LIST_JOBS,
+      [f.queue, f.type, f.states, f.beforeId, f.limit],
+      "jobwire_list_jobs",
+    );
+    return rows.map(toJob);
+  }
+
+  async stats(queues: string[]): Promise<QueueStats[]> {
+    const [counts, oldest] = await Promise.all([
+      query<{ queue: string; state: JobState; n: string }>(this.pool, QUEUE_COUNTS, [queues], "jobwire_queue_counts"),
+      query<{ queue: string; age_ms: string }>(this.pool, OLDEST_AVAILABLE, [queues], "jobwire_oldest_available"),
+    ]);
+    const byQueue = new Map<string, QueueStats>();
+    const entry = (queue: string) => {
+      let s = byQueue.get(queue);
+      if (!s) {
+        s = { queue, counts: Object.fromEntries(JOB_STATES.map((st) => [st, 0])) as Record<JobState, number>, oldestAvailableAgeMs: 0 };
+        byQueue.set(queue, s);
+      }
+      return s;
+    };
+    for (const r of counts.rows) entry(r.queue).counts[r.state] = Number(r.n);
+    for (const r of oldest.rows) entry(r.queue).oldestAvailableAgeMs = Math.max(0, Math.round(Number(r.age_ms)));
+    return [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue));
+  }
+
+  async setQueueConfig(c: QueueConfig): Promise<void> {
+    await query(this.pool, UPSERT_QUEUE, [c.queue, c.maxAttempts, c.leaseMs, policyJson(c.retry)], "jobwire_upsert_queue");
+  }
+
+  async getQueueConfig(queue: string): Promise<QueueConfig | null> {
+    const { rows } = await query<{ name: string; max_attempts: number | null; lease_ms: number | null; retry: Record<string, number> | null }>(
+      this.pool,
+      GET_QUEUE,
+      [queue],
+      "jobwire_get_queue",
+    );
+    const r = rows[0];
+    return r ? { queue: r.name, maxAttempts: r.max_attempts, leaseMs: r.lease_ms, retry: policyFromJson(r.retry) } : null;
+  }
+}
+
+interface FailedRow {
+  id: string;
+  queue: string;
+  state: JobState;
+  run_at: Date;
+  headers: Record<string, string>;
+  attempt: number;
+}
+
+function toFailed(r: FailedRow): FailedJob {
+  return { id: r.id, queue: r.queue, state: r.state, runAt: r.run_at, headers: r.headers, attempt: r.attempt };
+}
+
+function cmpId(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}

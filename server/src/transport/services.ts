@@ -1,0 +1,226 @@
+import { create } from "@bufbuild/protobuf";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  AdminService,
+  GetQueueStatsResponseSchema,
+  ListJobsResponseSchema,
+  ReplayResponseSchema,
+  SetQueueConfigResponseSchema,
+} from "@jobwire/proto/jobwire/v1/admin_service_pb";
+import {
+  CancelJobResponseSchema,
+  EnqueueResponseSchema,
+  GetJobResponseSchema,
+  JobService,
+} from "@jobwire/proto/jobwire/v1/job_service_pb";
+import {
+  AckResponseSchema,
+  HeartbeatResponseSchema,
+  LeaseResponseSchema,
+  NackResponseSchema,
+  WorkerService,
+  type LeaseRequest,
+  type LeaseResponse,
+} from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { Broker } from "../broker/broker.js";
+import { invalid } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { Lease } from "../model.js";
+import { approxJobBytes, dateOf, durationMs, jobToPb, msToDuration, retryFromPb, specFromPb, stateFromPb, stateToPb, ts } from "./convert.js";
+import { toConnectError } from "./errors.js";
+
+/**
+ * The RPC handlers: protobuf in, broker call, protobuf out. Every error
+ * leaves through toConnectError.
+ */
+
+type Unary<I, O> = (req: I, ctx: HandlerContext) => Promise<O>;
+
+function guard<I, O>(log: Logger, fn: Unary<I, O>): Unary<I, O> {
+  return async (req, ctx) => {
+    try {
+      return await fn(req, ctx);
+    } catch (err) {
+      throw toConnectError(err, log, ctx.method.name);
+    }
+  };
+}
+
+export function jobService(broker: Broker, log: Logger): ServiceImpl<typeof JobService> {
+  return {
+    enqueue: guard(log, async (req) => {
+      const results = await broker.enqueue(req.jobs.map(specFromPb));
+      return create(EnqueueResponseSchema, { results: results.map((r) => ({ jobId: r.jobId, duplicate: r.duplicate })) });
+    }),
+    getJob: guard(log, async (req) => create(GetJobResponseSchema, { job: jobToPb(await broker.getJob(req.id)) })),
+    cancelJob: guard(log, async (req) => create(CancelJobResponseSchema, { job: jobToPb(await broker.cancelJob(req.id)) })),
+  };
+}
+
+export function workerService(broker: Broker, log: Logger, maxMessageBytes: number): ServiceImpl<typeof WorkerService> {
+  return {
+    lease: (requests, ctx) => leaseStream(broker, log, maxMessageBytes, requests, ctx),
+    ack: guard(log, async (req) => create(AckResponseSchema, { lostLeaseTokens: await broker.ack(req.leaseTokens) })),
+    nack: guard(log, async (req) => {
+      const r = await broker.nack(req.leaseToken, req.error, req.permanent, durationMs(req.retryAfter));
+      return create(NackResponseSchema, { state: stateToPb(r.state), runAt: r.state === "retryable" || r.state === "available" ? ts(r.runAt) : undefined });
+    }),
+    heartbeat: guard(log, async (req) => {
+      const results = await broker.heartbeat(req.leaseTokens, durationMs(req.extendBy));
+      return create(HeartbeatResponseSchema, {
+        results: results.map((r) => ({
+          leaseToken: r.token,
+          lost: r.lost,
+          cancelRequested: r.cancelRequested,
+          leaseExpiresAt: ts(r.expiresAt),
+        })),
+      });
+    }),
+  };
+}
+
+/**
+ * Lease: the first message opens the session; later ones add credit. A
+ * request stream closed by the worker means "no more jobs": the session
+ * ends and the response stream finishes cleanly.
+ */
+async function* leaseStream(
+  broker: Broker,
+  log: Logger,
+  maxMessageBytes: number,
+  requests: AsyncIterable<LeaseRequest>,
+  ctx: HandlerContext,
+): AsyncGenerator<LeaseResponse> {
+  const it = requests[Symbol.asyncIterator]();
+  let session;
+  try {
+    const first = await it.next();
+    if (first.done) return;
+    if (first.value.msg.case !== "open") throw invalid("open", "the first Lease message must be open");
+    const o = first.value.msg.value;
+    session = broker.openLease({
+      queues: o.queues,
+      workerId: o.workerId,
+      maxInFlight: o.maxInFlight,
+      leaseMs: durationMs(o.leaseDuration),
+    });
+  } catch (err) {
+    throw toConnectError(err, log, "Lease");
+  }
+  const s = session;
+  let inputError: unknown = null;
+  const onAbort = () => void s.close(null);
+  ctx.signal.addEventListener("abort", onAbort);
+  // Read credit in the background while the generator writes jobs.
+  void (async () => {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) break;
+        if (r.value.msg.case === "credit") {
+          if (r.value.msg.value.count < 1) throw invalid("credit.count", "must be at least 1");
+          s.addCredit(r.value.msg.value.count);
+        } else {
+          throw invalid("open", "the stream is already open; send credit");
+        }
+      }
+    } catch (err) {
+      inputError = err;
+    }
+    await s.close(null);
+  })();
+  try {
+    // Several jobs per message, but never more than the message limit.
+    const budget = Math.floor(maxMessageBytes * 0.9);
+    for await (const batch of s) {
+      if (batch.length === 0) {
+        yield create(LeaseResponseSchema, { jobs: [] });
+        continue;
+      }
+      let part: Lease[] = [];
+      let bytes = 0;
+      for (const l of batch) {
+        const n = approxJobBytes(l.job);
+        if (part.length > 0 && bytes + n > budget) {
+          yield toResponse(part);
+          part = [];
+          bytes = 0;
+        }
+        part.push(l);
+        bytes += n;
+      }
+      if (part.length > 0) yield toResponse(part);
+    }
+    if (inputError) throw inputError;
+  } catch (err) {
+    throw toConnectError(err, log, "Lease");
+  } finally {
+    ctx.signal.removeEventListener("abort", onAbort);
+    await s.close(null);
+  }
+}
+
+function toResponse(leases: Lease[]): LeaseResponse {
+  return create(LeaseResponseSchema, {
+    jobs: leases.map((l) => ({ job: jobToPb(l.job), leaseToken: l.token, leaseExpiresAt: ts(l.expiresAt) })),
+  });
+}
+
+export function adminService(broker: Broker, log: Logger): ServiceImpl<typeof AdminService> {
+  return {
+    replay: guard(log, async (req) => {
+      const f = req.filter;
+      const ids = await broker.replay({
+        jobIds: req.jobIds,
+        filter: f
+          ? {
+              queue: f.queue,
+              type: f.type || null,
+              errorContains: f.errorContains || null,
+              finishedAfter: dateOf("filter.finished_after", f.finishedAfter),
+              finishedBefore: dateOf("filter.finished_before", f.finishedBefore),
+            }
+          : null,
+        limit: req.limit,
+        dryRun: req.dryRun,
+        includeCancelled: req.includeCancelled,
+      });
+      return create(ReplayResponseSchema, { replayed: ids.length, jobIds: ids });
+    }),
+    listJobs: guard(log, async (req) => {
+      const page = await broker.listJobs({
+        queue: req.queue,
+        type: req.type,
+        states: req.states.map((s, i) => stateFromPb(`states[${i}]`, s)),
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+      });
+      return create(ListJobsResponseSchema, { jobs: page.jobs.map(jobToPb), nextPageToken: page.nextPageToken });
+    }),
+    getQueueStats: guard(log, async (req) => {
+      const stats = await broker.queueStats(req.queues);
+      return create(GetQueueStatsResponseSchema, {
+        queues: stats.map((s) => ({
+          queue: s.queue,
+          scheduled: BigInt(s.counts.scheduled),
+          available: BigInt(s.counts.available),
+          running: BigInt(s.counts.running),
+          retryable: BigInt(s.counts.retryable),
+          completed: BigInt(s.counts.completed),
+          dead: BigInt(s.counts.dead),
+          cancelled: BigInt(s.counts.cancelled),
+          oldestAvailableAge: msToDuration(s.oldestAvailableAgeMs),
+        })),
+      });
+    }),
+    setQueueConfig: guard(log, async (req) => {
+      await broker.setQueueConfig({
+        queue: req.queue,
+        maxAttempts: req.maxAttempts ?? null,
+        leaseMs: durationMs(req.leaseDuration),
+        retry: retryFromPb(req.retry),
+      });
+      return create(SetQueueConfigResponseSchema, {});
+    }),
+  };
+}
