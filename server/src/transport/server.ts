@@ -27,6 +27,9 @@ export interface RunningServer {
   close(timeoutMs: number): Promise<void>;
 }
 
+/** How long a finished response waits for the client to close its side before the stream is reset. */
+const HALF_OPEN_GRACE_MS = 1000;
+
 /** The HTTP/2 connection preface every h2c client sends first. */
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -57,7 +60,22 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
     },
   });
 
-  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, handler);
+  // Once a response is complete (trailers written), a client that never
+  // closes its side of the stream (connect-node's, for one) would hold the
+  // stream, and so the connection and our shutdown, open. As gRPC servers
+  // do, reset such a stream with NO_ERROR, after a grace period that lets
+  // the client read the trailers first.
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, (req, res) => {
+    req.stream.once("finish", () => {
+      if (req.stream.closed) return;
+      const t = setTimeout(() => {
+        if (!req.stream.closed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      }, HALF_OPEN_GRACE_MS);
+      t.unref();
+      req.stream.once("close", () => clearTimeout(t));
+    });
+    handler(req, res);
+  });
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
 

@@ -1,0 +1,280 @@
+package jobwire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
+	"github.com/jobwire/jobwire/clients/go/gen/jobwire/v1/jobwirev1connect"
+	"github.com/jobwire/jobwire/clients/go/internal/backoff"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Defaults for ClientConfig.
+const (
+	// DefaultCallTimeout bounds each unary call whose context has no deadline.
+	DefaultCallTimeout = 10 * time.Second
+	// DefaultRetryAttempts is how many times a unary call is tried in all
+	// when the broker answers UNAVAILABLE (it is restarting or draining).
+	DefaultRetryAttempts = 5
+	// DefaultRetryInitialBackoff and DefaultRetryMaxBackoff shape the
+	// jittered exponential wait between those tries: about 50ms, 100ms,
+	// 200ms, 400ms, so five tries span roughly a second.
+	DefaultRetryInitialBackoff = 50 * time.Millisecond
+	DefaultRetryMaxBackoff     = 2 * time.Second
+	// DefaultMaxMessageBytes caps a message received from the broker. A Lease
+	// response or a ListJobs page may carry many jobs of up to 1 MiB each.
+	DefaultMaxMessageBytes = 64 << 20
+)
+
+// ClientConfig configures a Client. The zero value (or nil) uses the
+// defaults above.
+type ClientConfig struct {
+	// HTTPClient carries the calls. Nil means NewH2CClient(), which the
+	// Client closes in Close.
+	HTTPClient connect.HTTPClient
+	// CallTimeout bounds each unary call whose context has no deadline.
+	CallTimeout time.Duration
+	// RetryAttempts is the number of tries of a unary call answered with
+	// UNAVAILABLE; 1 disables retries.
+	RetryAttempts int
+	// RetryInitialBackoff and RetryMaxBackoff shape the waits between tries.
+	RetryInitialBackoff time.Duration
+	RetryMaxBackoff     time.Duration
+	// MaxMessageBytes caps a message received from the broker.
+	MaxMessageBytes int
+	// Options are added to the connect client options (after WithGRPC).
+	Options []connect.ClientOption
+	// TracerProvider makes the spans. Nil means otel.GetTracerProvider(),
+	// looked up at each call.
+	TracerProvider trace.TracerProvider
+	// Propagator carries trace context in job headers. Nil means
+	// otel.GetTextMapPropagator(), looked up at each call.
+	Propagator propagation.TextMapPropagator
+	// Logger receives the client's and its workers' logs. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *ClientConfig) withDefaults() ClientConfig {
+	var out ClientConfig
+	if c != nil {
+		out = *c
+	}
+	if out.CallTimeout <= 0 {
+		out.CallTimeout = DefaultCallTimeout
+	}
+	if out.RetryAttempts <= 0 {
+		out.RetryAttempts = DefaultRetryAttempts
+	}
+	if out.RetryInitialBackoff <= 0 {
+		out.RetryInitialBackoff = DefaultRetryInitialBackoff
+	}
+	if out.RetryMaxBackoff <= 0 {
+		out.RetryMaxBackoff = DefaultRetryMaxBackoff
+	}
+	if out.MaxMessageBytes <= 0 {
+		out.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out
+}
+
+// Client talks to a jobwire broker. It is safe for concurrent use; make one
+// per broker and share it.
+type Client struct {
+	cfg        ClientConfig
+	ownHTTP    *http.Client // set when the Client made its own transport
+	retry      backoff.Policy
+	jobs       jobwirev1connect.JobServiceClient
+	workers    jobwirev1connect.WorkerServiceClient
+	admin      jobwirev1connect.AdminServiceClient
+	logger     *slog.Logger
+	brokerAddr string
+}
+
+// NewClient returns a Client for the broker at baseURL, for example
+// "http://127.0.0.1:7070". The gRPC protocol is used over HTTP/2.
+func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
+	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
+		return nil, fmt.Errorf("jobwire: broker URL %q must start with http:// or https://", baseURL)
+	}
+	c := &Client{cfg: cfg.withDefaults(), brokerAddr: strings.TrimRight(baseURL, "/")}
+	c.logger = c.cfg.Logger
+	c.retry = backoff.Policy{Initial: c.cfg.RetryInitialBackoff, Max: c.cfg.RetryMaxBackoff}
+	httpClient := c.cfg.HTTPClient
+	if httpClient == nil {
+		c.ownHTTP = NewH2CClient()
+		httpClient = c.ownHTTP
+	}
+	opts := append([]connect.ClientOption{
+		connect.WithGRPC(),
+		connect.WithReadMaxBytes(c.cfg.MaxMessageBytes),
+	}, c.cfg.Options...)
+	c.jobs = jobwirev1connect.NewJobServiceClient(httpClient, c.brokerAddr, opts...)
+	c.workers = jobwirev1connect.NewWorkerServiceClient(httpClient, c.brokerAddr, opts...)
+	c.admin = jobwirev1connect.NewAdminServiceClient(httpClient, c.brokerAddr, opts...)
+	return c, nil
+}
+
+// Close releases the Client's idle connections. Calls in flight are not
+// interrupted.
+func (c *Client) Close() {
+	if c.ownHTTP != nil {
+		c.ownHTTP.CloseIdleConnections()
+	}
+}
+
+// JobService returns the generated JobService client, for calls this package
+// does not wrap. It has no retries or default deadline.
+func (c *Client) JobService() jobwirev1connect.JobServiceClient { return c.jobs }
+
+// WorkerService returns the generated WorkerService client, for building a
+// worker runtime of your own.
+func (c *Client) WorkerService() jobwirev1connect.WorkerServiceClient { return c.workers }
+
+// AdminService returns the generated AdminService client.
+func (c *Client) AdminService() jobwirev1connect.AdminServiceClient { return c.admin }
+
+// EnqueueResult is the outcome of enqueuing one JobSpec.
+type EnqueueResult struct {
+	JobID string
+	// Duplicate is true when the spec's idempotency key matched a live job:
+	// nothing was created and JobID is the first job's id.
+	Duplicate bool
+}
+
+// Enqueue enqueues one job. It sets the W3C trace context headers on
+// spec.Headers (see the package documentation on tracing).
+//
+// A call answered UNAVAILABLE is retried. Should the broker have stored the
+// job before the answer was lost, a retry enqueues it again; give the spec an
+// idempotency key to make that impossible.
+func (c *Client) Enqueue(ctx context.Context, spec *jobwirev1.JobSpec) (EnqueueResult, error) {
+	res, err := c.EnqueueMany(ctx, []*jobwirev1.JobSpec{spec})
+	if err != nil {
+		return EnqueueResult{}, err
+	}
+	return res[0], nil
+}
+
+// EnqueueJSON enqueues one job whose payload is v encoded as JSON.
+func (c *Client) EnqueueJSON(ctx context.Context, queue, jobType string, v any, opts ...JobOption) (EnqueueResult, error) {
+	spec, err := NewJSONJob(queue, jobType, v, opts...)
+	if err != nil {
+		return EnqueueResult{}, err
+	}
+	return c.Enqueue(ctx, spec)
+}
+
+// EnqueueMany enqueues specs in one call, all or nothing. The results are in
+// the order of specs.
+func (c *Client) EnqueueMany(ctx context.Context, specs []*jobwirev1.JobSpec) ([]EnqueueResult, error) {
+	if len(specs) == 0 {
+		return nil, errors.New("jobwire: EnqueueMany needs at least one job")
+	}
+	for i, s := range specs {
+		if s == nil {
+			return nil, fmt.Errorf("jobwire: job spec %d is nil", i)
+		}
+	}
+	ctx, span := c.startProducerSpan(ctx, specs)
+	defer span.End()
+
+	res, err := callUnary(ctx, c, c.jobs.Enqueue, &jobwirev1.EnqueueRequest{Jobs: specs})
+	if err == nil && len(res.GetResults()) != len(specs) {
+		err = fmt.Errorf("jobwire: broker answered %d results for %d jobs", len(res.GetResults()), len(specs))
+	}
+	if err != nil {
+		endSpanWithError(span, err)
+		return nil, err
+	}
+	out := make([]EnqueueResult, len(specs))
+	for i, r := range res.GetResults() {
+		out[i] = EnqueueResult{JobID: r.GetJobId(), Duplicate: r.GetDuplicate()}
+	}
+	recordEnqueued(span, out)
+	return out, nil
+}
+
+// GetJob returns the job with the given id. An unknown id answers NOT_FOUND
+// (see connect.CodeOf).
+func (c *Client) GetJob(ctx context.Context, id string) (*jobwirev1.Job, error) {
+	res, err := callUnary(ctx, c, c.jobs.GetJob, &jobwirev1.GetJobRequest{Id: id})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetJob(), nil
+}
+
+// CancelJob cancels a waiting job at once, or asks the worker running it to
+// stop (the job then has cancel_requested set and is still RUNNING). It
+// returns the job after the call. A completed or dead job answers
+// FAILED_PRECONDITION.
+func (c *Client) CancelJob(ctx context.Context, id string) (*jobwirev1.Job, error) {
+	res, err := callUnary(ctx, c, c.jobs.CancelJob, &jobwirev1.CancelJobRequest{Id: id})
+	if err != nil {
+		return nil, err
+	}
+	return res.GetJob(), nil
+}
+
+// Replay makes DEAD (and, when asked, CANCELLED) jobs AVAILABLE again with a
+// fresh attempt budget.
+func (c *Client) Replay(ctx context.Context, req *jobwirev1.ReplayRequest) (*jobwirev1.ReplayResponse, error) {
+	return callUnary(ctx, c, c.admin.Replay, req)
+}
+
+// ReplayJobs replays the given DEAD jobs by id.
+func (c *Client) ReplayJobs(ctx context.Context, ids ...string) (*jobwirev1.ReplayResponse, error) {
+	return c.Replay(ctx, &jobwirev1.ReplayRequest{JobIds: ids})
+}
+
+// ListJobs lists jobs, newest first.
+func (c *Client) ListJobs(ctx context.Context, req *jobwirev1.ListJobsRequest) (*jobwirev1.ListJobsResponse, error) {
+	return callUnary(ctx, c, c.admin.ListJobs, req)
+}
+
+// callUnary makes one unary call with the per-call deadline, retrying
+// UNAVAILABLE with jittered exponential backoff. Only UNAVAILABLE is retried:
+// it is what the broker (and connect, for a refused or dropped connection)
+// answers when the request could not be served right now; every other code
+// is the broker's considered answer.
+func callUnary[Req, Res any](
+	ctx context.Context,
+	c *Client,
+	fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error),
+	req *Req,
+) (*Res, error) {
+	for attempt := 0; ; attempt++ {
+		callCtx, cancel := c.withCallTimeout(ctx)
+		res, err := fn(callCtx, connect.NewRequest(req))
+		cancel()
+		if err == nil {
+			return res.Msg, nil
+		}
+		if connect.CodeOf(err) != connect.CodeUnavailable || attempt+1 >= c.cfg.RetryAttempts || ctx.Err() != nil {
+			return nil, err
+		}
+		if !c.retry.Sleep(ctx.Done(), attempt) {
+			return nil, err
+		}
+	}
+}
+
+// withCallTimeout applies CallTimeout unless ctx already has a deadline.
+func (c *Client) withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.CallTimeout)
+}

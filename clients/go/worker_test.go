@@ -1,0 +1,245 @@
+package jobwire_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jobwire "github.com/jobwire/jobwire/clients/go"
+	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
+	"github.com/jobwire/jobwire/clients/go/gen/jobwire/v1/jobwirev1connect"
+)
+
+func TestWorker_UnknownJobTypeFailsPermanently(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "unknown_type")
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		w.Handle("known", func(ctx context.Context, job *jobwire.Job) error { return nil })
+	})
+
+	id := mustEnqueueJSON(env, "mystery", struct{}{}, jobwire.WithMaxAttempts(5))
+
+	job := env.waitForState(id, stateDead)
+	if job.GetAttempt() != 1 {
+		t.Errorf("attempt = %d, want 1", job.GetAttempt())
+	}
+	if errs := job.GetErrors(); len(errs) != 1 || !strings.Contains(errs[0].GetMessage(), `no handler for job type "mystery"`) {
+		t.Errorf("errors = %v, want one naming the missing handler", errs)
+	}
+}
+
+func TestWorker_PanicIsRecoveredAsTransientFailure(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "panic")
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		w.Handle("explode", func(ctx context.Context, job *jobwire.Job) error {
+			if job.Attempt == 1 {
+				panic("kaboom")
+			}
+			return nil
+		})
+	})
+
+	id := mustEnqueueJSON(env, "explode", struct{}{}, jobwire.WithRetry(50*time.Millisecond, 0, 0))
+
+	job := env.waitForState(id, stateCompleted)
+	if job.GetAttempt() != 2 {
+		t.Errorf("attempt = %d, want 2", job.GetAttempt())
+	}
+	if errs := job.GetErrors(); len(errs) != 1 || !strings.Contains(errs[0].GetMessage(), "handler panicked: kaboom") {
+		t.Errorf("errors = %v, want one recording the panic", errs)
+	}
+}
+
+func TestWorker_UndecodableJSONFailsPermanently(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "bad_json")
+	var calls atomic.Int32
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		jobwire.HandleJSON(w, "typed", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
+			calls.Add(1)
+			return nil
+		})
+	})
+
+	res, err := env.client.Enqueue(env.ctx, &jobwirev1.JobSpec{Queue: env.queue, Type: "typed", Payload: []byte("{not json"), ContentType: jobwire.ContentTypeJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	job := env.waitForState(res.JobID, stateDead)
+	if calls.Load() != 0 {
+		t.Error("the typed handler ran although the payload did not decode")
+	}
+	if errs := job.GetErrors(); len(errs) != 1 || !strings.Contains(errs[0].GetMessage(), "decode JSON payload") {
+		t.Errorf("errors = %v, want one about decoding", errs)
+	}
+}
+
+func TestWorker_RetryAfterSetsTheNextRun(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "retry_after")
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		w.Handle("later", func(ctx context.Context, job *jobwire.Job) error {
+			return jobwire.RetryAfter(time.Hour, errors.New("rate limited"))
+		})
+	})
+	before := time.Now()
+
+	id := mustEnqueueJSON(env, "later", struct{}{}, jobwire.WithRetry(50*time.Millisecond, 0, 0))
+
+	job := env.waitForState(id, jobwirev1.JobState_JOB_STATE_RETRYABLE)
+	if runAt := job.GetRunAt().AsTime(); runAt.Before(before.Add(50 * time.Minute)) {
+		t.Errorf("run_at = %v, want about an hour after %v", runAt, before)
+	}
+}
+
+func TestWorker_NeverRunsMoreThanConcurrency(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "concurrency")
+	const concurrency, jobs = 3, 12
+	var (
+		mu              sync.Mutex
+		current, peak   int
+		releaseFirst    = make(chan struct{})
+		firstBatchReady = make(chan struct{})
+		started         atomic.Int32
+	)
+	env.startWorker(jobwire.WorkerConfig{Concurrency: concurrency}, func(w *jobwire.Worker) {
+		w.Handle("count", func(ctx context.Context, job *jobwire.Job) error {
+			mu.Lock()
+			current++
+			peak = max(peak, current)
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				current--
+				mu.Unlock()
+			}()
+			// The first `concurrency` jobs hold their slots until all of
+			// them have started, so the peak is reached for certain.
+			if n := started.Add(1); n <= concurrency {
+				if n == concurrency {
+					close(firstBatchReady)
+				}
+				<-releaseFirst
+			}
+			return nil
+		})
+	})
+
+	specs := make([]*jobwirev1.JobSpec, jobs)
+	for i := range specs {
+		specs[i], _ = jobwire.NewJSONJob(env.queue, "count", map[string]int{"i": i})
+	}
+	results, err := env.client.EnqueueMany(env.ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, firstBatchReady, "the first jobs to fill every slot")
+	close(releaseFirst)
+	for _, r := range results {
+		env.waitForState(r.JobID, stateCompleted)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != concurrency {
+		t.Errorf("at most %d jobs ran at once, want exactly %d", peak, concurrency)
+	}
+}
+
+// countingHTTP counts the calls made through it, by path.
+type countingHTTP struct {
+	next  *http.Client
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingHTTP) Do(req *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.calls[req.URL.Path]++
+	c.mu.Unlock()
+	return c.next.Do(req)
+}
+
+func (c *countingHTTP) count(path string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[path]
+}
+
+func TestWorker_BatchesAcksOfJobsThatFinishTogether(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "ack_batching")
+	counter := &countingHTTP{next: jobwire.NewH2CClient(), calls: map[string]int{}}
+	client, err := jobwire.NewClient(brokerURL(t), &jobwire.ClientConfig{HTTPClient: counter, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.client = client
+
+	const jobs = 10
+	var wg sync.WaitGroup
+	wg.Add(jobs)
+	allStarted := make(chan struct{})
+	go func() { wg.Wait(); close(allStarted) }()
+	env.startWorker(jobwire.WorkerConfig{Concurrency: jobs}, func(w *jobwire.Worker) {
+		w.Handle("together", func(ctx context.Context, job *jobwire.Job) error {
+			wg.Done()
+			<-allStarted // every job returns at the same moment
+			return nil
+		})
+	})
+	specs := make([]*jobwirev1.JobSpec, jobs)
+	for i := range specs {
+		specs[i], _ = jobwire.NewJSONJob(env.queue, "together", map[string]int{"i": i})
+	}
+	results, err := env.client.EnqueueMany(env.ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		env.waitForState(r.JobID, stateCompleted)
+	}
+	acks := counter.count(jobwirev1connect.WorkerServiceAckProcedure)
+	if acks > 3 {
+		t.Errorf("%d jobs finishing together took %d Ack calls, want them batched (at most 3)", jobs, acks)
+	}
+	if acks == 0 {
+		t.Error("no Ack call was made")
+	}
+}
+
+func TestWorker_RunNeedsHandlers(t *testing.T) {
+	client, err := jobwire.NewClient("http://127.0.0.1:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := jobwire.NewWorker(client, &jobwire.WorkerConfig{Queues: []string{"q"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Run(context.Background()); err == nil {
+		t.Fatal("Run with no handlers returned nil")
+	}
+}
+
+func TestWorker_RefusedStreamStopsRun(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "bad_queue")
+	w, err := jobwire.NewWorker(env.client, &jobwire.WorkerConfig{Queues: []string{"not a valid queue name!"}, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("x", func(ctx context.Context, job *jobwire.Job) error { return nil })
+	done := make(chan error, 1)
+	go func() { done <- w.Run(env.ctx) }()
+	if err := recv(t, done, "Run to give up on a refused stream"); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("Run returned %v, want the broker's refusal", err)
+	}
+}

@@ -1,0 +1,120 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from jobwire.v1 import job_pb2 as _job_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ReplayFilter(_message.Message):
+    __slots__ = ("queue", "type", "error_contains", "finished_after", "finished_before")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    type: str
+    error_contains: str
+    finished_after: _timestamp_pb2.Timestamp
+    finished_before: _timestamp_pb2.Timestamp
+    def __init__(self, queue: _Optional[str] = ..., type: _Optional[str] = ..., error_contains: _Optional[str] = ..., finished_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReplayRequest(_message.Message):
+    __slots__ = ("job_ids", "filter", "limit", "dry_run", "include_cancelled")
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    filter: ReplayFilter
+    limit: int
+    dry_run: bool
+    include_cancelled: bool
+    def __init__(self, job_ids: _Optional[_Iterable[str]] = ..., filter: _Optional[_Union[ReplayFilter, _Mapping]] = ..., limit: _Optional[int] = ..., dry_run: _Optional[bool] = ..., include_cancelled: _Optional[bool] = ...) -> None: ...
+
+class ReplayResponse(_message.Message):
+    __slots__ = ("replayed", "job_ids")
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    JOB_IDS_FIELD_NUMBER: _ClassVar[int]
+    replayed: int
+    job_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, replayed: _Optional[int] = ..., job_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("queue", "type", "states", "page_size", "page_token")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    type: str
+    states: _containers.RepeatedScalarFieldContainer[_job_pb2.JobState]
+    page_size: int
+    page_token: str
+    def __init__(self, queue: _Optional[str] = ..., type: _Optional[str] = ..., states: _Optional[_Iterable[_Union[_job_pb2.JobState, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[_job_pb2.Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetQueueStatsRequest(_message.Message):
+    __slots__ = ("queues",)
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, queues: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class QueueStats(_message.Message):
+    __slots__ = ("queue", "scheduled", "available", "running", "retryable", "completed", "dead", "cancelled", "oldest_available_age")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_AVAILABLE_AGE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    scheduled: int
+    available: int
+    running: int
+    retryable: int
+    completed: int
+    dead: int
+    cancelled: int
+    oldest_available_age: _duration_pb2.Duration
+    def __init__(self, queue: _Optional[str] = ..., scheduled: _Optional[int] = ..., available: _Optional[int] = ..., running: _Optional[int] = ..., retryable: _Optional[int] = ..., completed: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., oldest_available_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class GetQueueStatsResponse(_message.Message):
+    __slots__ = ("queues",)
+    QUEUES_FIELD_NUMBER: _ClassVar[int]
+    queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
+    def __init__(self, queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ...) -> None: ...
+
+class SetQueueConfigRequest(_message.Message):
+    __slots__ = ("queue", "retry", "max_attempts", "lease_duration")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    retry: _job_pb2.RetryPolicy
+    max_attempts: int
+    lease_duration: _duration_pb2.Duration
+    def __init__(self, queue: _Optional[str] = ..., retry: _Optional[_Union[_job_pb2.RetryPolicy, _Mapping]] = ..., max_attempts: _Optional[int] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SetQueueConfigResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

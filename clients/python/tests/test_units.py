@@ -1,0 +1,160 @@
+"""Pure unit tests: no broker, no network."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+import jobwire
+from jobwire import _payload
+from jobwire._backoff import Backoff
+from jobwire._convert import duration_seconds, to_duration, to_timestamp
+from jobwire.v1 import job_pb2, worker_service_pb2
+from jobwire.worker import MAX_ERROR_BYTES, _error_message, _expiry
+
+
+class TestPayload:
+    def test_dicts_become_compact_json(self):
+        assert _payload.encode({"name": "ada", "n": [1, 2]}) == (b'{"name":"ada","n":[1,2]}', "application/json")
+
+    def test_unicode_stays_utf8(self):
+        data, _ = _payload.encode({"name": "Ада"})
+        assert data == '{"name":"Ада"}'.encode()
+
+    def test_bytes_pass_through_as_octet_stream(self):
+        assert _payload.encode(b"\x00\xff") == (b"\x00\xff", "application/octet-stream")
+        assert _payload.encode(bytearray(b"x"), "image/png") == (b"x", "image/png")
+
+    def test_unserialisable_payload_is_refused(self):
+        with pytest.raises(TypeError, match="pass bytes"):
+            _payload.encode({"when": dt.datetime.now()})
+        with pytest.raises(TypeError):
+            _payload.encode(float("nan"))
+
+    @pytest.mark.parametrize(
+        "ctype,json",
+        [
+            ("application/json", True),
+            ("Application/JSON; charset=utf-8", True),
+            ("application/cloudevents+json", True),
+            ("", True),
+            ("application/octet-stream", False),
+            ("text/plain", False),
+        ],
+    )
+    def test_is_json(self, ctype, json):
+        assert _payload.is_json(ctype) is json
+
+    def test_decode(self):
+        assert _payload.decode(b'{"a":1}', "application/json") == {"a": 1}
+        assert _payload.decode(b"", "application/json") is None
+        assert _payload.decode(b"raw", "text/plain") == b"raw"
+
+    def test_undecodable_json_is_a_permanent_error(self):
+        with pytest.raises(jobwire.PermanentError, match="not valid JSON"):
+            _payload.decode(b"{nope", "application/json")
+
+
+class TestBackoff:
+    def test_delays_grow_to_the_maximum_with_jitter_in_the_upper_half(self):
+        b = Backoff(initial=0.1, maximum=1.0, rng=random.Random(7))
+        for attempt, ceiling in enumerate([0.1, 0.2, 0.4, 0.8, 1.0, 1.0]):
+            assert b.ceiling(attempt) == pytest.approx(ceiling)
+            for _ in range(50):
+                assert ceiling / 2 <= b.delay(attempt) <= ceiling
+
+    def test_huge_attempt_counts_do_not_overflow(self):
+        assert Backoff(initial=0.1, maximum=5).ceiling(10_000) == 5
+
+    def test_invalid_settings_are_refused(self):
+        with pytest.raises(ValueError):
+            Backoff(initial=0, maximum=1)
+        with pytest.raises(ValueError):
+            Backoff(initial=2, maximum=1)
+
+
+class TestConvert:
+    def test_durations(self):
+        assert to_duration(0.05) == duration_pb2.Duration(nanos=50_000_000)
+        assert to_duration(dt.timedelta(minutes=1, milliseconds=5)) == duration_pb2.Duration(seconds=60, nanos=5_000_000)
+        assert duration_seconds(to_duration(2.5)) == 2.5
+        with pytest.raises(ValueError):
+            to_duration(-1)
+        with pytest.raises(TypeError):
+            to_duration("1s")
+
+    def test_naive_datetimes_are_utc(self):
+        naive = to_timestamp(dt.datetime(2030, 1, 2, 3, 4, 5))
+        aware = to_timestamp(dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
+        assert naive == aware
+
+
+class TestJobSpec:
+    def test_options_map_onto_the_spec(self):
+        spec = jobwire.job_spec(
+            "email",
+            {"to": "a@b"},
+            queue="mail",
+            delay=1.5,
+            priority=3,
+            max_attempts=4,
+            lease_duration=dt.timedelta(seconds=90),
+            retry=jobwire.RetryPolicy(initial_backoff=0.05, multiplier=3, jitter=0),
+            idempotency_key="k",
+            idempotency_ttl=60,
+            headers={"tenant": "t1"},
+        )
+        assert (spec.queue, spec.type, spec.payload, spec.content_type) == ("mail", "email", b'{"to":"a@b"}', "application/json")
+        assert spec.WhichOneof("schedule") == "delay" and spec.delay.seconds == 1 and spec.delay.nanos == 500_000_000
+        assert spec.priority == 3 and spec.HasField("max_attempts") and spec.max_attempts == 4
+        assert spec.lease_duration.seconds == 90
+        assert spec.retry.initial_backoff.nanos == 50_000_000 and spec.retry.multiplier == 3
+        assert spec.retry.HasField("jitter") and spec.retry.jitter == 0
+        assert spec.idempotency_key == "k" and spec.idempotency_ttl.seconds == 60
+        assert dict(spec.headers) == {"tenant": "t1"}
+
+    def test_unset_options_stay_unset(self):
+        spec = jobwire.job_spec("t")
+        assert spec.payload == b"null"
+        assert spec.WhichOneof("schedule") is None
+        assert not spec.HasField("max_attempts") and not spec.HasField("retry") and not spec.HasField("lease_duration")
+
+    def test_run_at_and_delay_exclude_each_other(self):
+        with pytest.raises(ValueError):
+            jobwire.job_spec("t", run_at=dt.datetime(2030, 1, 1), delay=1)
+
+    def test_job_state_matches_the_proto_numbers(self):
+        assert jobwire.JobState.COMPLETED == job_pb2.JOB_STATE_COMPLETED
+        assert jobwire.JobState.DEAD.final and not jobwire.JobState.RETRYABLE.final
+
+
+class TestWorkerHelpers:
+    def test_error_messages(self):
+        assert _error_message(ValueError("boom"), permanent=False) == "ValueError: boom"
+        assert _error_message(ValueError(), permanent=False) == "ValueError"
+        assert _error_message(jobwire.PermanentError("gone"), permanent=True) == "gone"
+        long = _error_message(RuntimeError("é" * MAX_ERROR_BYTES), permanent=False)
+        assert len(long.encode()) <= MAX_ERROR_BYTES
+
+    def test_expiry_is_capped_by_the_known_lease_duration(self):
+        now = 1_000_000.0
+        leased = worker_service_pb2.LeasedJob(
+            job=job_pb2.Job(lease_duration=duration_pb2.Duration(seconds=10)),
+            lease_expires_at=timestamp_pb2.Timestamp(seconds=int(now) + 60),
+        )
+        # The broker's clock says 60s, the job asked for 10s: trust the shorter.
+        assert _expiry(leased, now, None) == now + 10
+        plain = worker_service_pb2.LeasedJob(lease_expires_at=timestamp_pb2.Timestamp(seconds=int(now) + 7))
+        assert _expiry(plain, now, None) == now + 7
+        assert _expiry(plain, now, duration_pb2.Duration(seconds=5)) == now + 5
+
+    def test_worker_config_is_validated(self):
+        with pytest.raises(ValueError):
+            jobwire.Worker("x:1", [], 1)
+        with pytest.raises(ValueError):
+            jobwire.Worker("x:1", ["q"], 0)
+        with pytest.raises(TypeError):
+            jobwire.Worker("x:1", ["q"], 1, {"t": "not callable"})

@@ -1,0 +1,199 @@
+/**
+ * Settler reports the end of each attempt to the broker: acks are batched
+ * (many tokens per Ack call, flushed within ackFlushMs), nacks go one per
+ * call (the RPC takes one token). Both are retried on UNAVAILABLE with
+ * jittered backoff for as long as the worker runs, because leases outlive
+ * the Lease stream: an ack owed across a broker restart is still accepted
+ * as long as the lease has not expired.
+ */
+import { Code } from "@connectrpc/connect";
+import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
+import { type BackoffOptions, backoffDelay, settleWithin, sleep } from "./backoff.js";
+import { msToDuration } from "./convert.js";
+import { isTransient, toJobwireError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import type { JobwireClient } from "./client.js";
+
+/** How an ack or nack ended, as far as the worker can tell. */
+export type SettleResult =
+  | { kind: "acked" }
+  | { kind: "nacked"; state: JobState }
+  /** The lease was gone: the broker changed nothing. */
+  | { kind: "lost" }
+  /** The broker could not be told before the worker gave up. */
+  | { kind: "abandoned"; error: unknown };
+
+export interface SettlerOptions {
+  client: JobwireClient;
+  /** How long acks wait for company before a flush, in ms. */
+  ackFlushMs: number;
+  /** Most tokens per Ack call. */
+  ackMaxBatch: number;
+  rpcTimeoutMs: number;
+  backoff: BackoffOptions;
+  logger: Logger;
+}
+
+interface PendingAck {
+  token: string;
+  resolve: (r: SettleResult) => void;
+}
+
+export interface NackSpec {
+  token: string;
+  error: string;
+  permanent: boolean;
+  retryAfterMs?: number;
+}
+
+/** Nack messages above this are cut; the broker keeps at most 64 KiB. */
+export const MAX_NACK_ERROR_BYTES = 60 * 1024;
+
+export class Settler {
+  private readonly opts: SettlerOptions;
+  private readonly acks: PendingAck[] = [];
+  private flushTimer: NodeJS.Timeout | undefined;
+  private ackInFlight = false;
+  private ackFailures = 0;
+  private readonly inFlight = new Set<Promise<unknown>>();
+  /** Aborted when the worker gives up on what it still owes. */
+  private readonly giveUp = new AbortController();
+
+  constructor(opts: SettlerOptions) {
+    this.opts = opts;
+  }
+
+  /** Owed acks and nacks not yet answered. */
+  get pending(): number {
+    return this.acks.length + this.inFlight.size;
+  }
+
+  ack(token: string): Promise<SettleResult> {
+    return this.track(
+      new Promise<SettleResult>((resolve) => {
+        this.acks.push({ token, resolve });
+        this.scheduleFlush(this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);
+      }),
+    );
+  }
+
+  nack(spec: NackSpec): Promise<SettleResult> {
+    return this.track(this.sendNack(spec));
+  }
+
+  /**
+   * Waits until everything owed is answered, or until `deadline` (epoch ms);
+   * then abandons what is left (those leases expire on the broker and the
+   * jobs are delivered again). Returns how many were abandoned.
+   */
+  async flush(deadline: number): Promise<number> {
+    this.scheduleFlush(0);
+    while (this.pending > 0 && Date.now() < deadline) {
+      await settleWithin(Promise.allSettled([...this.inFlight]), deadline - Date.now());
+    }
+    const left = this.pending;
+    if (left > 0) {
+      this.giveUp.abort();
+      const dropped = this.acks.splice(0);
+      for (const a of dropped) a.resolve({ kind: "abandoned", error: new Error("worker stopped before the ack was delivered") });
+      await settleWithin(Promise.allSettled([...this.inFlight]), 100);
+    }
+    if (this.flushTimer !== undefined) clearTimeout(this.flushTimer);
+    return left;
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inFlight.add(p);
+    void p.finally(() => this.inFlight.delete(p));
+    return p;
+  }
+
+  private scheduleFlush(ms: number): void {
+    if (this.ackInFlight) return; // the running flush reschedules itself
+    if (this.flushTimer !== undefined) {
+      if (ms > 0) return;
+      clearTimeout(this.flushTimer);
+    }
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      void this.flushAcks();
+    }, ms);
+  }
+
+  private async flushAcks(): Promise<void> {
+    if (this.ackInFlight || this.acks.length === 0) return;
+    this.ackInFlight = true;
+    const batch = this.acks.splice(0, this.opts.ackMaxBatch);
+    let retryIn = 0;
+    try {
+      const res = await this.opts.client.workers.ack(
+        { leaseTokens: batch.map((a) => a.token) },
+        { timeoutMs: this.opts.rpcTimeoutMs, signal: this.giveUp.signal },
+      );
+      this.ackFailures = 0;
+      const lost = new Set(res.lostLeaseTokens);
+      for (const a of batch) a.resolve(lost.has(a.token) ? { kind: "lost" } : { kind: "acked" });
+    } catch (err) {
+      const e = toJobwireError(err);
+      if (this.giveUp.signal.aborted) {
+        for (const a of batch) a.resolve({ kind: "abandoned", error: e });
+      } else if (isTransient(e) || e.code === Code.DeadlineExceeded) {
+        // Put them back in front and try again: acks are idempotent, and an
+        // ack the broker already applied answers with the token as lost at
+        // worst, never a second completion.
+        this.acks.unshift(...batch);
+        this.ackFailures++;
+        retryIn = backoffDelay(this.ackFailures, this.opts.backoff);
+        this.opts.logger.warn(`ack of ${batch.length} job(s) failed, retrying in ${retryIn}ms: ${e.message}`);
+      } else {
+        this.opts.logger.error(`ack of ${batch.length} job(s) failed: ${e.message}`);
+        for (const a of batch) a.resolve({ kind: "abandoned", error: e });
+      }
+    } finally {
+      this.ackInFlight = false;
+    }
+    if (this.acks.length > 0) {
+      this.scheduleFlush(retryIn > 0 ? retryIn : this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);
+    }
+  }
+
+  private async sendNack(spec: NackSpec): Promise<SettleResult> {
+    const error = truncateUtf8(spec.error, MAX_NACK_ERROR_BYTES);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await this.opts.client.workers.nack(
+          {
+            leaseToken: spec.token,
+            error,
+            permanent: spec.permanent,
+            ...(spec.retryAfterMs !== undefined ? { retryAfter: msToDuration(spec.retryAfterMs) } : {}),
+          },
+          { timeoutMs: this.opts.rpcTimeoutMs, signal: this.giveUp.signal },
+        );
+        return { kind: "nacked", state: res.state };
+      } catch (err) {
+        const e = toJobwireError(err);
+        if (e.code === Code.FailedPrecondition) return { kind: "lost" };
+        if (this.giveUp.signal.aborted) return { kind: "abandoned", error: e };
+        if (!isTransient(e) && e.code !== Code.DeadlineExceeded) {
+          this.opts.logger.error(`nack failed: ${e.message}`);
+          return { kind: "abandoned", error: e };
+        }
+        const delay = backoffDelay(attempt, this.opts.backoff);
+        this.opts.logger.warn(`nack failed, retrying in ${delay}ms: ${e.message}`);
+        await sleep(delay, this.giveUp.signal);
+      }
+    }
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Cuts `s` to at most `max` UTF-8 bytes without splitting a character. */
+export function truncateUtf8(s: string, max: number): string {
+  const bytes = encoder.encode(s);
+  if (bytes.length <= max) return s;
+  // fatal: false drops a trailing partial character as U+FFFD; strip it.
+  return decoder.decode(bytes.subarray(0, max)).replace(/\uFFFD$/, "") + "…";
+}

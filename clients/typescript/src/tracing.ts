@@ -1,0 +1,174 @@
+/**
+ * OpenTelemetry glue. Only @opentelemetry/api is used: with no SDK
+ * registered every call here is a cheap no-op, and an app that installs the
+ * SDK gets spans without configuring this library.
+ *
+ * Producer side: one PRODUCER span per enqueued job, whose context is
+ * injected into the job's headers (W3C traceparent/tracestate through the
+ * global propagator). Consumer side: each attempt runs in a CONSUMER span
+ * whose parent is the context extracted from those headers, so one trace
+ * holds the enqueue and every attempt, across processes.
+ */
+import type { Interceptor } from "@connectrpc/connect";
+import {
+  type Attributes,
+  type Context,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  type TextMapSetter,
+  type Tracer,
+  context,
+  propagation,
+  trace,
+} from "@opentelemetry/api";
+
+export const TRACER_NAME = "@jobwire/client";
+export const TRACER_VERSION = "0.1.0";
+export const MESSAGING_SYSTEM = "jobwire";
+
+/** Semantic-convention attribute keys (messaging, v1.27+), plus jobwire's own. */
+export const ATTR = {
+  system: "messaging.system",
+  operationName: "messaging.operation.name",
+  operationType: "messaging.operation.type",
+  destination: "messaging.destination.name",
+  messageId: "messaging.message.id",
+  clientId: "messaging.client.id",
+  batchCount: "messaging.batch.message_count",
+  jobType: "jobwire.job.type",
+  attempt: "jobwire.job.attempt",
+  outcome: "jobwire.job.outcome",
+  duplicate: "jobwire.job.duplicate",
+} as const;
+
+/**
+ * How an attempt ended, recorded as jobwire.job.outcome:
+ *   completed  acked
+ *   retry      nacked; the broker will try again after a backoff
+ *   dead       nacked permanently, or out of attempts
+ *   cancelled  CancelJob was called and the handler stopped
+ *   lost       the lease was lost; the result was discarded
+ */
+export type Outcome = "completed" | "retry" | "dead" | "cancelled" | "lost";
+
+export function tracer(): Tracer {
+  return trace.getTracer(TRACER_NAME, TRACER_VERSION);
+}
+
+const headerSetter: TextMapSetter<Record<string, string>> = {
+  set(carrier, key, value) {
+    carrier[key] = value;
+  },
+};
+
+const headerGetter: TextMapGetter<Record<string, string>> = {
+  keys(carrier) {
+    return Object.keys(carrier);
+  },
+  get(carrier, key) {
+    // Headers are stored as given; propagators ask in lower case.
+    const direct = carrier[key];
+    if (direct !== undefined) return direct;
+    const lk = key.toLowerCase();
+    for (const [k, v] of Object.entries(carrier)) if (k.toLowerCase() === lk) return v;
+    return undefined;
+  },
+};
+
+/**
+ * Starts the PRODUCER span for one job and writes its context into a copy of
+ * `headers`. Returns the span (the caller ends it after the RPC) and the
+ * headers to send.
+ */
+export function startProducerSpan(
+  queue: string,
+  type: string,
+  headers: Record<string, string>,
+  batchSize: number,
+): { span: Span; headers: Record<string, string> } {
+  const attributes: Attributes = {
+    [ATTR.system]: MESSAGING_SYSTEM,
+    [ATTR.operationName]: "send",
+    [ATTR.operationType]: "send",
+    [ATTR.destination]: queue,
+    [ATTR.jobType]: type,
+  };
+  if (batchSize > 1) attributes[ATTR.batchCount] = batchSize;
+  const span = tracer().startSpan(`send ${queue}`, { kind: SpanKind.PRODUCER, attributes });
+  const out = { ...headers };
+  propagation.inject(trace.setSpan(context.active(), span), out, headerSetter);
+  return { span, headers: out };
+}
+
+export interface ConsumerSpanInfo {
+  queue: string;
+  type: string;
+  jobId: string;
+  attempt: number;
+  workerId: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Starts the CONSUMER span for one attempt, parented to the producer's span
+ * when the headers carry one. Returns the span and the context to run the
+ * handler in, so spans the handler starts nest under it.
+ */
+export function startConsumerSpan(info: ConsumerSpanInfo): { span: Span; ctx: Context } {
+  // Extract against the root context: the worker's own active context (if
+  // any) must not become the parent of a job's span.
+  const parent = propagation.extract(trace.deleteSpan(context.active()), info.headers, headerGetter);
+  const span = tracer().startSpan(
+    `process ${info.queue}`,
+    {
+      kind: SpanKind.CONSUMER,
+      attributes: {
+        [ATTR.system]: MESSAGING_SYSTEM,
+        [ATTR.operationName]: "process",
+        [ATTR.operationType]: "process",
+        [ATTR.destination]: info.queue,
+        [ATTR.messageId]: info.jobId,
+        [ATTR.clientId]: info.workerId,
+        [ATTR.jobType]: info.type,
+        [ATTR.attempt]: info.attempt,
+      },
+    },
+    parent,
+  );
+  return { span, ctx: trace.setSpan(parent, span) };
+}
+
+/** Records how an attempt ended and ends its span. */
+export function endConsumerSpan(span: Span, outcome: Outcome, error?: unknown): void {
+  span.setAttribute(ATTR.outcome, outcome);
+  if (error !== undefined && (outcome === "retry" || outcome === "dead")) {
+    span.recordException(error instanceof Error ? error : String(error));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(error) });
+  } else if (outcome === "completed") {
+    span.setStatus({ code: SpanStatusCode.OK });
+  }
+  span.end();
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}
+
+/**
+ * Sends the caller's trace context with every RPC (traceparent/tracestate
+ * request headers), so a broker that traces its RPCs parents them to the
+ * producer's or worker's span.
+ */
+export const traceContextInterceptor: Interceptor = (next) => (req) => {
+  propagation.inject(context.active(), req.header, {
+    set(h: Headers, k: string, v: string) {
+      h.set(k, v);
+    },
+  });
+  return next(req);
+};
+
+export { context, trace, SpanStatusCode };

@@ -1,0 +1,287 @@
+import { Code } from "@connectrpc/connect";
+import { describe, expect, it } from "vitest";
+import { JobCancelledError, LeaseLostError, PermanentError } from "./errors.js";
+import { silentLogger } from "./logger.js";
+import { type FakeBroker, fakeBroker, until } from "./testing/fake-broker.js";
+import { type Handler, Worker, type WorkerOptions } from "./worker.js";
+
+function newWorker(fb: FakeBroker, handlers: Record<string, Handler>, opts: Partial<WorkerOptions> = {}): Worker {
+  return new Worker({
+    client: fb.client,
+    queues: ["q"],
+    handlers,
+    handleSignals: false,
+    logger: silentLogger,
+    reconnectBackoff: { initialMs: 10, maxMs: 50 },
+    ...opts,
+  });
+}
+
+/** A promise with its resolve function, for handlers a test releases. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => {
+    open = r;
+  });
+  return { promise, open };
+}
+
+describe("Worker (fake broker)", () => {
+  it("opens with max_in_flight = concurrency and never runs more than that", async () => {
+    const fb = fakeBroker();
+    let running = 0;
+    let peak = 0;
+    const release = gate();
+    const w = newWorker(
+      fb,
+      {
+        t: async () => {
+          running++;
+          peak = Math.max(peak, running);
+          await release.promise;
+          running--;
+        },
+      },
+      { concurrency: 3 },
+    );
+    const done = w.run();
+    for (let i = 0; i < 10; i++) fb.add();
+    await until(() => running === 3, 2000, "three handlers running");
+    expect(fb.opens[0]?.maxInFlight).toBe(3);
+    expect(fb.maxOutstanding).toBe(3);
+    release.open();
+    await until(() => fb.acks.flat().length === 10, 2000, "ten acks");
+    expect(peak).toBe(3);
+    // Credit only ever came back for freed slots.
+    expect(fb.credits.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(10);
+    await w.stop();
+    await done;
+  });
+
+  it("batches acks into few calls", async () => {
+    const fb = fakeBroker();
+    const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });
+    const done = w.run();
+    for (let i = 0; i < 50; i++) fb.add();
+    await until(() => fb.acks.flat().length === 50, 2000, "fifty acks");
+    expect(fb.acks.length).toBeLessThan(10);
+    await w.stop();
+    await done;
+  });
+
+  it("heartbeats all held leases in one call before they expire", async () => {
+    const fb = fakeBroker();
+    const release = gate();
+    let started = 0;
+    const w = newWorker(
+      fb,
+      {
+        t: async () => {
+          started++;
+          await release.promise;
+        },
+      },
+      { concurrency: 3 },
+    );
+    const done = w.run();
+    const tokens = [fb.add({ leaseMs: 300 }), fb.add({ leaseMs: 300 }), fb.add({ leaseMs: 300 })];
+    await until(() => started === 3, 2000, "three started");
+    await until(() => fb.heartbeats.some((b) => b.length === 3), 1000, "a heartbeat carrying all three tokens");
+    expect(fb.heartbeats.find((b) => b.length === 3)?.sort()).toEqual([...tokens].sort());
+    release.open();
+    await w.stop();
+    await done;
+    expect(fb.acks.flat().sort()).toEqual([...tokens].sort());
+  });
+
+  it("aborts the handler's signal when the broker reports cancel_requested, then nacks", async () => {
+    const fb = fakeBroker();
+    let reason: unknown;
+    const w = newWorker(fb, {
+      t: async (_job, ctx) => {
+        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+        reason = ctx.signal.reason;
+        throw ctx.signal.reason;
+      },
+    });
+    const done = w.run();
+    const tok = fb.add({ leaseMs: 300 });
+    await until(() => w.running === 1, 2000, "handler running");
+    fb.cancelRequested.add(tok);
+    await until(() => fb.nacks.length === 1, 2000, "the nack");
+    expect(reason).toBeInstanceOf(JobCancelledError);
+    expect(fb.nacks[0]?.permanent).toBe(false);
+    await w.stop();
+    await done;
+  });
+
+  it("aborts with LeaseLostError when a lease is lost and sends no ack", async () => {
+    const fb = fakeBroker();
+    let reason: unknown;
+    const w = newWorker(fb, {
+      t: async (_job, ctx) => {
+        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+        reason = ctx.signal.reason;
+      },
+    });
+    const done = w.run();
+    const tok = fb.add({ leaseMs: 300 });
+    await until(() => w.running === 1, 2000, "handler running");
+    fb.lost.add(tok);
+    await until(() => reason !== undefined, 2000, "abort");
+    expect(reason).toBeInstanceOf(LeaseLostError);
+    await until(() => w.holding === 0, 2000, "lease dropped");
+    expect(fb.acks.flat()).not.toContain(tok);
+    await w.stop();
+    await done;
+  });
+
+  it("nacks PermanentError as permanent and ordinary errors as transient", async () => {
+    const fb = fakeBroker();
+    const w = newWorker(fb, {
+      perm: () => {
+        throw new PermanentError("bad input");
+      },
+      trans: () => {
+        throw new Error("try later");
+      },
+    });
+    const done = w.run();
+    const a = fb.add({ type: "perm" });
+    const b = fb.add({ type: "trans" });
+    await until(() => fb.nacks.length === 2, 2000, "two nacks");
+    const byToken = new Map(fb.nacks.map((n) => [n.leaseToken, n]));
+    expect(byToken.get(a)).toMatchObject({ permanent: true, error: "bad input" });
+    expect(byToken.get(b)).toMatchObject({ permanent: false, error: "try later" });
+    await w.stop();
+    await done;
+  });
+
+  it("fails a job with no handler permanently, naming the type", async () => {
+    const fb = fakeBroker();
+    const w = newWorker(fb, { known: () => {} });
+    const done = w.run();
+    fb.add({ type: "mystery" });
+    await until(() => fb.nacks.length === 1, 2000, "the nack");
+    expect(fb.nacks[0]?.permanent).toBe(true);
+    expect(fb.nacks[0]?.error).toContain('no handler for job type "mystery"');
+    await w.stop();
+    await done;
+  });
+
+  it("gives the handler the decoded payload and the job's details", async () => {
+    const fb = fakeBroker();
+    let seen: unknown;
+    const w = newWorker(fb, {
+      greet: (job, ctx) => {
+        seen = { payload: job.payload, id: ctx.id, attempt: ctx.attempt, queue: ctx.queue, type: job.type };
+      },
+    });
+    const done = w.run();
+    fb.add({ type: "greet", payload: { name: "ada" }, attempt: 2, queue: "q" });
+    await until(() => fb.acks.length === 1, 2000, "ack");
+    expect(seen).toEqual({ payload: { name: "ada" }, id: "1", attempt: 2, queue: "q", type: "greet" });
+    await w.stop();
+    await done;
+  });
+
+  it("reconnects after the stream fails and still acks the job in flight", async () => {
+    const fb = fakeBroker();
+    const release = gate();
+    let connects = 0;
+    const w = newWorker(
+      fb,
+      {
+        t: async () => {
+          await release.promise;
+        },
+      },
+      { concurrency: 2, onEvent: (e) => (e.type === "connected" ? connects++ : undefined) },
+    );
+    const done = w.run();
+    const tok = fb.add();
+    await until(() => w.running === 1, 2000, "handler running");
+    fb.failStreams(Code.Unavailable);
+    await until(() => fb.opens.length === 2, 2000, "a second Lease stream");
+    fb.failAcks(2);
+    release.open();
+    await until(() => fb.settled(tok), 3000, "the ack after reconnecting");
+    // The second stream still respects concurrency: one slot was busy.
+    const tok2 = fb.add();
+    const tok3 = fb.add();
+    await until(() => fb.settled(tok2) && fb.settled(tok3), 3000, "later jobs");
+    expect(fb.maxOutstanding).toBeLessThanOrEqual(3);
+    await w.stop();
+    await done;
+    expect(connects).toBeGreaterThanOrEqual(1);
+  });
+
+  it("stop() half-closes the stream, lets jobs finish, flushes acks, then resolves run()", async () => {
+    const fb = fakeBroker();
+    const release = gate();
+    let started = 0;
+    const w = newWorker(
+      fb,
+      {
+        t: async () => {
+          started++;
+          await release.promise;
+        },
+      },
+      { concurrency: 2 },
+    );
+    const done = w.run();
+    const t1 = fb.add();
+    const t2 = fb.add();
+    await until(() => started === 2, 2000, "both started");
+    const stopped = w.stop();
+    await until(() => fb.openStreams === 0, 2000, "the broker ended the stream");
+    fb.add(); // arrives after the stop: must not be delivered
+    let resolved = false;
+    void stopped.then(() => (resolved = true));
+    await new Promise((r) => setImmediate(r));
+    expect(resolved).toBe(false);
+    release.open();
+    await done;
+    expect(fb.acks.flat().sort()).toEqual([t1, t2].sort());
+    expect(started).toBe(2);
+  });
+
+  it("aborts handlers that outlive the shutdown timeout and nacks them for a prompt retry", async () => {
+    const fb = fakeBroker();
+    const w = newWorker(
+      fb,
+      {
+        t: async (_job, ctx) => {
+          await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+          throw ctx.signal.reason;
+        },
+      },
+      { shutdownTimeoutMs: 100 },
+    );
+    const done = w.run();
+    fb.add();
+    await until(() => w.running === 1, 2000, "handler running");
+    await w.stop();
+    await done;
+    expect(fb.nacks).toHaveLength(1);
+    expect(fb.nacks[0]?.permanent).toBe(false);
+    expect(fb.nacks[0]?.retryAfter).toBeDefined();
+  });
+
+  it("rejects run() when the broker refuses the configuration", async () => {
+    const fb = fakeBroker();
+    fb.failStreams(Code.InvalidArgument);
+    const w = newWorker(fb, { t: () => {} });
+    await expect(w.run()).rejects.toMatchObject({ code: Code.InvalidArgument });
+  });
+
+  it("validates its options", () => {
+    const fb = fakeBroker();
+    expect(() => new Worker({ client: fb.client, queues: [], handlers: { t: () => {} } })).toThrow(/queues/);
+    expect(() => new Worker({ client: fb.client, queues: ["q"], handlers: {} })).toThrow(/handlers/);
+    expect(() => new Worker({ client: fb.client, queues: ["q"], concurrency: 0, handlers: { t: () => {} } })).toThrow(
+      /concurrency/,
+    );
+  });
+});
