@@ -6,7 +6,10 @@ import { createPool } from "./store/db.js";
 import { startEmbedded, type EmbeddedPostgres } from "./store/embedded.js";
 import { JobStore } from "./store/jobs.js";
 import { migrate } from "./store/migrate.js";
-import { startServer, type RunningServer, type ServerOptions } from "./transport/server.js";
+import { Metrics } from "./telemetry/metrics.js";
+import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
+import { httpRoutes } from "./transport/http.js";
+import { startServer, type RunningServer } from "./transport/server.js";
 
 /**
  * The composition root: Postgres (external or embedded), migrations, the
@@ -26,11 +29,27 @@ export interface App {
 export interface AppOptions {
   log?: Logger;
   hooks?: BrokerHooks;
-  httpRoutes?: ServerOptions["httpRoutes"];
+  /**
+   * Emit spans through the global OpenTelemetry API. Defaults to on when an
+   * OTLP exporter is configured (the broker then starts the SDK itself); an
+   * embedder that registers its own tracer provider sets it to true.
+   */
+  tracing?: boolean;
+}
+
+/** Calls every hook set's handler for each event. */
+function mergeHooks(all: BrokerHooks[]): BrokerHooks {
+  const out: BrokerHooks = {};
+  for (const key of ["enqueued", "leased", "acked", "failed", "replayed"] as const) {
+    const fns = all.map((h) => h[key]).filter((f): f is NonNullable<typeof f> => f !== undefined);
+    if (fns.length) out[key] = ((...args: unknown[]) => fns.forEach((f) => (f as (...a: unknown[]) => void)(...args))) as never;
+  }
+  return out;
 }
 
 export async function startApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
+  const stopTracing = await startTracing(log);
   let embedded: EmbeddedPostgres | null = null;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
@@ -49,18 +68,24 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     } finally {
       client.release();
     }
-    broker = new Broker(config, new JobStore(pool), databaseUrl, log, opts.hooks);
+    const store = new JobStore(pool);
+    const metrics = new Metrics(store, () => broker?.dispatcher.openStreams ?? 0);
+    const tracing = opts.tracing ?? stopTracing !== null;
+    const hooks = [metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])];
+    broker = new Broker(config, store, databaseUrl, log, mergeHooks(hooks));
     await broker.start();
     server = await startServer(broker, log, {
       host: config.host,
       port: config.port,
       maxMessageBytes: config.maxMessageBytes,
-      httpRoutes: opts.httpRoutes,
+      interceptors: tracing ? [tracingInterceptor()] : [],
+      httpRoutes: httpRoutes({ metrics, pool, log }),
     });
   } catch (err) {
     await broker?.stop().catch(() => {});
     await pool.end().catch(() => {});
     await embedded?.stop().catch(() => {});
+    await stopTracing?.().catch(() => {});
     throw err;
   }
   const b = broker;
@@ -83,6 +108,8 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
         await b.stop();
         await pool.end();
         await embedded?.stop();
+        // 4. Flush spans last, so the shutdown's own are exported.
+        await stopTracing?.();
       })();
       return stopping;
     },

@@ -43,7 +43,8 @@ export const MAX_PAGE_SIZE = 1000;
 
 /** Lifecycle events for metrics and traces; every hook is optional. */
 export interface BrokerHooks {
-  enqueued?(jobs: number, duplicates: number): void;
+  /** The queue of every job created, and how many specs were duplicates. */
+  enqueued?(queues: string[], duplicates: number): void;
   leased?(leases: Lease[]): void;
   acked?(count: number, lost: number): void;
   failed?(jobs: FailedJob[], cause: "nack" | "lease_expired"): void;
@@ -135,7 +136,10 @@ export class Broker {
   async enqueue(specs: JobSpecInput[]): Promise<EnqueueResult[]> {
     const jobs = checkJobSpecs(specs, this.cfg);
     const results = await this.store.enqueue(jobs);
-    this.hooks.enqueued?.(results.length, results.filter((r) => r.duplicate).length);
+    this.hooks.enqueued?.(
+      jobs.filter((_, i) => !results[i]!.duplicate).map((j) => j.queue),
+      results.filter((r) => r.duplicate).length,
+    );
     return results;
   }
 

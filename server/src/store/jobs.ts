@@ -373,6 +373,12 @@ SELECT queue, extract(epoch FROM now() - min(run_at)) * 1000 AS age_ms FROM jobw
 WHERE state = 'available' AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))
 GROUP BY queue`;
 
+/** Backlog gauges: only states with a partial index, never the completed history. */
+const METRIC_COUNTS = `
+SELECT queue, state::text, count(*)::int AS n FROM jobwire.jobs
+WHERE state IN ('scheduled', 'available', 'running', 'retryable', 'dead')
+GROUP BY queue, state`;
+
 const UPSERT_QUEUE = `
 INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, updated_at) VALUES ($1, $2, $3, $4, now())
 ON CONFLICT (name) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, lease_ms = EXCLUDED.lease_ms,
@@ -600,6 +606,17 @@ export class JobStore {
     for (const r of counts.rows) entry(r.queue).counts[r.state] = Number(r.n);
     for (const r of oldest.rows) entry(r.queue).oldestAvailableAgeMs = Math.max(0, Math.round(Number(r.age_ms)));
     return [...byQueue.values()].sort((a, b) => a.queue.localeCompare(b.queue));
+  }
+
+  async metricsSnapshot(): Promise<{ counts: { queue: string; state: string; n: number }[]; oldest: { queue: string; seconds: number }[] }> {
+    const [counts, oldest] = await Promise.all([
+      query<{ queue: string; state: string; n: number }>(this.pool, METRIC_COUNTS, [], "jobwire_metric_counts"),
+      query<{ queue: string; age_ms: string }>(this.pool, OLDEST_AVAILABLE, [[]], "jobwire_oldest_available"),
+    ]);
+    return {
+      counts: counts.rows,
+      oldest: oldest.rows.map((r) => ({ queue: r.queue, seconds: Math.max(0, Number(r.age_ms) / 1000) })),
+    };
   }
 
   async setQueueConfig(c: QueueConfig): Promise<void> {

@@ -106,10 +106,13 @@ export function testConfig(databaseUrl: string, overrides: Partial<Config> = {})
   });
 }
 
-export async function startTestBroker(overrides: Partial<Config> = {}, opts: { log?: Logger; databaseUrl?: string } = {}): Promise<TestBroker> {
+export async function startTestBroker(
+  overrides: Partial<Config> = {},
+  opts: { log?: Logger; databaseUrl?: string; tracing?: boolean } = {},
+): Promise<TestBroker> {
   const databaseUrl = opts.databaseUrl ?? (await createTestDatabase());
   const log = opts.log ?? (process.env.JOBWIRE_TEST_LOG ? createLogger("debug") : silentLogger);
-  const app = await startApp(testConfig(databaseUrl, overrides), { log });
+  const app = await startApp(testConfig(databaseUrl, overrides), { log, tracing: opts.tracing });
   const transport = createGrpcTransport({ baseUrl: app.url });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
   return {

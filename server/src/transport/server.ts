@@ -1,7 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { AdminService } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
@@ -15,6 +15,7 @@ export interface ServerOptions {
   host: string;
   port: number;
   maxMessageBytes: number;
+  interceptors?: Interceptor[];
   /** Extra plain-HTTP routes (metrics, dashboard, health); return false to fall through to 404. */
   httpRoutes?: (...args: Parameters<NonNullable<Parameters<typeof connectNodeAdapter>[0]["fallback"]>>) => boolean;
 }
@@ -50,6 +51,7 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
     routes,
     readMaxBytes: opts.maxMessageBytes,
     writeMaxBytes: opts.maxMessageBytes,
+    interceptors: opts.interceptors ?? [],
     grpc: true,
     grpcWeb: true,
     connect: true,

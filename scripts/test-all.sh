@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite: vitest (server, TypeScript client, cross-component),
+# then the Go and Python clients' suites against real brokers. Ends with one
+# line "N passed, N failed" summing every suite; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p test-results
+
+passed=0
+failed=0
+status=0
+
+add() { # add SUITE PASSED FAILED RC
+  echo "== $1: $2 passed, $3 failed (exit $4)"
+  passed=$((passed + $2))
+  failed=$((failed + $3))
+  if [ "$4" -ne 0 ]; then status=1; fi
+  if [ "$4" -ne 0 ] && [ "$3" -eq 0 ]; then failed=$((failed + 1)); fi # a suite that broke before counting
+}
+
+npm run build --silent || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+# --- TypeScript (vitest) ---
+rm -f test-results/vitest.json
+npx vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json "$@"
+rc=$?
+if [ -f test-results/vitest.json ]; then
+  read -r p f < <(node -e 'const r=require("./test-results/vitest.json");console.log(r.numPassedTests, r.numFailedTests + (r.numTotalTests===0?1:0))')
+else
+  p=0 f=0
+fi
+add vitest "$p" "$f" "$rc"
+
+# --- Go and Python clients (each script prints "<lang>: N passed, N failed" last) ---
+for suite in go python; do
+  script="clients/$suite/scripts/test.sh"
+  [ -f "$script" ] || continue
+  out=$(mktemp)
+  bash "$script" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  line=$(grep -E "^$suite: [0-9]+ passed, [0-9]+ failed" "$out" | tail -n 1)
+  p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/'); p=${p:-0}
+  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/'); f=${f:-0}
+  rm -f "$out"
+  add "$suite" "$p" "$f" "$rc"
+done
+
+echo "$passed passed, $failed failed"
+exit $status

@@ -1,0 +1,86 @@
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, withDatabase } from "../testing/index.js";
+import { migrate } from "./migrate.js";
+
+/** Store-level checks against a real Postgres: the SQL itself. */
+let pool: pg.Pool;
+beforeAll(async () => {
+  pool = new pg.Pool({ connectionString: await createTestDatabase(), max: 4 });
+});
+afterAll(async () => {
+  await pool.end();
+});
+
+const delay = async (attempt: number, job: object | null, queue: object | null = null): Promise<number> => {
+  const { rows } = await pool.query("SELECT extract(epoch FROM jobwire.retry_delay($1, $2, $3)) * 1000 AS ms", [attempt, job, queue]);
+  return Number(rows[0].ms);
+};
+
+describe("jobwire.retry_delay (backoff, computed rather than slept)", () => {
+  it("grows exponentially and is capped", async () => {
+    const p = { initial_ms: 1000, multiplier: 2, max_ms: 60_000, jitter: 0 };
+    expect(await Promise.all([1, 2, 3, 4, 5, 6, 7, 8].map((a) => delay(a, p)))).toEqual([1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+    // Very high attempt counts do not overflow.
+    expect(await delay(100_000, p)).toBe(60_000);
+  });
+
+  it("uses the defaults: 1 s, doubling, capped at 1 h, 20% jitter", async () => {
+    for (let i = 0; i < 20; i++) {
+      const d = await delay(3, null);
+      expect(d).toBeGreaterThanOrEqual(4000 * 0.8);
+      expect(d).toBeLessThanOrEqual(4000);
+    }
+    expect(await delay(40, { jitter: 0 })).toBe(3600_000);
+  });
+
+  it("jitters downwards within the configured share", async () => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 50; i++) {
+      const d = await delay(1, { initial_ms: 10_000, jitter: 0.5 });
+      expect(d).toBeGreaterThanOrEqual(5000);
+      expect(d).toBeLessThanOrEqual(10_000);
+      seen.add(Math.round(d));
+    }
+    expect(seen.size).toBeGreaterThan(10);
+  });
+
+  it("takes each field from the job, then the queue, then the default", async () => {
+    expect(await delay(2, { jitter: 0 }, { initial_ms: 500, multiplier: 3 })).toBe(1500);
+    expect(await delay(2, { jitter: 0, multiplier: 10 }, { initial_ms: 500, multiplier: 3 })).toBe(5000);
+  });
+});
+
+describe("migrations", () => {
+  it("apply once when several brokers start together", async () => {
+    const url = new URL(await createTestDatabase());
+    const admin = new pg.Client({ connectionString: url.toString() });
+    await admin.connect();
+    const fresh = `fresh_${process.pid}_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${fresh}`);
+    await admin.end();
+    const clients = Array.from({ length: 4 }, () => new pg.Client({ connectionString: withDatabase(url.toString(), fresh) }));
+    await Promise.all(clients.map((c) => c.connect()));
+    const applied = await Promise.all(clients.map((c) => migrate(c)));
+    expect(applied.flat()).toEqual([1]);
+    const { rows } = await clients[0]!.query("SELECT version FROM jobwire.migrations");
+    expect(rows).toEqual([{ version: 1 }]);
+    expect(await migrate(clients[0]!)).toEqual([]);
+    await Promise.all(clients.map((c) => c.end()));
+  });
+});
+
+describe("indexes", () => {
+  it("the claim reads jobs_claim_idx, whatever the size of the history", async () => {
+    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
+                      SELECT 'hist', 't', 'completed', 1, '\\x', now() FROM generate_series(1, 20000)`);
+    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
+                      SELECT 'hist', 't', 'available', 1, '\\x' FROM generate_series(1, 100)`);
+    await pool.query("ANALYZE jobwire.jobs");
+    const { rows } = await pool.query(`EXPLAIN SELECT id FROM jobwire.jobs WHERE state = 'available' AND queue = 'hist'
+                                       ORDER BY priority DESC, run_at, id LIMIT 10 FOR UPDATE SKIP LOCKED`);
+    const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
+    expect(plan).toContain("jobs_claim_idx");
+    expect(plan).not.toMatch(/Sort|Seq Scan/);
+  });
+});
