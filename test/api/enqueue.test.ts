@@ -79,6 +79,22 @@ describe("Enqueue", () => {
   });
 });
 
+it("gives each of many concurrent callers its own jobs (coalesced into shared statements)", async () => {
+  const queue = uniqueQueue();
+  const calls = await Promise.all(
+    Array.from({ length: 40 }, (_, c) =>
+      enqueue(tb, ...Array.from({ length: 1 + (c % 4) }, (_, j) => ({ queue, payload: json({ c, j }) }))).then((ids) => ({ c, ids })),
+    ),
+  );
+  const all = calls.flatMap((x) => x.ids);
+  expect(new Set(all).size).toBe(all.length);
+  for (const { c, ids } of calls) {
+    expect(ids).toHaveLength(1 + (c % 4));
+    const { rows } = await tb.db.query("SELECT id, payload FROM jobwire.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", [ids]);
+    expect(rows.map((r) => JSON.parse(r.payload.toString()))).toEqual(ids.map((_, j) => ({ c, j })));
+  }
+});
+
 describe("idempotency", () => {
   it("returns the first job for a repeated key, with duplicate = true", async () => {
     const queue = uniqueQueue();
@@ -148,6 +164,9 @@ describe("bad input", () => {
     ["empty batch", [], Code.InvalidArgument, "jobs"],
     ["payload over 1 MiB", [{ queue: q, payload: new Uint8Array(1024 * 1024 + 1) }], Code.ResourceExhausted, "jobs[0].payload"],
     ["second job bad", [{ queue: q }, { queue: "" }], Code.InvalidArgument, "jobs[1].queue"],
+    ["NUL in type", [{ queue: q, type: "a\u0000b" }], Code.InvalidArgument, "jobs[0].type"],
+    ["NUL in a header", [{ queue: q, headers: { k: "v\u0000" } }], Code.InvalidArgument, "jobs[0].headers"],
+    ["NUL in idempotency key", [{ queue: q, idempotencyKey: "\u0000" }], Code.InvalidArgument, "jobs[0].idempotency_key"],
   ];
   it.each(cases)("%s", async (_name, specs, code, field) => {
     if (specs.length === 0) {

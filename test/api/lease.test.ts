@@ -171,6 +171,20 @@ describe("Ack, Nack, Heartbeat", () => {
     s.kill();
   });
 
+  it("records error messages with NULs and over 64 KiB instead of refusing them", async () => {
+    const queue = uniqueQueue();
+    const [id] = await enqueue(tb, { queue });
+    const s = new TestLeaseStream(tb.workers, { queues: [queue] });
+    const [l] = await s.take(1);
+    await tb.workers.nack({ leaseToken: l!.leaseToken, error: "bad\u0000byte " + "x".repeat(100_000) });
+    const { job } = await tb.jobs.getJob({ id: id! });
+    const msg = job!.errors[0]!.message;
+    expect(msg.startsWith("bad\uFFFDbyte xxx")).toBe(true);
+    expect(msg.endsWith("[truncated]")).toBe(true);
+    expect(Buffer.byteLength(msg)).toBeLessThanOrEqual(64 * 1024);
+    s.kill();
+  });
+
   it("honours retry_after, and redelivers with a new token", async () => {
     const queue = uniqueQueue();
     const [id] = await enqueue(tb, { queue });

@@ -2,6 +2,7 @@ import type { Config } from "../config.js";
 import { BrokerError, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type {
+  NewJob,
   EnqueueResult,
   HeartbeatResult,
   Job,
@@ -19,8 +20,10 @@ import { leaseKey, type FailedJob, type JobStore, type LeaseRef } from "../store
 import { Notifier } from "../store/notifier.js";
 import { Dispatcher, type LeaseSession } from "./dispatcher.js";
 import { decodeToken } from "./token.js";
+import { Coalescer } from "./coalescer.js";
 import {
   checkJobId,
+  checkText,
   checkJobSpecs,
   checkLeaseMs,
   checkLeaseOpen,
@@ -32,6 +35,8 @@ import {
   type LeaseOpenInput,
 } from "./validate.js";
 
+/** Most rows in one coalesced INSERT or ack UPDATE. */
+export const COALESCE_MAX_ROWS = 5000;
 /** Most lease tokens in one Ack or Heartbeat call. */
 export const MAX_TOKENS_PER_CALL = 10_000;
 /** Most jobs one Replay call touches, and its default limit for filters. */
@@ -77,6 +82,9 @@ export class Broker {
   readonly reaper: Reaper;
   readonly scheduler: Scheduler;
   private readonly notifier: Notifier;
+  /** Concurrent Enqueue calls share one INSERT; concurrent Acks share one UPDATE. */
+  private readonly inserts: Coalescer<NewJob, EnqueueResult>;
+  private readonly acks: Coalescer<LeaseRef, boolean>;
 
   constructor(
     private readonly cfg: Config,
@@ -85,6 +93,12 @@ export class Broker {
     private readonly log: Logger,
     private readonly hooks: BrokerHooks = {},
   ) {
+    const parallel = Math.max(1, Math.floor(cfg.poolSize / 3));
+    this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel);
+    this.acks = new Coalescer(async (refs) => {
+      const done = await store.ack(refs);
+      return refs.map((r) => done.has(leaseKey(r)));
+    }, COALESCE_MAX_ROWS, parallel);
     this.dispatcher = new Dispatcher(
       store,
       {
@@ -135,7 +149,7 @@ export class Broker {
 
   async enqueue(specs: JobSpecInput[]): Promise<EnqueueResult[]> {
     const jobs = checkJobSpecs(specs, this.cfg);
-    const results = await this.store.enqueue(jobs);
+    const results = await this.inserts.submit(jobs);
     this.hooks.enqueued?.(
       jobs.filter((_, i) => !results[i]!.duplicate).map((j) => j.queue),
       results.filter((r) => r.duplicate).length,
@@ -166,8 +180,8 @@ export class Broker {
   /** Completes jobs; returns the tokens whose lease was lost. */
   async ack(tokens: string[]): Promise<string[]> {
     const refs = this.decodeTokens("lease_tokens", tokens);
-    const done = await this.store.ack(refs);
-    const lost = tokens.filter((_, i) => !done.has(leaseKey(refs[i]!)));
+    const done = await this.acks.submit(refs);
+    const lost = tokens.filter((_, i) => !done[i]);
     this.hooks.acked?.(tokens.length - lost.length, lost.length);
     return lost;
   }
@@ -219,6 +233,8 @@ export class Broker {
 
     const f = r.filter!;
     checkQueue("filter.queue", f.queue);
+    if (f.type) checkText("filter.type", f.type);
+    if (f.errorContains) checkText("filter.error_contains", f.errorContains);
     if (f.finishedAfter && f.finishedBefore && f.finishedAfter >= f.finishedBefore) {
       throw invalid("filter.finished_before", "must be after finished_after");
     }
@@ -244,6 +260,7 @@ export class Broker {
 
   async listJobs(l: ListInput): Promise<{ jobs: Job[]; nextPageToken: string }> {
     if (l.queue) checkQueue("queue", l.queue);
+    checkText("type", l.type);
     if (l.pageSize < 0 || l.pageSize > MAX_PAGE_SIZE) throw invalid("page_size", `must be from 0 (default) to ${MAX_PAGE_SIZE}`);
     const beforeId = l.pageToken ? checkJobId("page_token", l.pageToken) : null;
     const size = l.pageSize || DEFAULT_PAGE_SIZE;

@@ -38,6 +38,11 @@ export interface JobSpecInput {
   headers: Record<string, string>;
 }
 
+/** Postgres text cannot hold NUL; refusing it here keeps it a client error, not an INTERNAL one. */
+export function checkText(field: string, s: string): void {
+  if (s.includes("\u0000")) throw invalid(field, "must not contain NUL characters");
+}
+
 export function checkQueue(field: string, queue: string): void {
   if (queue === "") throw invalid(field, "is required");
   if (!QUEUE_NAME.test(queue)) {
@@ -89,6 +94,9 @@ function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
   checkQueue(`${at}.queue`, s.queue);
   if (s.type === "") throw invalid(`${at}.type`, "is required");
   if (s.type.length > MAX_TYPE_LEN) throw invalid(`${at}.type`, `is longer than ${MAX_TYPE_LEN} characters`);
+  checkText(`${at}.type`, s.type);
+  checkText(`${at}.content_type`, s.contentType);
+  checkText(`${at}.idempotency_key`, s.idempotencyKey);
   if (s.payload.byteLength > cfg.maxPayloadBytes) {
     throw new BrokerError(
       "resource_exhausted",
@@ -108,6 +116,7 @@ function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
   let headerBytes = 0;
   for (const k of headerKeys) {
     if (k === "") throw invalid(`${at}.headers`, "has an empty key");
+    checkText(`${at}.headers["${k.slice(0, 40)}"]`, k + s.headers[k]);
     headerBytes += Buffer.byteLength(k) + Buffer.byteLength(s.headers[k]!);
   }
   if (headerBytes > MAX_HEADER_BYTES) {
@@ -142,13 +151,16 @@ export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {
   if (o.queues.length > 100) throw invalid("open.queues", "names more than 100 queues");
   o.queues.forEach((q, i) => checkQueue(`open.queues[${i}]`, q));
   if (o.workerId.length > MAX_WORKER_ID_LEN) throw invalid("open.worker_id", `is longer than ${MAX_WORKER_ID_LEN} characters`);
+  checkText("open.worker_id", o.workerId);
   if (!Number.isInteger(o.maxInFlight) || o.maxInFlight < 1 || o.maxInFlight > cfg.maxInFlight) {
     throw invalid("open.max_in_flight", `must be from 1 to ${cfg.maxInFlight}, got ${o.maxInFlight}`);
   }
   return { ...o, queues: [...new Set(o.queues)], leaseMs: checkLeaseMs("open.lease_duration", o.leaseMs) };
 }
 
-export function truncateMessage(message: string): string {
+/** Error messages are recorded whatever they hold: NULs become U+FFFD, and long ones are cut. */
+export function truncateMessage(raw: string): string {
+  const message = raw.replace(/\u0000/g, "\uFFFD");
   if (Buffer.byteLength(message) <= MAX_ERROR_MESSAGE_BYTES) return message;
   const cut = Buffer.from(message).subarray(0, MAX_ERROR_MESSAGE_BYTES - 32).toString("utf8").replace(/\uFFFD$/, "");
   return cut + " …[truncated]";
