@@ -58,7 +58,7 @@ func TestConformance(t *testing.T) {
 		env := setup(t, "transient_failure_then_retry")
 		const failure = "flaky dependency timed out on attempt 1"
 		var calls atomic.Int32
-		env.startWorker(jobwire.WorkerConfig{Concurrency: 2}, func(w *jobwire.Worker) {
+		w := env.startWorker(jobwire.WorkerConfig{Concurrency: 2}, func(w *jobwire.Worker) {
 			w.Handle("flaky", func(ctx context.Context, job *jobwire.Job) error {
 				calls.Add(1)
 				if job.Attempt == 1 {
@@ -83,6 +83,9 @@ func TestConformance(t *testing.T) {
 		}
 		if errs[0].GetAttempt() != 1 || errs[0].GetMessage() != failure {
 			t.Errorf("errors[0] = {attempt %d, message %q}, want {attempt 1, message %q}", errs[0].GetAttempt(), errs[0].GetMessage(), failure)
+		}
+		if errs[0].GetWorkerId() != w.ID() {
+			t.Errorf("errors[0].worker_id = %q, want this worker's %q", errs[0].GetWorkerId(), w.ID())
 		}
 	})
 

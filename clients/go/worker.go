@@ -402,12 +402,13 @@ func (r *workerRun) run(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("jobwire: %d job(s) still running after the shutdown timeout and grace were abandoned", n))
 	}
 
-	close(hbStop)
-	<-hbDone
+	// The last acks go out while their leases are still being heartbeated.
 	r.acks.stop()
 	if err := <-ackDone; err != nil {
 		errs = append(errs, err)
 	}
+	close(hbStop)
+	<-hbDone
 	r.logger.Info("jobwire worker stopped")
 	return errors.Join(errs...)
 }

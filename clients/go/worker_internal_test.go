@@ -97,8 +97,8 @@ func TestCreditAccounting(t *testing.T) {
 	leased := func(token string) *jobwirev1.LeasedJob {
 		return &jobwirev1.LeasedJob{LeaseToken: token, Job: &jobwirev1.Job{Id: token, Type: "t"}}
 	}
-	// dispatch starts goroutines; keep them from running handlers by holding
-	// no handler and by checking the books under the lock right away.
+	// The books are driven by hand, as dispatch and releaseSlot drive them,
+	// without starting handler goroutines.
 	r.mu.Lock()
 	for _, tok := range []string{"a", "b", "c"} {
 		r.outstanding--

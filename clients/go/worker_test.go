@@ -215,6 +215,90 @@ func TestWorker_BatchesAcksOfJobsThatFinishTogether(t *testing.T) {
 	}
 }
 
+// A handler that finishes its work despite a cancellation request returns
+// nil: the job is acked, and an ack completes even a cancel-requested job.
+func TestWorker_CancelledJobThatFinishesAnywayCompletes(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "cancel_then_ack")
+	started := make(chan string, 1)
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		w.Handle("stubborn", func(ctx context.Context, job *jobwire.Job) error {
+			started <- job.ID
+			<-ctx.Done()
+			return nil
+		})
+	})
+	id := mustEnqueueJSON(env, "stubborn", struct{}{}, jobwire.WithLeaseDuration(time.Second))
+	recv(t, started, "the handler to start")
+	if _, err := env.client.CancelJob(env.ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	job := env.waitForState(id, stateCompleted)
+	if !job.GetCancelRequested() {
+		t.Log("note: the completed job no longer shows cancel_requested")
+	}
+}
+
+// When in-flight jobs outlast ShutdownTimeout, their contexts are cancelled
+// with ErrWorkerShutdown, and a handler that then returns has its attempt
+// failed (so the job runs again), not lost.
+func TestWorker_ShutdownTimeoutCancelsJobs(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "shutdown_timeout")
+	started := make(chan string, 1)
+	causes := make(chan error, 1)
+	w := env.startWorker(jobwire.WorkerConfig{ShutdownTimeout: 200 * time.Millisecond}, func(w *jobwire.Worker) {
+		w.Handle("endless", func(ctx context.Context, job *jobwire.Job) error {
+			started <- job.ID
+			<-ctx.Done()
+			causes <- context.Cause(ctx)
+			return ctx.Err()
+		})
+	})
+	id := mustEnqueueJSON(env, "endless", struct{}{}, jobwire.WithRetry(time.Hour, 0, 0))
+	recv(t, started, "the handler to start")
+
+	if err := w.stop(); err != nil {
+		t.Errorf("Run returned %v; the handler returned once cancelled, so nothing was abandoned", err)
+	}
+	if cause := recv(t, causes, "the handler's cancellation"); !errors.Is(cause, jobwire.ErrWorkerShutdown) {
+		t.Errorf("cause = %v, want ErrWorkerShutdown", cause)
+	}
+	job, err := env.client.GetJob(env.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.GetState() != jobwirev1.JobState_JOB_STATE_RETRYABLE {
+		t.Errorf("job is %v, want RETRYABLE", job.GetState())
+	}
+	if errs := job.GetErrors(); len(errs) != 1 || !strings.Contains(errs[0].GetMessage(), jobwire.ErrWorkerShutdown.Error()) {
+		t.Errorf("errors = %v, want one naming the shutdown", errs)
+	}
+}
+
+// A handler that ignores cancellation is abandoned after ShutdownTimeout
+// plus ShutdownGrace: Run returns, with an error saying so.
+func TestWorker_AbandonsHandlersThatIgnoreCancellation(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "abandon")
+	started := make(chan string, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	w := env.startWorker(jobwire.WorkerConfig{ShutdownTimeout: 100 * time.Millisecond, ShutdownGrace: 100 * time.Millisecond}, func(w *jobwire.Worker) {
+		w.Handle("deaf", func(ctx context.Context, job *jobwire.Job) error {
+			started <- job.ID
+			<-release
+			return nil
+		})
+	})
+	mustEnqueueJSON(env, "deaf", struct{}{})
+	recv(t, started, "the handler to start")
+
+	if err := w.stop(); err == nil || !strings.Contains(err.Error(), "abandoned") {
+		t.Errorf("Run returned %v, want an error about the abandoned job", err)
+	}
+}
+
 func TestWorker_RunNeedsHandlers(t *testing.T) {
 	client, err := jobwire.NewClient("http://127.0.0.1:1", nil)
 	if err != nil {

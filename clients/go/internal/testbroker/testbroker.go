@@ -174,10 +174,13 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		}
 		return b, nil
 	case <-b.exited:
-		return nil, fmt.Errorf("testbroker: broker exited before listening (%v); log:\n%s", b.exitErr, b.LogTail(4000))
+		err := fmt.Errorf("testbroker: broker exited before listening (%v); log:\n%s", b.exitErr, b.LogTail(4000))
+		_ = b.Stop() // removes a temporary data directory
+		return nil, err
 	case <-timer.C:
+		err := fmt.Errorf("testbroker: broker did not listen within %v; log:\n%s", StartTimeout, b.LogTail(4000))
 		_ = b.Stop()
-		return nil, fmt.Errorf("testbroker: broker did not listen within %v; log:\n%s", StartTimeout, b.LogTail(4000))
+		return nil, err
 	case <-ctx.Done():
 		_ = b.Stop()
 		return nil, ctx.Err()
