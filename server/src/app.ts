@@ -8,6 +8,7 @@ import { JobStore } from "./store/jobs.js";
 import { migrate } from "./store/migrate.js";
 import { Metrics } from "./telemetry/metrics.js";
 import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
+import { authInterceptor } from "./transport/auth.js";
 import { httpRoutes } from "./transport/http.js";
 import { startServer, type RunningServer } from "./transport/server.js";
 
@@ -78,7 +79,8 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       host: config.host,
       port: config.port,
       maxMessageBytes: config.maxMessageBytes,
-      interceptors: tracing ? [tracingInterceptor()] : [],
+      // Auth first: an unauthenticated call gets no span and no work.
+      interceptors: [...(config.authTokens.length ? [authInterceptor(config.authTokens)] : []), ...(tracing ? [tracingInterceptor()] : [])],
       httpRoutes: httpRoutes({ metrics, pool, log }),
     });
   } catch (err) {

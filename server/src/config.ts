@@ -65,6 +65,12 @@ export interface Config {
   keepaliveMs: number;
   shutdownTimeoutMs: number;
   claimBatch: number;
+  /**
+   * When set, every RPC must carry "authorization: Bearer <token>" (one of
+   * a comma-separated list, so tokens can be rotated). Health and metrics
+   * stay open.
+   */
+  authTokens: string[];
   logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -91,6 +97,12 @@ const oneOf =
     return raw;
   };
 
+const tokens: Parser = (raw, name) => {
+  const list = raw.split(",").map((t) => t.trim()).filter(Boolean);
+  if (list.some((t) => t.length < 16)) throw new ConfigError(`${name}: each token must be at least 16 characters`);
+  return list;
+};
+
 /** Each setting: its key, env var, parser and default. */
 const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[keyof Config] }[] = [
   { key: "host", env: "JOBWIRE_HOST", parse: str, def: DEFAULT_HOST },
@@ -113,6 +125,7 @@ const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[key
   { key: "keepaliveMs", env: "JOBWIRE_KEEPALIVE_MS", parse: int(100, 3600_000), def: DEFAULT_KEEPALIVE_MS },
   { key: "shutdownTimeoutMs", env: "JOBWIRE_SHUTDOWN_TIMEOUT_MS", parse: int(0, 3600_000), def: DEFAULT_SHUTDOWN_TIMEOUT_MS },
   { key: "claimBatch", env: "JOBWIRE_CLAIM_BATCH", parse: int(1, 10_000), def: DEFAULT_CLAIM_BATCH },
+  { key: "authTokens", env: "JOBWIRE_AUTH_TOKENS", parse: tokens, def: [] },
   { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info" },
 ];
 
@@ -159,5 +172,6 @@ export function loadConfig(
 }
 
 export function describeFlags(): string {
-  return SETTINGS.map((s) => `  --${flagName(s.env).padEnd(22)} ${s.env} (default ${s.def === undefined ? "unset" : String(s.def)})`).join("\n");
+  const show = (d: unknown) => (d === undefined || (Array.isArray(d) && d.length === 0) ? "unset" : String(d));
+  return SETTINGS.map((s) => `  --${flagName(s.env).padEnd(22)} ${s.env} (default ${show(s.def)})`).join("\n");
 }

@@ -49,6 +49,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
-  process.stderr.write(`jobwire: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  const detail = err instanceof Error ? (process.env.JOBWIRE_LOG_LEVEL === "debug" ? (err.stack ?? err.message) : err.message) : String(err);
+  process.stderr.write(`jobwire: failed to start: ${detail}\n`);
   process.exit(1);
 });

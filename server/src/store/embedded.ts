@@ -1,6 +1,6 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync } from "node:fs";
-import { chown, mkdir, readFile, writeFile, chmod } from "node:fs/promises";
+import { appendFile, chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -81,15 +81,43 @@ function runAs(): { uid: number; gid: number } | undefined {
   }
 }
 
+/** Runs a command to completion; on failure the error carries the end of its output. */
 function run(cmd: string, args: string[], ids: { uid: number; gid: number } | undefined, logFile: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { ...ids, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
-    const log = createWriteStream(logFile, { flags: "a" });
-    child.stdout.pipe(log);
-    child.stderr.pipe(log);
+    let output = "";
+    const keep = (b: Buffer) => (output = (output + b.toString()).slice(-2000));
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
     child.once("error", reject);
-    child.once("exit", (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} exited ${code}; see ${logFile}`))));
+    child.once("close", (code) => {
+      void appendFile(logFile, output).catch(() => {});
+      if (code === 0) resolve();
+      else reject(new Error(`${path.basename(cmd)} exited ${code}: ${output.trim().split("\n").slice(-3).join(" | ")}`));
+    });
   });
+}
+
+/**
+ * Postgres runs as the `postgres` user when we are root, so every directory
+ * above the data directory must let that user through. mkdtemp and
+ * t.TempDir() make 0700 directories that do not.
+ */
+async function checkReachable(dir: string, ids: { uid: number; gid: number } | undefined): Promise<void> {
+  if (!ids) return;
+  for (let p = path.dirname(path.resolve(dir)); ; p = path.dirname(p)) {
+    const st = await stat(p).catch(() => null);
+    if (st) {
+      const through = st.uid === ids.uid ? st.mode & 0o100 : st.gid === ids.gid ? st.mode & 0o010 : st.mode & 0o001;
+      if (!through) {
+        throw new Error(
+          `the embedded Postgres runs as the "postgres" user (we are root), which cannot enter ${p} ` +
+            `(mode ${(st.mode & 0o777).toString(8)}); put JOBWIRE_DATA_DIR under a directory others can traverse, or chmod o+x ${p}`,
+        );
+      }
+    }
+    if (p === path.dirname(p)) return;
+  }
 }
 
 /** A postmaster left behind by a broker that was killed: stop it before starting ours. */
@@ -120,6 +148,7 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPost
   const logFile = path.resolve(opts.dir, "postgres.log");
   const ids = runAs();
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await checkReachable(opts.dir, ids);
   if (ids) {
     await chown(opts.dir, ids.uid, ids.gid);
     await chown(dir, ids.uid, ids.gid);

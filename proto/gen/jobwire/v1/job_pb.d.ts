@@ -204,6 +204,8 @@ export declare const JobErrorSchema: GenMessage<JobError>;
  */
 export declare type Job = Message<"jobwire.v1.Job"> & {
   /**
+   * Decimal digits, assigned by the broker in increasing order.
+   *
    * @generated from field: string id = 1;
    */
   id: string;
@@ -306,7 +308,7 @@ export declare type Job = Message<"jobwire.v1.Job"> & {
   leaseDuration?: Duration | undefined;
 
   /**
-   * The worker holding the lease, while RUNNING.
+   * The worker that holds the lease while RUNNING; afterwards, the last one that held it.
    *
    * @generated from field: string worker_id = 19;
    */

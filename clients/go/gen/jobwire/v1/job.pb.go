@@ -432,14 +432,15 @@ func (x *JobError) GetWorkerId() string {
 }
 
 type Job struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Queue       string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
-	Type        string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
-	Payload     []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
-	ContentType string                 `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
-	State       JobState               `protobuf:"varint,6,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
-	Priority    int32                  `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decimal digits, assigned by the broker in increasing order.
+	Id          string   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Queue       string   `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	Type        string   `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Payload     []byte   `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	ContentType string   `protobuf:"bytes,5,opt,name=content_type,json=contentType,proto3" json:"content_type,omitempty"`
+	State       JobState `protobuf:"varint,6,opt,name=state,proto3,enum=jobwire.v1.JobState" json:"state,omitempty"`
+	Priority    int32    `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
 	// How many attempts have started. The first lease makes it 1.
 	Attempt     int32                  `protobuf:"varint,8,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	MaxAttempts int32                  `protobuf:"varint,9,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
@@ -457,7 +458,7 @@ type Job struct {
 	CancelRequested bool `protobuf:"varint,17,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
 	// The lease duration this job asked for, if any.
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,18,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
-	// The worker holding the lease, while RUNNING.
+	// The worker that holds the lease while RUNNING; afterwards, the last one that held it.
 	WorkerId      string `protobuf:"bytes,19,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
