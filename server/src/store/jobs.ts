@@ -189,6 +189,12 @@ WHERE NOT j.idempotency_released`;
  *
  * Lease length: the job's own, else the worker's ($3), else the queue's, else
  * the broker default ($4).
+ *
+ * The claimed ids reach the UPDATE as an array (= ANY (ARRAY(...))), which
+ * always plans as primary-key lookups. Joined to the CTE instead, Postgres
+ * misjudged the join once the backlog grew and hashed a sequential scan of
+ * the whole table: 43 ms per 500-job claim over 50,000 available jobs,
+ * against ~5 ms this way.
  */
 const CLAIM = `
 WITH next AS (
@@ -204,14 +210,15 @@ WITH next AS (
   LIMIT $2
 ), granted AS (
   SELECT j.id, coalesce(j.lease_ms, $3::int, (SELECT q.lease_ms FROM jobwire.queues q WHERE q.name = j.queue), $4::int) AS ms
-  FROM jobwire.jobs j JOIN next USING (id)
+  FROM jobwire.jobs j
+  WHERE j.id = ANY (ARRAY(SELECT id FROM next))
 )
 UPDATE jobwire.jobs j
 SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
     leased_for_ms = g.ms, lease_expires_at = now() + g.ms * interval '1 millisecond',
     worker_id = $5, cancel_requested = false
 FROM granted g
-WHERE j.id = g.id AND j.state = 'available'
+WHERE j.id = ANY (ARRAY(SELECT id FROM next)) AND j.id = g.id AND j.state = 'available'
 RETURNING ${JOB_COLUMNS_J}, j.lease_token`;
 
 /** Gives back leases a stream could not deliver; the attempt is not counted. */

@@ -289,7 +289,9 @@ export declare type HeartbeatResult = Message<"jobwire.v1.HeartbeatResult"> & {
   lost: boolean;
 
   /**
-   * CancelJob was called: stop working, then nack or ack.
+   * CancelJob was called: stop working and nack, which ends the job
+   * CANCELLED (never retried). An ack instead records that the work
+   * completed after all, and the job ends COMPLETED.
    *
    * @generated from field: bool cancel_requested = 4;
    */

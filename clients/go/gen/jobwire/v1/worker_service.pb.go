@@ -605,7 +605,9 @@ type HeartbeatResult struct {
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	// The lease is gone: stop working on the job.
 	Lost bool `protobuf:"varint,3,opt,name=lost,proto3" json:"lost,omitempty"`
-	// CancelJob was called: stop working, then nack or ack.
+	// CancelJob was called: stop working and nack, which ends the job
+	// CANCELLED (never retried). An ack instead records that the work
+	// completed after all, and the job ends COMPLETED.
 	CancelRequested bool `protobuf:"varint,4,opt,name=cancel_requested,json=cancelRequested,proto3" json:"cancel_requested,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
