@@ -40,7 +40,7 @@ def make_worker(address: str) -> jobwire.Worker:
 def enqueue(address: str, names: list[str]) -> list[str]:
     with jobwire.Client(address) as client:
         results = client.enqueue_many({"type": "greet", "payload": {"name": n}, "queue": QUEUE} for n in names)
-    for name, result in zip(names, results):
+    for name, result in zip(names, results, strict=True):
         print(f"enqueued greet {name!r} as job {result.id}", flush=True)
     return [r.id for r in results]
 

@@ -103,7 +103,7 @@ class Broker:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise RuntimeError("broker did not exit within %ss of SIGTERM" % BROKER_STOP_TIMEOUT)
+            raise RuntimeError(f"broker did not exit within {BROKER_STOP_TIMEOUT}s of SIGTERM") from None
 
 
 @contextlib.contextmanager

@@ -48,5 +48,9 @@ def test_worker_reconnects_after_broker_restart_without_losing_its_ack():
                     after = client.enqueue("step", {"step": "after"}, queue=q).id
                     wait_for_state(client, after, JobState.COMPLETED)
                 wait_until("both handlers to have run", lambda: handled == ["during", "after"])
+        except BaseException:
+            # Shown by pytest with the failure.
+            print(f"broker output (alive: {broker.proc.poll() is None}):", *broker.lines, sep="\n")
+            raise
         finally:
             broker.stop()

@@ -21,10 +21,18 @@ log = logging.getLogger("jobwire")
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # How long one client call may take, retries included, unless the call says.
 DEFAULT_TIMEOUT = 10.0
-# How many times a call is retried after UNAVAILABLE, within its deadline.
-DEFAULT_MAX_RETRIES = 5
-# Retry delays for UNAVAILABLE: 50ms, 100ms, ... up to 2s, with jitter.
-DEFAULT_CALL_BACKOFF = Backoff(initial=0.05, maximum=2.0)
+# How many times a call is retried after UNAVAILABLE; None means as often as
+# its deadline allows, so that a call rides out a broker restart that fits in it.
+DEFAULT_MAX_RETRIES: int | None = None
+# Retry delays for UNAVAILABLE: 50ms, 100ms, ... up to 1s, with jitter.
+DEFAULT_CALL_BACKOFF = Backoff(initial=0.05, maximum=1.0)
+# The longest gRPC waits between attempts to reconnect to the broker. gRPC's
+# default (120s) would leave a channel failing fast with the last
+# "connection refused" for up to two minutes after the broker is back; one
+# connection attempt a second costs nothing. Calls on every channel to the
+# same address share this state (gRPC pools subchannels), clients and workers
+# alike.
+MAX_RECONNECT_BACKOFF_MS = 1000
 
 ChannelOptions = Sequence[Tuple[str, object]]
 
@@ -37,10 +45,10 @@ def make_channel(address: str, options: ChannelOptions | None = None) -> grpc.Ch
         "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
         "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
         # Reconnect quickly after the broker restarts (the default minimum
-        # is 20s), so a drained worker is back within a second or two.
+        # is 20s), so a drained worker is back within a second or so.
         "grpc.initial_reconnect_backoff_ms": 100,
         "grpc.min_reconnect_backoff_ms": 100,
-        "grpc.max_reconnect_backoff_ms": 5000,
+        "grpc.max_reconnect_backoff_ms": MAX_RECONNECT_BACKOFF_MS,
         # The broker takes no service config from DNS.
         "grpc.service_config_disable_resolution": 1,
     }
@@ -54,7 +62,7 @@ def call_with_retry(
     request: object,
     *,
     timeout: float,
-    max_retries: int = DEFAULT_MAX_RETRIES,
+    max_retries: int | None = DEFAULT_MAX_RETRIES,
     backoff: Backoff = DEFAULT_CALL_BACKOFF,
     interrupt: threading.Event | None = None,
 ) -> T:
@@ -77,7 +85,7 @@ def call_with_retry(
             pause = backoff.delay(attempt)
             if (
                 code is not grpc.StatusCode.UNAVAILABLE
-                or attempt >= max_retries
+                or (max_retries is not None and attempt >= max_retries)
                 or time.monotonic() + pause >= deadline
             ):
                 raise JobwireError.from_rpc_error(err, method) from err

@@ -19,6 +19,7 @@ from ._rpc import (
     call_with_retry,
     make_channel,
 )
+from .errors import JobwireError
 from .v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -147,7 +148,7 @@ class Client:
         address: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
         channel: grpc.Channel | None = None,
         channel_options: ChannelOptions | None = None,
     ) -> None:
@@ -242,7 +243,13 @@ class Client:
                 span.end()
             raise
         results = [EnqueueResult(r.job_id, r.duplicate) for r in response.results]
-        for span, result in zip(spans, results):
+        if len(results) != len(specs):
+            err = JobwireError(grpc.StatusCode.INTERNAL, f"broker answered {len(results)} results for {len(specs)} jobs", "Enqueue")
+            for span in spans:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
+                span.end()
+            raise err
+        for span, result in zip(spans, results, strict=True):
             span.set_attribute(_tracing.MESSAGING_MESSAGE_ID, result.id)
             span.end()
         return results

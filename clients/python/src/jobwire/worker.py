@@ -84,6 +84,9 @@ DEFAULT_DELIVERY_BACKOFF = Backoff(initial=0.05, maximum=1.0)
 HEARTBEAT_FRACTION = 1 / 3
 # The shortest wait between heartbeats, however short the lease.
 MIN_HEARTBEAT_INTERVAL = 0.05
+# The shortest deadline a Heartbeat call gets, however close its leases are
+# to expiring.
+MIN_HEARTBEAT_TIMEOUT = 0.2
 # How long, after half-closing the Lease stream at shutdown, the broker has to
 # end it before the worker cancels the call.
 HALF_CLOSE_GRACE = 5.0
@@ -635,7 +638,13 @@ class Worker:
                         self._first_ack_at = time.monotonic()
                     self._acks[:0] = tokens
                 return False
-            log.error("worker %s: Ack refused (%s: %s); dropping %d tokens", self.worker_id, err.code().name, err.details(), len(tokens))
+            log.error(
+                "worker %s: Ack refused (%s: %s); dropping %d tokens",
+                self.worker_id,
+                err.code().name,
+                err.details(),
+                len(tokens),
+            )
             lost: Sequence[str] = ()
         else:
             lost = response.lost_lease_tokens
@@ -681,15 +690,18 @@ class Worker:
                         self._heartbeat_wakeup.wait(wait)
                     else:
                         self._heartbeat_wakeup.wait()
-            tokens = [lease.token for lease in live]
+                tokens = [lease.token for lease in live]
+                # A heartbeat that answers after the shortest lease has run
+                # out is no use: give up on it then, and try again.
+                shortest = min(lease.expires_at for lease in live) - time.time()
+            timeout = max(MIN_HEARTBEAT_TIMEOUT, min(self._rpc_timeout, shortest))
             try:
-                response = self._stub.Heartbeat(
-                    worker_service_pb2.HeartbeatRequest(lease_tokens=tokens), timeout=self._rpc_timeout
-                )
+                response = self._stub.Heartbeat(worker_service_pb2.HeartbeatRequest(lease_tokens=tokens), timeout=timeout)
             except grpc.RpcError as err:
                 pause = self._delivery_backoff.delay(failures)
                 failures += 1
-                log.warning(
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
                     "worker %s: Heartbeat of %d leases failed (%s: %s); retrying in %.2fs",
                     self.worker_id,
                     len(tokens),
@@ -821,8 +833,9 @@ def _expiry(leased: worker_service_pb2.LeasedJob, now_wall: float, worker_lease:
     broker clock running ahead of ours: heartbeating early is harmless,
     heartbeating late loses the job.
     """
-    durations = [d for d in (leased.job.lease_duration if leased.job.HasField("lease_duration") else None, worker_lease) if d is not None]
-    bound = now_wall + duration_seconds(durations[0]) if durations else None
+    own = leased.job.lease_duration if leased.job.HasField("lease_duration") else None
+    duration = own if own is not None else worker_lease
+    bound = now_wall + duration_seconds(duration) if duration is not None else None
     if leased.HasField("lease_expires_at"):
         at = timestamp_seconds(leased.lease_expires_at)
         return min(at, bound) if bound is not None else at
