@@ -32,7 +32,8 @@ fi
 add vitest "$p" "$f" "$rc"
 
 # --- Go and Python clients (each script prints "<lang>: N passed, N failed" last) ---
-for suite in go python; do
+# Python first: its virtualenv serves the Go suite's cross-language trace test.
+for suite in python go; do
   script="clients/$suite/scripts/test.sh"
   [ -f "$script" ] || continue
   out=$(mktemp)

@@ -233,3 +233,63 @@ func TestCrossLanguage_cross_language_trace_TypeScriptProducerGoWorker(t *testin
 		t.Errorf("consumer span name = %q", consumer.Name)
 	}
 }
+
+// The cross_language_trace scenario as the conformance list states it: a
+// job enqueued by the Python client inside an active span, processed by a Go
+// worker, ends up in one trace with the Python producer span as parent.
+// The Python client's virtualenv (made by clients/python/scripts/test.sh)
+// must exist; npm test runs the Python suite first. With
+// JOBWIRE_REQUIRE_CROSS_LANGUAGE=1 (as CI sets) a missing one fails the test.
+func TestCrossLanguage_cross_language_trace_PythonProducerGoWorker(t *testing.T) {
+	t.Parallel()
+	root, err := testbroker.FindRepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	python := filepath.Join(root, "clients", "python", ".venv", "bin", "python")
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("JOBWIRE_REQUIRE_CROSS_LANGUAGE") != "" {
+			t.Fatalf("no Python client virtualenv at %s: run clients/python/scripts/test.sh first", python)
+		}
+		t.Skipf("no Python client virtualenv at %s", python)
+	}
+	env := setup(t, "cross_language_trace")
+	seen := make(chan greetArgs, 1)
+	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
+		jobwire.HandleJSON(w, "greet", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
+			seen <- args
+			return nil
+		})
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	address := strings.TrimPrefix(brokerURL(t), "http://")
+	cmd := exec.CommandContext(ctx, python, filepath.Join(root, "clients", "python", "scripts", "trace_enqueue.py"),
+		"--address", address, "--queue", env.queue, "--type", "greet", "--payload", `{"name": "guido"}`)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python producer: %v", err)
+	}
+	var produced struct {
+		JobID          string `json:"job_id"`
+		TraceID        string `json:"trace_id"`
+		ProducerSpanID string `json:"producer_span_id"`
+	}
+	if err := json.Unmarshal(out, &produced); err != nil {
+		t.Fatalf("python producer printed %q: %v", out, err)
+	}
+
+	if got := recv(t, seen, "the Go handler to run the Python job"); got.Name != "guido" {
+		t.Errorf("handler decoded name %q, want %q", got.Name, "guido")
+	}
+	env.waitForState(produced.JobID, stateCompleted)
+	consumer := waitForSpan(t, "consumer", consumerSpanOf(produced.JobID, 1))
+	if got := consumer.SpanContext.TraceID().String(); got != produced.TraceID {
+		t.Errorf("consumer trace id = %s, want the Python producer's %s", got, produced.TraceID)
+	}
+	if got := consumer.Parent.SpanID().String(); got != produced.ProducerSpanID || !consumer.Parent.IsRemote() {
+		t.Errorf("consumer parent = %s (remote %v), want the Python producer span %s", got, consumer.Parent.IsRemote(), produced.ProducerSpanID)
+	}
+}
