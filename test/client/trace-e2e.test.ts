@@ -29,9 +29,10 @@ interface OtlpSpan {
   events: { name: string }[];
 }
 
-// OTLP's SpanKind numbering (not the API's): 4 = PRODUCER, 5 = CONSUMER.
+// OTLP's SpanKind numbering (not the API's): 2 = SERVER, 4 = PRODUCER, 5 = CONSUMER.
 const KIND_PRODUCER = 4;
 const KIND_CONSUMER = 5;
+const KIND_SERVER = 2;
 const STATUS_ERROR = 2;
 
 interface OtlpValue {
@@ -161,6 +162,9 @@ describe("tracing across processes", () => {
     }, 10_000, "the worker's consumer spans");
 
     const spans = inTrace();
+    if (process.env.JOBWIRE_TEST_LOG) {
+      for (const s of spans) console.log(`${s.service} ${s.name} kind=${s.kind} span=${s.spanId} parent=${s.parentSpanId} ${JSON.stringify(s.attributes)}`);
+    }
     const root = spans.find((s) => s.service === "trace-producer" && s.name === "signup");
     const prod = spans.find((s) => s.service === "trace-producer" && s.kind === KIND_PRODUCER);
     expect(root, "the producer's root span").toBeDefined();
@@ -190,8 +194,15 @@ describe("tracing across processes", () => {
       // traceparent in the RPC's metadata as well as in the job's headers.
       const brokerInTrace = spans.filter((s) => s.service === "jobwire-broker");
       expect(brokerInTrace.length, "broker spans in the job's trace").toBeGreaterThan(0);
-      const producerSide = new Set([root!.spanId, prod!.spanId]);
-      expect(brokerInTrace.some((s) => producerSide.has(s.parentSpanId)), "a broker span parented to the producer").toBe(true);
+      const rpc = (method: string) => brokerInTrace.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === method);
+      // The Enqueue RPC ran inside the PRODUCER span.
+      expect(rpc("Enqueue").map((s) => s.parentSpanId)).toEqual([prod!.spanId]);
+      // The broker marks each delivery in the job's trace, under the producer's span.
+      const deliveries = brokerInTrace.filter((s) => s.attributes["messaging.message.id"] === jobId && s.kind !== KIND_SERVER);
+      expect(deliveries.map((s) => s.attributes["jobwire.job.attempt"]).sort()).toEqual([1, 2]);
+      for (const d of deliveries) expect(d.parentSpanId).toBe(prod!.spanId);
+      // The failed attempt's Nack was sent from inside its CONSUMER span.
+      expect(rpc("Nack").map((s) => s.parentSpanId)).toEqual([consumers[0]!.spanId]);
     }
   });
 });

@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import {
+  Code,
   FailedPreconditionError,
   JobwireClient,
   NotFoundError,
@@ -207,6 +208,7 @@ describe("Worker", () => {
     const started = deferred<string>();
     const seen: string[] = [];
     let connects = 0;
+    const disconnects: (Code | undefined)[] = [];
     const worker = new Worker({
       address: first.url,
       queues: [queue],
@@ -222,6 +224,7 @@ describe("Worker", () => {
       },
       onEvent: (e) => {
         if (e.type === "connected") connects++;
+        if (e.type === "disconnected") disconnects.push(e.error?.code);
       },
     });
     const done = worker.run();
@@ -230,6 +233,9 @@ describe("Worker", () => {
       await within(started.promise, 10_000, "the first job to start");
 
       await first.stop(); // drains: the Lease stream ends with UNAVAILABLE
+      expect(await eventually(() => (disconnects.length > 0 ? disconnects : undefined), 5000, "the disconnect")).toEqual([
+        Code.Unavailable,
+      ]);
       second = await startTestBroker({ port }, { databaseUrl });
       // The job outlived the stream and the broker: its lease still holds.
       release.resolve();
@@ -249,6 +255,13 @@ describe("Worker", () => {
       await second?.stop();
       await first.stop().catch(() => {});
     }
+  });
+});
+
+describe("Worker configuration", () => {
+  it("rejects run() when the broker refuses the Lease stream's queue name", async () => {
+    const { done } = env.worker({ queues: ["not a valid queue name!"], handlers: { t: () => {} } });
+    await expect(within(done, 10_000, "run() to settle")).rejects.toMatchObject({ code: Code.InvalidArgument });
   });
 });
 

@@ -52,5 +52,5 @@ export type { CallOptions, RetryOptions } from "./retry.js";
 export type { Logger } from "./logger.js";
 export { consoleLogger, silentLogger } from "./logger.js";
 export type { Outcome } from "./tracing.js";
-export { ATTR as TRACE_ATTRIBUTES, TRACER_NAME } from "./tracing.js";
+export { ATTR as TRACE_ATTRIBUTES, TRACER_NAME, injectTraceContext } from "./tracing.js";
 export { normalizeAddress, DEFAULT_ADDRESS } from "./transport.js";

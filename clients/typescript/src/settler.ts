@@ -13,6 +13,7 @@ import { msToDuration } from "./convert.js";
 import { isTransient, toJobwireError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { JobwireClient } from "./client.js";
+import { ROOT_CONTEXT, context } from "@opentelemetry/api";
 
 /** How an ack or nack ended, as far as the worker can tell. */
 export type SettleResult =
@@ -116,7 +117,9 @@ export class Settler {
     }
     this.flushTimer = setTimeout(() => {
       this.flushTimer = undefined;
-      void this.flushAcks();
+      // One Ack carries many jobs: send it in no job's trace (the timer
+      // would otherwise inherit the context of whichever attempt armed it).
+      void context.with(ROOT_CONTEXT, () => this.flushAcks());
     }, ms);
   }
 

@@ -140,6 +140,19 @@ export function startConsumerSpan(info: ConsumerSpanInfo): { span: Span; ctx: Co
   return { span, ctx: trace.setSpan(parent, span) };
 }
 
+/**
+ * Writes the active trace context (W3C traceparent/tracestate, through the
+ * global propagator) into a copy of `headers`. For jobs enqueued some other
+ * way than JobwireClient.enqueue, such as the SQL function jobwire.enqueue
+ * inside an application's transaction, so their consumer spans still join
+ * the producer's trace.
+ */
+export function injectTraceContext(headers: Record<string, string> = {}): Record<string, string> {
+  const out = { ...headers };
+  propagation.inject(context.active(), out, headerSetter);
+  return out;
+}
+
 /** Records how an attempt ended and ends its span. */
 export function endConsumerSpan(span: Span, outcome: Outcome, error?: unknown): void {
   span.setAttribute(ATTR.outcome, outcome);

@@ -33,7 +33,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { JobState, type Job } from "@jobwire/proto/jobwire/v1/job_pb";
 import { type LeaseRequest, LeaseRequestSchema, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
-import type { Span } from "@opentelemetry/api";
+import { ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from "./backoff.js";
@@ -70,6 +70,8 @@ export const DEFAULT_MAX_HEARTBEAT_INTERVAL_MS = 5_000;
 export const HEARTBEAT_FRACTION = 1 / 3;
 /** Floor for the heartbeat interval, whatever the lease length. */
 export const MIN_HEARTBEAT_INTERVAL_MS = 50;
+/** Floor for a Heartbeat call's deadline, however short the leases. */
+export const MIN_HEARTBEAT_RPC_TIMEOUT_MS = 500;
 /** After a stop, how long the broker gets to end the half-closed Lease stream. */
 export const STREAM_CLOSE_TIMEOUT_MS = 5_000;
 /** Extra time to flush acks and nacks after in-flight jobs end or time out. */
@@ -427,7 +429,11 @@ export class Worker {
     }
   }
 
-  /** Returns `n` credits to the stream, coalescing bursts into one message. */
+  /**
+   * Returns one credit to the stream that delivered a job, coalescing the
+   * credits of one tick into one message. Jobs from an older stream return
+   * nothing: their credit died with it.
+   */
   private returnCredit(gen: number): void {
     const s = this.stream;
     if (s === undefined || s.gen !== gen || s.requests.isClosed) return;
@@ -628,7 +634,8 @@ export class Worker {
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = undefined;
       this.heartbeatAt = Infinity;
-      void this.heartbeat();
+      // One Heartbeat covers every held job: it belongs to no job's trace.
+      void context.with(ROOT_CONTEXT, () => this.heartbeat());
     }, Math.max(0, due - Date.now()));
   }
 
@@ -645,9 +652,12 @@ export class Worker {
     this.heartbeatInFlight = true;
     const sentAt = Date.now();
     try {
+      // A heartbeat answered after the shortest lease ran out is useless:
+      // give up sooner and try again.
+      const shortest = Math.min(...batch.map((h) => h.leaseMs));
       const res = await this.client.workers.heartbeat(
         { leaseTokens: batch.map((h) => h.token) },
-        { timeoutMs: this.rpcTimeoutMs },
+        { timeoutMs: Math.max(MIN_HEARTBEAT_RPC_TIMEOUT_MS, Math.min(this.rpcTimeoutMs, shortest / 2)) },
       );
       this.heartbeatFailures = 0;
       res.results.forEach((r, i) => {
