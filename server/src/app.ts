@@ -5,6 +5,7 @@ import { createLogger, type Logger } from "./log.js";
 import { createPool } from "./store/db.js";
 import { startEmbedded, type EmbeddedPostgres } from "./store/embedded.js";
 import { JobStore } from "./store/jobs.js";
+import { ScheduleStore } from "./store/schedules.js";
 import { migrate } from "./store/migrate.js";
 import { Metrics } from "./telemetry/metrics.js";
 import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
@@ -73,7 +74,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     const metrics = new Metrics(store, () => broker?.dispatcher.openStreams ?? 0);
     const tracing = opts.tracing ?? stopTracing !== null;
     const hooks = [metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])];
-    broker = new Broker(config, store, databaseUrl, log, mergeHooks(hooks));
+    broker = new Broker(config, store, new ScheduleStore(pool), databaseUrl, log, mergeHooks(hooks));
     await broker.start();
     server = await startServer(broker, log, {
       host: config.host,

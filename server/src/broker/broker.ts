@@ -14,15 +14,19 @@ import type {
   ReplayFilter,
   RetryPolicy,
 } from "../model.js";
+import { CronLoop } from "../maintenance/cron.js";
 import { Reaper } from "../maintenance/reaper.js";
 import { Scheduler } from "../maintenance/scheduler.js";
 import { leaseKey, type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
 import { Notifier } from "../store/notifier.js";
+import type { Schedule, ScheduleStore } from "../store/schedules.js";
+import { CronError, nextFire, parseCron } from "./cron.js";
 import { Dispatcher, type LeaseSession } from "./dispatcher.js";
 import { decodeToken } from "./token.js";
 import { Coalescer } from "./coalescer.js";
 import {
   checkJobId,
+  checkJobSpec,
   checkText,
   checkJobSpecs,
   checkLeaseMs,
@@ -81,6 +85,7 @@ export class Broker {
   readonly dispatcher: Dispatcher;
   readonly reaper: Reaper;
   readonly scheduler: Scheduler;
+  readonly cron: CronLoop;
   private readonly notifier: Notifier;
   /** Concurrent Enqueue calls share one INSERT; concurrent Acks share one UPDATE. */
   private readonly inserts: Coalescer<NewJob, EnqueueResult>;
@@ -89,6 +94,7 @@ export class Broker {
   constructor(
     private readonly cfg: Config,
     readonly store: JobStore,
+    private readonly schedules: ScheduleStore,
     databaseUrl: string,
     private readonly log: Logger,
     private readonly hooks: BrokerHooks = {},
@@ -114,6 +120,7 @@ export class Broker {
       this.afterFailure(jobs, "lease_expired"),
     );
     this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log, () => {});
+    this.cron = new CronLoop(schedules, { intervalMs: cfg.schedulerIntervalMs, batch: 100 }, log);
     this.notifier = new Notifier(
       databaseUrl,
       {
@@ -133,6 +140,7 @@ export class Broker {
     this.dispatcher.start();
     this.reaper.start();
     this.scheduler.start();
+    this.cron.start();
   }
 
   /** Stops leasing and ends lease streams; unary calls keep working. */
@@ -142,7 +150,7 @@ export class Broker {
 
   async stop(): Promise<void> {
     await this.dispatcher.drain();
-    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.notifier.stop()]);
+    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.cron.stop(), this.notifier.stop()]);
   }
 
   // --- producers ------------------------------------------------------------
@@ -284,6 +292,36 @@ export class Broker {
       retry: checkRetry("retry", c.retry),
     };
     await this.store.setQueueConfig(cfg);
+  }
+
+  async setSchedule(s: { name: string; cron: string; job: JobSpecInput | null; paused: boolean }): Promise<Schedule> {
+    checkQueue("schedule.name", s.name);
+    if (!s.cron.trim()) throw invalid("schedule.cron", "is required");
+    let next: Date | null = null;
+    try {
+      const cron = parseCron(s.cron);
+      next = nextFire(cron, await this.schedules.now());
+      if (!next) throw new CronError("never fires");
+    } catch (err) {
+      if (err instanceof CronError) throw invalid("schedule.cron", err.message);
+      throw err;
+    }
+    if (!s.job) throw invalid("schedule.job", "is required");
+    if (s.job.runAt || s.job.delayMs !== null) throw invalid("schedule.job", "must not set run_at or delay; the schedule decides when");
+    if (s.job.idempotencyKey) throw invalid("schedule.job.idempotency_key", "must be unset; each fire is keyed by its time");
+    const template = checkJobSpec(s.job, "schedule.job", this.cfg);
+    const saved = await this.schedules.upsert({ name: s.name, cron: s.cron.trim(), template, paused: s.paused, nextRunAt: s.paused ? null : next });
+    this.cron.poke(Math.max(0, next.getTime() - Date.now()));
+    return saved;
+  }
+
+  async deleteSchedule(name: string): Promise<void> {
+    checkQueue("name", name);
+    if (!(await this.schedules.delete(name))) throw new BrokerError("not_found", `schedule ${name} does not exist`);
+  }
+
+  listSchedules(): Promise<Schedule[]> {
+    return this.schedules.list();
   }
 
   // --- internals ------------------------------------------------------------

@@ -90,7 +90,7 @@ export function checkJobSpecs(specs: JobSpecInput[], cfg: Config): NewJob[] {
   return specs.map((s, i) => checkJobSpec(s, `jobs[${i}]`, cfg));
 }
 
-function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
+export function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
   checkQueue(`${at}.queue`, s.queue);
   if (s.type === "") throw invalid(`${at}.type`, "is required");
   if (s.type.length > MAX_TYPE_LEN) throw invalid(`${at}.type`, `is longer than ${MAX_TYPE_LEN} characters`);

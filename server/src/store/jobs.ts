@@ -393,71 +393,68 @@ ON CONFLICT (name) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, lease_ms 
 
 const GET_QUEUE = `SELECT name, max_attempts, lease_ms, retry FROM jobwire.queues WHERE name = $1`;
 
+type InsertRow = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
+
+function insertParams(jobs: NewJob[]): unknown[] {
+  const n = jobs.length;
+  const queue = new Array<string>(n), type = new Array<string>(n), payload = new Array<Buffer>(n);
+  const contentType = new Array<string>(n), runAt = new Array<Date | null>(n), delayMs = new Array<number>(n);
+  const priority = new Array<number>(n), maxAttempts = new Array<number | null>(n), leaseMs = new Array<number | null>(n);
+  const retry = new Array<string | null>(n), key = new Array<string | null>(n), ttl = new Array<number>(n), headers = new Array<string>(n);
+  jobs.forEach((j, i) => {
+    queue[i] = j.queue;
+    type[i] = j.type;
+    payload[i] = Buffer.from(j.payload.buffer, j.payload.byteOffset, j.payload.byteLength);
+    contentType[i] = j.contentType;
+    runAt[i] = j.runAt;
+    delayMs[i] = j.delayMs;
+    priority[i] = j.priority;
+    maxAttempts[i] = j.maxAttempts;
+    leaseMs[i] = j.leaseMs;
+    retry[i] = policyJson(j.retry);
+    key[i] = j.idempotencyKey;
+    ttl[i] = j.idempotencyTtlMs;
+    headers[i] = JSON.stringify(j.headers);
+  });
+  return [queue, type, payload, contentType, runAt, delayMs, priority, maxAttempts, leaseMs, retry, key, ttl, headers];
+}
+
+/**
+ * Inserts jobs that carry idempotency keys, on a client inside the caller's
+ * transaction: release expired keys, insert (live keys are skipped by ON
+ * CONFLICT), then look up the jobs that hold the skipped keys.
+ */
+export async function insertJobs(c: pg.PoolClient, jobs: NewJob[]): Promise<EnqueueResult[]> {
+  const keyed = jobs.filter((j) => j.idempotencyKey !== null);
+  const kq = keyed.map((k) => k.queue);
+  const kk = keyed.map((k) => k.idempotencyKey);
+  if (keyed.length) await c.query({ name: "jobwire_release_keys", text: RELEASE_EXPIRED_KEYS, values: [kq, kk] });
+  const { rows } = await c.query<InsertRow>({ name: "jobwire_insert_jobs", text: INSERT_JOBS, values: insertParams(jobs) });
+  if (!rows.some((r) => r.duplicate)) return rows.map((r) => ({ jobId: r.id, duplicate: false }));
+  const live = await c.query<{ id: string; queue: string; idempotency_key: string }>({
+    name: "jobwire_find_keys",
+    text: FIND_LIVE_KEYS,
+    values: [kq, kk],
+  });
+  const owner = new Map(live.rows.map((r) => [`${r.queue}\u0000${r.idempotency_key}`, r.id]));
+  return rows.map((r) => {
+    if (!r.duplicate) return { jobId: r.id, duplicate: false };
+    const id = owner.get(`${r.queue}\u0000${r.idempotency_key}`);
+    if (!id) throw new Error(`idempotency key ${r.idempotency_key} conflicted but no live job holds it`);
+    return { jobId: id, duplicate: true };
+  });
+}
+
 export class JobStore {
   constructor(readonly pool: pg.Pool) {}
 
   async enqueue(jobs: NewJob[]): Promise<EnqueueResult[]> {
-    const cols = {
-      queue: [] as string[],
-      type: [] as string[],
-      payload: [] as Buffer[],
-      contentType: [] as string[],
-      runAt: [] as (Date | null)[],
-      delayMs: [] as number[],
-      priority: [] as number[],
-      maxAttempts: [] as (number | null)[],
-      leaseMs: [] as (number | null)[],
-      retry: [] as (string | null)[],
-      key: [] as (string | null)[],
-      ttl: [] as number[],
-      headers: [] as string[],
-    };
-    const keyed: { queue: string; key: string }[] = [];
-    for (const j of jobs) {
-      cols.queue.push(j.queue);
-      cols.type.push(j.type);
-      cols.payload.push(Buffer.from(j.payload.buffer, j.payload.byteOffset, j.payload.byteLength));
-      cols.contentType.push(j.contentType);
-      cols.runAt.push(j.runAt);
-      cols.delayMs.push(j.delayMs);
-      cols.priority.push(j.priority);
-      cols.maxAttempts.push(j.maxAttempts);
-      cols.leaseMs.push(j.leaseMs);
-      cols.retry.push(policyJson(j.retry));
-      cols.key.push(j.idempotencyKey);
-      cols.ttl.push(j.idempotencyTtlMs);
-      cols.headers.push(JSON.stringify(j.headers));
-      if (j.idempotencyKey !== null) keyed.push({ queue: j.queue, key: j.idempotencyKey });
-    }
-    const params = [
-      cols.queue, cols.type, cols.payload, cols.contentType, cols.runAt, cols.delayMs, cols.priority,
-      cols.maxAttempts, cols.leaseMs, cols.retry, cols.key, cols.ttl, cols.headers,
-    ];
-    type Row = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
-    if (keyed.length === 0) {
+    if (jobs.every((j) => j.idempotencyKey === null)) {
       // The common path: one statement, one round trip.
-      const { rows } = await query<Row>(this.pool, INSERT_JOBS, params, "jobwire_insert_jobs");
+      const { rows } = await query<InsertRow>(this.pool, INSERT_JOBS, insertParams(jobs), "jobwire_insert_jobs");
       return rows.map((r) => ({ jobId: r.id, duplicate: false }));
     }
-    return withTx(this.pool, async (c) => {
-      const kq = keyed.map((k) => k.queue);
-      const kk = keyed.map((k) => k.key);
-      await c.query({ name: "jobwire_release_keys", text: RELEASE_EXPIRED_KEYS, values: [kq, kk] });
-      const { rows } = await c.query<Row>({ name: "jobwire_insert_jobs", text: INSERT_JOBS, values: params });
-      if (!rows.some((r) => r.duplicate)) return rows.map((r) => ({ jobId: r.id, duplicate: false }));
-      const live = await c.query<{ id: string; queue: string; idempotency_key: string }>({
-        name: "jobwire_find_keys",
-        text: FIND_LIVE_KEYS,
-        values: [kq, kk],
-      });
-      const owner = new Map(live.rows.map((r) => [`${r.queue}\u0000${r.idempotency_key}`, r.id]));
-      return rows.map((r) => {
-        if (!r.duplicate) return { jobId: r.id, duplicate: false };
-        const id = owner.get(`${r.queue}\u0000${r.idempotency_key}`);
-        if (!id) throw new Error(`idempotency key ${r.idempotency_key} conflicted but no live job holds it`);
-        return { jobId: id, duplicate: true };
-      });
-    });
+    return withTx(this.pool, (c) => insertJobs(c, jobs));
   }
 
   async claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {

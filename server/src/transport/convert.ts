@@ -64,6 +64,15 @@ export function retryFromPb(p: PbRetryPolicy | undefined): RetryPolicy | null {
   return out;
 }
 
+export function retryToPb(p: RetryPolicy): { initialBackoff?: ReturnType<typeof msToDuration>; maxBackoff?: ReturnType<typeof msToDuration>; multiplier: number; jitter?: number } {
+  return {
+    initialBackoff: p.initialMs === undefined ? undefined : msToDuration(p.initialMs),
+    maxBackoff: p.maxMs === undefined ? undefined : msToDuration(p.maxMs),
+    multiplier: p.multiplier ?? 0,
+    jitter: p.jitter,
+  };
+}
+
 export function specFromPb(s: JobSpec, i: number): JobSpecInput {
   return {
     queue: s.queue,

@@ -1,11 +1,15 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
   AdminService,
   GetQueueStatsResponseSchema,
   ListJobsResponseSchema,
+  DeleteScheduleResponseSchema,
+  ListSchedulesResponseSchema,
   ReplayResponseSchema,
   SetQueueConfigResponseSchema,
+  SetScheduleResponseSchema,
+  ScheduleSchema,
 } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import {
   CancelJobResponseSchema,
@@ -26,7 +30,20 @@ import type { Broker } from "../broker/broker.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Lease } from "../model.js";
-import { approxJobBytes, dateOf, durationMs, jobToPb, msToDuration, retryFromPb, specFromPb, stateFromPb, stateToPb, ts } from "./convert.js";
+import type { Schedule } from "../store/schedules.js";
+import {
+  approxJobBytes,
+  dateOf,
+  durationMs,
+  jobToPb,
+  msToDuration,
+  retryFromPb,
+  retryToPb,
+  specFromPb,
+  stateFromPb,
+  stateToPb,
+  ts,
+} from "./convert.js";
 import { toConnectError } from "./errors.js";
 
 /**
@@ -166,6 +183,29 @@ function toResponse(leases: Lease[]): LeaseResponse {
   });
 }
 
+function scheduleToPb(s: Schedule): MessageInitShape<typeof ScheduleSchema> {
+  const t = s.template;
+  return {
+    name: s.name,
+    cron: s.cron,
+    paused: s.paused,
+    nextRunAt: ts(s.nextRunAt),
+    lastRunAt: ts(s.lastRunAt),
+    lastJobId: s.lastJobId ?? "",
+    job: {
+      queue: t.queue,
+      type: t.type,
+      payload: t.payload,
+      contentType: t.contentType,
+      priority: t.priority,
+      maxAttempts: t.maxAttempts ?? undefined,
+      leaseDuration: t.leaseMs === null ? undefined : msToDuration(t.leaseMs),
+      retry: t.retry ? retryToPb(t.retry) : undefined,
+      headers: t.headers,
+    },
+  };
+}
+
 export function adminService(broker: Broker, log: Logger): ServiceImpl<typeof AdminService> {
   return {
     replay: guard(log, async (req) => {
@@ -213,6 +253,17 @@ export function adminService(broker: Broker, log: Logger): ServiceImpl<typeof Ad
         })),
       });
     }),
+    setSchedule: guard(log, async (req) => {
+      const s = req.schedule;
+      if (!s) throw invalid("schedule", "is required");
+      const saved = await broker.setSchedule({ name: s.name, cron: s.cron, job: s.job ? specFromPb(s.job, 0) : null, paused: s.paused });
+      return create(SetScheduleResponseSchema, { schedule: scheduleToPb(saved) });
+    }),
+    deleteSchedule: guard(log, async (req) => {
+      await broker.deleteSchedule(req.name);
+      return create(DeleteScheduleResponseSchema, {});
+    }),
+    listSchedules: guard(log, async () => create(ListSchedulesResponseSchema, { schedules: (await broker.listSchedules()).map(scheduleToPb) })),
     setQueueConfig: guard(log, async (req) => {
       await broker.setQueueConfig({
         queue: req.queue,

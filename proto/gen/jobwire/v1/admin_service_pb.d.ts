@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import type { Job, JobState, RetryPolicy } from "./job_pb.js";
+import type { Job, JobSpec, JobState, RetryPolicy } from "./job_pb.js";
 
 /**
  * Describes the file jobwire/v1/admin_service.proto.
@@ -322,6 +322,151 @@ export declare type SetQueueConfigResponse = Message<"jobwire.v1.SetQueueConfigR
 export declare const SetQueueConfigResponseSchema: GenMessage<SetQueueConfigResponse>;
 
 /**
+ * @generated from message jobwire.v1.Schedule
+ */
+export declare type Schedule = Message<"jobwire.v1.Schedule"> & {
+  /**
+   * 1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Five fields, minute hour day-of-month month day-of-week, in UTC:
+   * "*\/15 * * * *", "0 3 * * MON-FRI", or @hourly, @daily, @weekly, @monthly, @yearly.
+   *
+   * @generated from field: string cron = 2;
+   */
+  cron: string;
+
+  /**
+   * The job to enqueue each time. run_at, delay and idempotency_key must be unset.
+   *
+   * @generated from field: jobwire.v1.JobSpec job = 3;
+   */
+  job?: JobSpec | undefined;
+
+  /**
+   * A paused schedule does not fire; resuming it fires at its next time from then.
+   *
+   * @generated from field: bool paused = 4;
+   */
+  paused: boolean;
+
+  /**
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_at = 5;
+   */
+  nextRunAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_run_at = 6;
+   */
+  lastRunAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string last_job_id = 7;
+   */
+  lastJobId: string;
+};
+
+/**
+ * Describes the message jobwire.v1.Schedule.
+ * Use `create(ScheduleSchema)` to create a new message.
+ */
+export declare const ScheduleSchema: GenMessage<Schedule>;
+
+/**
+ * @generated from message jobwire.v1.SetScheduleRequest
+ */
+export declare type SetScheduleRequest = Message<"jobwire.v1.SetScheduleRequest"> & {
+  /**
+   * @generated from field: jobwire.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.SetScheduleRequest.
+ * Use `create(SetScheduleRequestSchema)` to create a new message.
+ */
+export declare const SetScheduleRequestSchema: GenMessage<SetScheduleRequest>;
+
+/**
+ * @generated from message jobwire.v1.SetScheduleResponse
+ */
+export declare type SetScheduleResponse = Message<"jobwire.v1.SetScheduleResponse"> & {
+  /**
+   * @generated from field: jobwire.v1.Schedule schedule = 1;
+   */
+  schedule?: Schedule | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.SetScheduleResponse.
+ * Use `create(SetScheduleResponseSchema)` to create a new message.
+ */
+export declare const SetScheduleResponseSchema: GenMessage<SetScheduleResponse>;
+
+/**
+ * @generated from message jobwire.v1.DeleteScheduleRequest
+ */
+export declare type DeleteScheduleRequest = Message<"jobwire.v1.DeleteScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message jobwire.v1.DeleteScheduleRequest.
+ * Use `create(DeleteScheduleRequestSchema)` to create a new message.
+ */
+export declare const DeleteScheduleRequestSchema: GenMessage<DeleteScheduleRequest>;
+
+/**
+ * @generated from message jobwire.v1.DeleteScheduleResponse
+ */
+export declare type DeleteScheduleResponse = Message<"jobwire.v1.DeleteScheduleResponse"> & {
+};
+
+/**
+ * Describes the message jobwire.v1.DeleteScheduleResponse.
+ * Use `create(DeleteScheduleResponseSchema)` to create a new message.
+ */
+export declare const DeleteScheduleResponseSchema: GenMessage<DeleteScheduleResponse>;
+
+/**
+ * @generated from message jobwire.v1.ListSchedulesRequest
+ */
+export declare type ListSchedulesRequest = Message<"jobwire.v1.ListSchedulesRequest"> & {
+};
+
+/**
+ * Describes the message jobwire.v1.ListSchedulesRequest.
+ * Use `create(ListSchedulesRequestSchema)` to create a new message.
+ */
+export declare const ListSchedulesRequestSchema: GenMessage<ListSchedulesRequest>;
+
+/**
+ * @generated from message jobwire.v1.ListSchedulesResponse
+ */
+export declare type ListSchedulesResponse = Message<"jobwire.v1.ListSchedulesResponse"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.Schedule schedules = 1;
+   */
+  schedules: Schedule[];
+};
+
+/**
+ * Describes the message jobwire.v1.ListSchedulesResponse.
+ * Use `create(ListSchedulesResponseSchema)` to create a new message.
+ */
+export declare const ListSchedulesResponseSchema: GenMessage<ListSchedulesResponse>;
+
+/**
  * AdminService is for operators, and works with `buf curl` through server
  * reflection.
  *
@@ -366,6 +511,36 @@ export declare const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetQueueConfigRequestSchema;
     output: typeof SetQueueConfigResponseSchema;
+  },
+  /**
+   * Creates or replaces a recurring schedule. Each time its cron expression
+   * fires, the broker enqueues a job from its template, at most once per
+   * fire time however many replicas run (the fire time is the job's
+   * idempotency key). A run missed while no broker was up fires once on the
+   * next start, not once per missed time.
+   *
+   * @generated from rpc jobwire.v1.AdminService.SetSchedule
+   */
+  setSchedule: {
+    methodKind: "unary";
+    input: typeof SetScheduleRequestSchema;
+    output: typeof SetScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc jobwire.v1.AdminService.DeleteSchedule
+   */
+  deleteSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteScheduleRequestSchema;
+    output: typeof DeleteScheduleResponseSchema;
+  },
+  /**
+   * @generated from rpc jobwire.v1.AdminService.ListSchedules
+   */
+  listSchedules: {
+    methodKind: "unary";
+    input: typeof ListSchedulesRequestSchema;
+    output: typeof ListSchedulesResponseSchema;
   },
 }>;
 

@@ -669,6 +669,352 @@ func (*SetQueueConfigResponse) Descriptor() ([]byte, []int) {
 	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{9}
 }
 
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 128 characters of [A-Za-z0-9._:-], starting with a letter or digit.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Five fields, minute hour day-of-month month day-of-week, in UTC:
+	// "*/15 * * * *", "0 3 * * MON-FRI", or @hourly, @daily, @weekly, @monthly, @yearly.
+	Cron string `protobuf:"bytes,2,opt,name=cron,proto3" json:"cron,omitempty"`
+	// The job to enqueue each time. run_at, delay and idempotency_key must be unset.
+	Job *JobSpec `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
+	// A paused schedule does not fire; resuming it fires at its next time from then.
+	Paused bool `protobuf:"varint,4,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Output only.
+	NextRunAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=next_run_at,json=nextRunAt,proto3" json:"next_run_at,omitempty"`
+	LastRunAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_run_at,json=lastRunAt,proto3" json:"last_run_at,omitempty"`
+	LastJobId     string                 `protobuf:"bytes,7,opt,name=last_job_id,json=lastJobId,proto3" json:"last_job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Schedule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Schedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *Schedule) GetJob() *JobSpec {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *Schedule) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *Schedule) GetNextRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRunAt
+	}
+	return nil
+}
+
+func (x *Schedule) GetLastRunAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRunAt
+	}
+	return nil
+}
+
+func (x *Schedule) GetLastJobId() string {
+	if x != nil {
+		return x.LastJobId
+	}
+	return ""
+}
+
+type SetScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetScheduleRequest) Reset() {
+	*x = SetScheduleRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetScheduleRequest) ProtoMessage() {}
+
+func (x *SetScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetScheduleRequest.ProtoReflect.Descriptor instead.
+func (*SetScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetScheduleRequest) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type SetScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetScheduleResponse) Reset() {
+	*x = SetScheduleResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetScheduleResponse) ProtoMessage() {}
+
+func (x *SetScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetScheduleResponse.ProtoReflect.Descriptor instead.
+func (*SetScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type DeleteScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleRequest) Reset() {
+	*x = DeleteScheduleRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleRequest) ProtoMessage() {}
+
+func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeleteScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleResponse) Reset() {
+	*x = DeleteScheduleResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleResponse) ProtoMessage() {}
+
+func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{14}
+}
+
+type ListSchedulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesRequest) Reset() {
+	*x = ListSchedulesRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesRequest) ProtoMessage() {}
+
+func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{15}
+}
+
+type ListSchedulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedules     []*Schedule            `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesResponse) Reset() {
+	*x = ListSchedulesResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesResponse) ProtoMessage() {}
+
+func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
 var File_jobwire_v1_admin_service_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_admin_service_proto_rawDesc = "" +
@@ -721,12 +1067,33 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\fmax_attempts\x18\x03 \x01(\x05H\x00R\vmaxAttempts\x88\x01\x01\x12@\n" +
 	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDurationB\x0f\n" +
 	"\r_max_attempts\"\x18\n" +
-	"\x16SetQueueConfigResponse2\xc5\x02\n" +
+	"\x16SetQueueConfigResponse\"\x89\x02\n" +
+	"\bSchedule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04cron\x18\x02 \x01(\tR\x04cron\x12%\n" +
+	"\x03job\x18\x03 \x01(\v2\x13.jobwire.v1.JobSpecR\x03job\x12\x16\n" +
+	"\x06paused\x18\x04 \x01(\bR\x06paused\x12:\n" +
+	"\vnext_run_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tnextRunAt\x12:\n" +
+	"\vlast_run_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tlastRunAt\x12\x1e\n" +
+	"\vlast_job_id\x18\a \x01(\tR\tlastJobId\"F\n" +
+	"\x12SetScheduleRequest\x120\n" +
+	"\bschedule\x18\x01 \x01(\v2\x14.jobwire.v1.ScheduleR\bschedule\"G\n" +
+	"\x13SetScheduleResponse\x120\n" +
+	"\bschedule\x18\x01 \x01(\v2\x14.jobwire.v1.ScheduleR\bschedule\"+\n" +
+	"\x15DeleteScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x18\n" +
+	"\x16DeleteScheduleResponse\"\x16\n" +
+	"\x14ListSchedulesRequest\"K\n" +
+	"\x15ListSchedulesResponse\x122\n" +
+	"\tschedules\x18\x01 \x03(\v2\x14.jobwire.v1.ScheduleR\tschedules2\xc4\x04\n" +
 	"\fAdminService\x12?\n" +
 	"\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12E\n" +
 	"\bListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n" +
 	"\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n" +
-	"\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponseB@Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
+	"\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12N\n" +
+	"\vSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n" +
+	"\x0eDeleteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n" +
+	"\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseB@Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
 
 var (
 	file_jobwire_v1_admin_service_proto_rawDescOnce sync.Once
@@ -740,7 +1107,7 @@ func file_jobwire_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_jobwire_v1_admin_service_proto_rawDescData
 }
 
-var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_jobwire_v1_admin_service_proto_goTypes = []any{
 	(*ReplayFilter)(nil),           // 0: jobwire.v1.ReplayFilter
 	(*ReplayRequest)(nil),          // 1: jobwire.v1.ReplayRequest
@@ -752,35 +1119,55 @@ var file_jobwire_v1_admin_service_proto_goTypes = []any{
 	(*GetQueueStatsResponse)(nil),  // 7: jobwire.v1.GetQueueStatsResponse
 	(*SetQueueConfigRequest)(nil),  // 8: jobwire.v1.SetQueueConfigRequest
 	(*SetQueueConfigResponse)(nil), // 9: jobwire.v1.SetQueueConfigResponse
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
-	(JobState)(0),                  // 11: jobwire.v1.JobState
-	(*Job)(nil),                    // 12: jobwire.v1.Job
-	(*durationpb.Duration)(nil),    // 13: google.protobuf.Duration
-	(*RetryPolicy)(nil),            // 14: jobwire.v1.RetryPolicy
+	(*Schedule)(nil),               // 10: jobwire.v1.Schedule
+	(*SetScheduleRequest)(nil),     // 11: jobwire.v1.SetScheduleRequest
+	(*SetScheduleResponse)(nil),    // 12: jobwire.v1.SetScheduleResponse
+	(*DeleteScheduleRequest)(nil),  // 13: jobwire.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil), // 14: jobwire.v1.DeleteScheduleResponse
+	(*ListSchedulesRequest)(nil),   // 15: jobwire.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),  // 16: jobwire.v1.ListSchedulesResponse
+	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
+	(JobState)(0),                  // 18: jobwire.v1.JobState
+	(*Job)(nil),                    // 19: jobwire.v1.Job
+	(*durationpb.Duration)(nil),    // 20: google.protobuf.Duration
+	(*RetryPolicy)(nil),            // 21: jobwire.v1.RetryPolicy
+	(*JobSpec)(nil),                // 22: jobwire.v1.JobSpec
 }
 var file_jobwire_v1_admin_service_proto_depIdxs = []int32{
-	10, // 0: jobwire.v1.ReplayFilter.finished_after:type_name -> google.protobuf.Timestamp
-	10, // 1: jobwire.v1.ReplayFilter.finished_before:type_name -> google.protobuf.Timestamp
+	17, // 0: jobwire.v1.ReplayFilter.finished_after:type_name -> google.protobuf.Timestamp
+	17, // 1: jobwire.v1.ReplayFilter.finished_before:type_name -> google.protobuf.Timestamp
 	0,  // 2: jobwire.v1.ReplayRequest.filter:type_name -> jobwire.v1.ReplayFilter
-	11, // 3: jobwire.v1.ListJobsRequest.states:type_name -> jobwire.v1.JobState
-	12, // 4: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
-	13, // 5: jobwire.v1.QueueStats.oldest_available_age:type_name -> google.protobuf.Duration
+	18, // 3: jobwire.v1.ListJobsRequest.states:type_name -> jobwire.v1.JobState
+	19, // 4: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
+	20, // 5: jobwire.v1.QueueStats.oldest_available_age:type_name -> google.protobuf.Duration
 	6,  // 6: jobwire.v1.GetQueueStatsResponse.queues:type_name -> jobwire.v1.QueueStats
-	14, // 7: jobwire.v1.SetQueueConfigRequest.retry:type_name -> jobwire.v1.RetryPolicy
-	13, // 8: jobwire.v1.SetQueueConfigRequest.lease_duration:type_name -> google.protobuf.Duration
-	1,  // 9: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
-	3,  // 10: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	5,  // 11: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
-	8,  // 12: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
-	2,  // 13: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
-	4,  // 14: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	7,  // 15: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
-	9,  // 16: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	21, // 7: jobwire.v1.SetQueueConfigRequest.retry:type_name -> jobwire.v1.RetryPolicy
+	20, // 8: jobwire.v1.SetQueueConfigRequest.lease_duration:type_name -> google.protobuf.Duration
+	22, // 9: jobwire.v1.Schedule.job:type_name -> jobwire.v1.JobSpec
+	17, // 10: jobwire.v1.Schedule.next_run_at:type_name -> google.protobuf.Timestamp
+	17, // 11: jobwire.v1.Schedule.last_run_at:type_name -> google.protobuf.Timestamp
+	10, // 12: jobwire.v1.SetScheduleRequest.schedule:type_name -> jobwire.v1.Schedule
+	10, // 13: jobwire.v1.SetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
+	10, // 14: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
+	1,  // 15: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
+	3,  // 16: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	5,  // 17: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
+	8,  // 18: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
+	11, // 19: jobwire.v1.AdminService.SetSchedule:input_type -> jobwire.v1.SetScheduleRequest
+	13, // 20: jobwire.v1.AdminService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
+	15, // 21: jobwire.v1.AdminService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
+	2,  // 22: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
+	4,  // 23: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	7,  // 24: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
+	9,  // 25: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
+	12, // 26: jobwire.v1.AdminService.SetSchedule:output_type -> jobwire.v1.SetScheduleResponse
+	14, // 27: jobwire.v1.AdminService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
+	16, // 28: jobwire.v1.AdminService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
+	22, // [22:29] is the sub-list for method output_type
+	15, // [15:22] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_admin_service_proto_init() }
@@ -796,7 +1183,7 @@ func file_jobwire_v1_admin_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_admin_service_proto_rawDesc), len(file_jobwire_v1_admin_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

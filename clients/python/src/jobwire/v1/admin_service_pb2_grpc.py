@@ -56,6 +56,21 @@ class AdminServiceStub:
                 request_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.FromString,
                 _registered_method=True)
+        self.SetSchedule = channel.unary_unary(
+                '/jobwire.v1.AdminService/SetSchedule',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetScheduleRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/jobwire.v1.AdminService/DeleteSchedule',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/jobwire.v1.AdminService/ListSchedules',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -92,6 +107,29 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSchedule(self, request, context):
+        """Creates or replaces a recurring schedule. Each time its cron expression
+        fires, the broker enqueues a job from its template, at most once per
+        fire time however many replicas run (the fire time is the job's
+        idempotency key). A run missed while no broker was up fires once on the
+        next start, not once per missed time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +152,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetQueueConfig,
                     request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.SerializeToString,
+            ),
+            'SetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSchedule,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetScheduleRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +279,87 @@ class AdminService:
             '/jobwire.v1.AdminService/SetQueueConfig',
             jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.SerializeToString,
             jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/SetSchedule',
+            jobwire_dot_v1_dot_admin__service__pb2.SetScheduleRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.SetScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/DeleteSchedule',
+            jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/ListSchedules',
+            jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.ListSchedulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,15 @@ const (
 	// AdminServiceSetQueueConfigProcedure is the fully-qualified name of the AdminService's
 	// SetQueueConfig RPC.
 	AdminServiceSetQueueConfigProcedure = "/jobwire.v1.AdminService/SetQueueConfig"
+	// AdminServiceSetScheduleProcedure is the fully-qualified name of the AdminService's SetSchedule
+	// RPC.
+	AdminServiceSetScheduleProcedure = "/jobwire.v1.AdminService/SetSchedule"
+	// AdminServiceDeleteScheduleProcedure is the fully-qualified name of the AdminService's
+	// DeleteSchedule RPC.
+	AdminServiceDeleteScheduleProcedure = "/jobwire.v1.AdminService/DeleteSchedule"
+	// AdminServiceListSchedulesProcedure is the fully-qualified name of the AdminService's
+	// ListSchedules RPC.
+	AdminServiceListSchedulesProcedure = "/jobwire.v1.AdminService/ListSchedules"
 )
 
 // AdminServiceClient is a client for the jobwire.v1.AdminService service.
@@ -56,6 +65,14 @@ type AdminServiceClient interface {
 	// Sets a queue's defaults: retry policy, max attempts, lease duration.
 	// Fields left unset keep the broker defaults.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
+	// Creates or replaces a recurring schedule. Each time its cron expression
+	// fires, the broker enqueues a job from its template, at most once per
+	// fire time however many replicas run (the fire time is the job's
+	// idempotency key). A run missed while no broker was up fires once on the
+	// next start, not once per missed time.
+	SetSchedule(context.Context, *connect.Request[v1.SetScheduleRequest]) (*connect.Response[v1.SetScheduleResponse], error)
+	DeleteSchedule(context.Context, *connect.Request[v1.DeleteScheduleRequest]) (*connect.Response[v1.DeleteScheduleResponse], error)
+	ListSchedules(context.Context, *connect.Request[v1.ListSchedulesRequest]) (*connect.Response[v1.ListSchedulesResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the jobwire.v1.AdminService service. By default, it
@@ -93,6 +110,24 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("SetQueueConfig")),
 			connect.WithClientOptions(opts...),
 		),
+		setSchedule: connect.NewClient[v1.SetScheduleRequest, v1.SetScheduleResponse](
+			httpClient,
+			baseURL+AdminServiceSetScheduleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SetSchedule")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteSchedule: connect.NewClient[v1.DeleteScheduleRequest, v1.DeleteScheduleResponse](
+			httpClient,
+			baseURL+AdminServiceDeleteScheduleProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DeleteSchedule")),
+			connect.WithClientOptions(opts...),
+		),
+		listSchedules: connect.NewClient[v1.ListSchedulesRequest, v1.ListSchedulesResponse](
+			httpClient,
+			baseURL+AdminServiceListSchedulesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListSchedules")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -102,6 +137,9 @@ type adminServiceClient struct {
 	listJobs       *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
 	getQueueStats  *connect.Client[v1.GetQueueStatsRequest, v1.GetQueueStatsResponse]
 	setQueueConfig *connect.Client[v1.SetQueueConfigRequest, v1.SetQueueConfigResponse]
+	setSchedule    *connect.Client[v1.SetScheduleRequest, v1.SetScheduleResponse]
+	deleteSchedule *connect.Client[v1.DeleteScheduleRequest, v1.DeleteScheduleResponse]
+	listSchedules  *connect.Client[v1.ListSchedulesRequest, v1.ListSchedulesResponse]
 }
 
 // Replay calls jobwire.v1.AdminService.Replay.
@@ -124,6 +162,21 @@ func (c *adminServiceClient) SetQueueConfig(ctx context.Context, req *connect.Re
 	return c.setQueueConfig.CallUnary(ctx, req)
 }
 
+// SetSchedule calls jobwire.v1.AdminService.SetSchedule.
+func (c *adminServiceClient) SetSchedule(ctx context.Context, req *connect.Request[v1.SetScheduleRequest]) (*connect.Response[v1.SetScheduleResponse], error) {
+	return c.setSchedule.CallUnary(ctx, req)
+}
+
+// DeleteSchedule calls jobwire.v1.AdminService.DeleteSchedule.
+func (c *adminServiceClient) DeleteSchedule(ctx context.Context, req *connect.Request[v1.DeleteScheduleRequest]) (*connect.Response[v1.DeleteScheduleResponse], error) {
+	return c.deleteSchedule.CallUnary(ctx, req)
+}
+
+// ListSchedules calls jobwire.v1.AdminService.ListSchedules.
+func (c *adminServiceClient) ListSchedules(ctx context.Context, req *connect.Request[v1.ListSchedulesRequest]) (*connect.Response[v1.ListSchedulesResponse], error) {
+	return c.listSchedules.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the jobwire.v1.AdminService service.
 type AdminServiceHandler interface {
 	// Replay makes DEAD (and, when asked, CANCELLED) jobs AVAILABLE again with
@@ -135,6 +188,14 @@ type AdminServiceHandler interface {
 	// Sets a queue's defaults: retry policy, max attempts, lease duration.
 	// Fields left unset keep the broker defaults.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
+	// Creates or replaces a recurring schedule. Each time its cron expression
+	// fires, the broker enqueues a job from its template, at most once per
+	// fire time however many replicas run (the fire time is the job's
+	// idempotency key). A run missed while no broker was up fires once on the
+	// next start, not once per missed time.
+	SetSchedule(context.Context, *connect.Request[v1.SetScheduleRequest]) (*connect.Response[v1.SetScheduleResponse], error)
+	DeleteSchedule(context.Context, *connect.Request[v1.DeleteScheduleRequest]) (*connect.Response[v1.DeleteScheduleResponse], error)
+	ListSchedules(context.Context, *connect.Request[v1.ListSchedulesRequest]) (*connect.Response[v1.ListSchedulesResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -168,6 +229,24 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("SetQueueConfig")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceSetScheduleHandler := connect.NewUnaryHandler(
+		AdminServiceSetScheduleProcedure,
+		svc.SetSchedule,
+		connect.WithSchema(adminServiceMethods.ByName("SetSchedule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDeleteScheduleHandler := connect.NewUnaryHandler(
+		AdminServiceDeleteScheduleProcedure,
+		svc.DeleteSchedule,
+		connect.WithSchema(adminServiceMethods.ByName("DeleteSchedule")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListSchedulesHandler := connect.NewUnaryHandler(
+		AdminServiceListSchedulesProcedure,
+		svc.ListSchedules,
+		connect.WithSchema(adminServiceMethods.ByName("ListSchedules")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/jobwire.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceReplayProcedure:
@@ -178,6 +257,12 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceGetQueueStatsHandler.ServeHTTP(w, r)
 		case AdminServiceSetQueueConfigProcedure:
 			adminServiceSetQueueConfigHandler.ServeHTTP(w, r)
+		case AdminServiceSetScheduleProcedure:
+			adminServiceSetScheduleHandler.ServeHTTP(w, r)
+		case AdminServiceDeleteScheduleProcedure:
+			adminServiceDeleteScheduleHandler.ServeHTTP(w, r)
+		case AdminServiceListSchedulesProcedure:
+			adminServiceListSchedulesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -201,4 +286,16 @@ func (UnimplementedAdminServiceHandler) GetQueueStats(context.Context, *connect.
 
 func (UnimplementedAdminServiceHandler) SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.SetQueueConfig is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SetSchedule(context.Context, *connect.Request[v1.SetScheduleRequest]) (*connect.Response[v1.SetScheduleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.SetSchedule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DeleteSchedule(context.Context, *connect.Request[v1.DeleteScheduleRequest]) (*connect.Response[v1.DeleteScheduleResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.DeleteSchedule is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListSchedules(context.Context, *connect.Request[v1.ListSchedulesRequest]) (*connect.Response[v1.ListSchedulesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.ListSchedules is not implemented"))
 }
