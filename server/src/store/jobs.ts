@@ -249,7 +249,7 @@ RETURNING j.id, t.token, j.lease_expires_at, j.cancel_requested`;
  * cancel-requested jobs become cancelled; permanent failures and exhausted
  * attempts become dead; the rest wait out their backoff as retryable (or go
  * straight to available when the wait is zero). The error joins the history.
- * Expects a FROM item "f" with columns id, permanent, retry_after_ms, message.
+ * Used through failStatement() below.
  */
 const FAIL_SET = `
 SET state = d.next_state,
@@ -272,33 +272,32 @@ const FAIL_DECIDE = `
                             jobwire.retry_delay(j.attempt, j.retry, (SELECT q.retry FROM jobwire.queues q WHERE q.name = j.queue))) AS next_run_at
   ) r`;
 
-const NACK = `
-WITH failures AS (
-  SELECT j.id, $3::bool AS permanent, $4::int AS retry_after_ms, $5::text AS message
-  FROM jobwire.jobs j
-  WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2
-  FOR UPDATE
-), d AS (${FAIL_DECIDE})
+/** A failed-attempt statement: `failures` selects (and locks) the rows, with id, permanent, retry_after_ms, message. */
+function failStatement(failures: string): string {
+  return `
+WITH failures AS (${failures}), d AS (${FAIL_DECIDE})
 UPDATE jobwire.jobs j ${FAIL_SET}
 FROM d WHERE j.id = d.id
 RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+}
+
+const NACK = failStatement(`
+  SELECT j.id, $3::bool AS permanent, $4::int AS retry_after_ms, $5::text AS message
+  FROM jobwire.jobs j
+  WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2
+  FOR UPDATE`);
 
 /**
  * The reaper: leases past their expiry fail their attempt with "lease
  * expired". Batched, and SKIP LOCKED so replicas split the work.
  */
-const REAP = `
-WITH failures AS (
+const REAP = failStatement(`
   SELECT j.id, false AS permanent, NULL::int AS retry_after_ms, 'lease expired' AS message
   FROM jobwire.jobs j
   WHERE j.state = 'running' AND j.lease_expires_at < now()
   ORDER BY j.id
   LIMIT $1
-  FOR UPDATE SKIP LOCKED
-), d AS (${FAIL_DECIDE})
-UPDATE jobwire.jobs j ${FAIL_SET}
-FROM d WHERE j.id = d.id
-RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+  FOR UPDATE SKIP LOCKED`);
 
 /** Promotes due scheduled and retryable jobs, and wakes their queues. */
 const PROMOTE_DUE = `
