@@ -45,6 +45,7 @@ import {
   ts,
 } from "./convert.js";
 import { toConnectError } from "./errors.js";
+import { leaseResponse } from "./lease-encoding.js";
 
 /**
  * The RPC handlers: protobuf in, broker call, protobuf out. Every error
@@ -177,10 +178,9 @@ async function* leaseStream(
   }
 }
 
+/** Lease batches go through the hand-written encoder (lease-encoding.ts), the broker's hottest path. */
 function toResponse(leases: Lease[]): LeaseResponse {
-  return create(LeaseResponseSchema, {
-    jobs: leases.map((l) => ({ job: jobToPb(l.job), leaseToken: l.token, leaseExpiresAt: ts(l.expiresAt) })),
-  });
+  return leaseResponse(leases);
 }
 
 function scheduleToPb(s: Schedule): MessageInitShape<typeof ScheduleSchema> {
