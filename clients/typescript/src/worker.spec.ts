@@ -58,6 +58,26 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("does not warn of a lost lease when a heartbeat crosses the job's own ack", async () => {
+    const fb = fakeBroker();
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (m: string) => void warnings.push(m) };
+    // Acks keep failing, so the finished job stays held while heartbeats run;
+    // the broker then reports its lease gone, as it does once an ack lands.
+    fb.failAcks(1_000_000);
+    const w = newWorker(fb, { t: async () => {} }, { logger, ackFlushMs: 1 });
+    const done = w.run();
+    const token = fb.add({ leaseMs: 300 });
+    await until(() => fb.heartbeats.some((b) => b.includes(token)), 3000, "a heartbeat for the finished job");
+    fb.lost.add(token);
+    const beats = fb.heartbeats.length;
+    await until(() => fb.heartbeats.length > beats, 3000, "a heartbeat that reports the lease gone");
+    expect(warnings.filter((m) => m.includes("lease lost"))).toEqual([]);
+    fb.failAcks(0);
+    await w.stop();
+    await done;
+  });
+
   it("batches acks into few calls", async () => {
     const fb = fakeBroker();
     const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });

@@ -183,6 +183,8 @@ interface Held {
   lost: boolean;
   cancelRequested: boolean;
   started: boolean;
+  /** The handler has finished; its ack or nack may already be on its way. */
+  settling: boolean;
 }
 
 interface Stream {
@@ -483,6 +485,7 @@ export class Worker {
       lost: false,
       cancelRequested: job.cancelRequested,
       started: false,
+      settling: false,
     };
     this.held.set(h.token, h);
     if (h.cancelRequested) h.controller.abort(new JobCancelledError(`job ${job.id} was cancelled`));
@@ -532,6 +535,7 @@ export class Worker {
     }
     // The handler's promise has settled, so its slot is free from here on;
     // what follows only reports the result.
+    h.settling = true;
     // Nacks go out in the attempt's context, so a tracing broker links them.
     const r = context.with(spanCtx, () => this.report(h, span, ok, failure)).catch((err) =>
       this.log.error(`job ${job.id}: reporting the result failed: ${errorMessage(err)}`),
@@ -692,6 +696,11 @@ export class Worker {
   private markLost(h: Held): void {
     if (h.lost) return;
     h.lost = true;
+    if (h.settling) {
+      // A heartbeat that crossed this job's ack: the ack's answer decides.
+      this.log.debug(`job ${h.job.id}: lease gone after the handler finished`);
+      return;
+    }
     this.log.warn(`job ${h.job.id}: lease lost`);
     h.controller.abort(new LeaseLostError(`lease on job ${h.job.id} was lost`));
     if (!h.started) {
