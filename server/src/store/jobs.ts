@@ -222,26 +222,33 @@ WHERE j.id = ANY (ARRAY(SELECT id FROM next)) AND j.id = g.id AND j.state = 'ava
 RETURNING ${JOB_COLUMNS_J}, j.lease_token`;
 
 /** Gives back leases a stream could not deliver; the attempt is not counted. */
+/*
+ * Release, ack and heartbeat find their rows by primary key: "j.id = ANY($1)"
+ * plans as index lookups, so a call costs O(its tokens). Joined to
+ * unnest() alone, the planner hashed the whole running set instead, which
+ * grows with every worker's in-flight jobs. The join to unnest() then pairs
+ * each row with the token presented for it.
+ */
 const RELEASE = `
 UPDATE jobwire.jobs j
 SET state = 'available', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL,
     leased_for_ms = NULL, worker_id = NULL
 FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+WHERE j.id = ANY ($1::bigint[]) AND j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
 RETURNING j.queue`;
 
 const ACK = `
 UPDATE jobwire.jobs j
 SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
 FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+WHERE j.id = ANY ($1::bigint[]) AND j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
 RETURNING j.id, t.token`;
 
 const HEARTBEAT = `
 UPDATE jobwire.jobs j
 SET lease_expires_at = now() + coalesce($3::int, j.leased_for_ms) * interval '1 millisecond'
 FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
+WHERE j.id = ANY ($1::bigint[]) AND j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
 RETURNING j.id, t.token, j.lease_expires_at, j.cancel_requested`;
 
 /**
