@@ -78,6 +78,19 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("splits heartbeats into calls of at most 1000 tokens", async () => {
+    const fb = fakeBroker();
+    const release = gate();
+    const w = newWorker(fb, { t: () => release.promise }, { concurrency: 1200 });
+    const done = w.run();
+    const tokens = Array.from({ length: 1200 }, () => fb.add({ leaseMs: 600 }));
+    await until(() => new Set(fb.heartbeats.flat()).size === tokens.length, 5000, "every lease heartbeated");
+    expect(Math.max(...fb.heartbeats.map((b) => b.length))).toBeLessThanOrEqual(1000);
+    release.open();
+    await w.stop();
+    await done;
+  });
+
   it("batches acks into few calls", async () => {
     const fb = fakeBroker();
     const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });

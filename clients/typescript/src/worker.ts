@@ -193,6 +193,9 @@ interface Stream {
   abort: AbortController;
 }
 
+/** Most lease tokens per Heartbeat call; the broker's limit is 10,000. */
+const HEARTBEAT_CHUNK = 1000;
+
 export class Worker {
   readonly workerId: string;
   readonly client: JobwireClient;
@@ -649,11 +652,24 @@ export class Worker {
     this.heartbeatAt = Infinity;
   }
 
-  /** Extends every lease held, in one call. */
+  /**
+   * Extends every lease held, in as few calls as the broker accepts: one
+   * call per HEARTBEAT_CHUNK leases (the broker refuses more than 10,000
+   * tokens per call, and a worker with deep concurrency can hold more).
+   */
   private async heartbeat(): Promise<void> {
-    const batch = [...this.held.values()].filter((h) => !h.lost);
-    if (batch.length === 0) return;
+    const all = [...this.held.values()].filter((h) => !h.lost);
+    if (all.length === 0) return;
     this.heartbeatInFlight = true;
+    try {
+      for (let i = 0; i < all.length; i += HEARTBEAT_CHUNK) await this.heartbeatChunk(all.slice(i, i + HEARTBEAT_CHUNK));
+    } finally {
+      this.heartbeatInFlight = false;
+    }
+    this.scheduleHeartbeat();
+  }
+
+  private async heartbeatChunk(batch: Held[]): Promise<void> {
     const sentAt = Date.now();
     try {
       // A heartbeat answered after the shortest lease ran out is useless:
@@ -687,10 +703,7 @@ export class Worker {
       const level = isTransient(e) ? "warn" : "error";
       this.log[level](`heartbeat of ${batch.length} lease(s) failed, retrying in ${Math.round(retryIn)}ms: ${e.message}`);
       for (const h of batch) h.nextBeatAt = Date.now() + retryIn;
-    } finally {
-      this.heartbeatInFlight = false;
     }
-    this.scheduleHeartbeat();
   }
 
   private markLost(h: Held): void {
