@@ -47,6 +47,13 @@ export interface NackSpec {
   retryAfterMs?: number;
 }
 
+/**
+ * Ack calls that may be in flight at once. Acks are idempotent, so order
+ * does not matter; one at a time let un-acked jobs pile up behind a slow
+ * call when handlers finish faster than an Ack round trip.
+ */
+export const MAX_ACKS_IN_FLIGHT = 4;
+
 /** Nack messages above this are cut; the broker keeps at most 64 KiB. */
 export const MAX_NACK_ERROR_BYTES = 60 * 1024;
 
@@ -54,7 +61,8 @@ export class Settler {
   private readonly opts: SettlerOptions;
   private readonly acks: PendingAck[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
-  private ackInFlight = false;
+  /** Ack calls in flight; up to MAX_ACKS_IN_FLIGHT, so acks keep pace with deep concurrency. */
+  private acksInFlight = 0;
   private ackFailures = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Aborted when the worker gives up on what it still owes. */
@@ -110,7 +118,7 @@ export class Settler {
   }
 
   private scheduleFlush(ms: number): void {
-    if (this.ackInFlight) return; // the running flush reschedules itself
+    if (this.acksInFlight >= MAX_ACKS_IN_FLIGHT) return; // a running flush reschedules when it ends
     if (this.flushTimer !== undefined) {
       if (ms > 0) return;
       clearTimeout(this.flushTimer);
@@ -124,9 +132,11 @@ export class Settler {
   }
 
   private async flushAcks(): Promise<void> {
-    if (this.ackInFlight || this.acks.length === 0) return;
-    this.ackInFlight = true;
+    if (this.acksInFlight >= MAX_ACKS_IN_FLIGHT || this.acks.length === 0) return;
+    this.acksInFlight++;
     const batch = this.acks.splice(0, this.opts.ackMaxBatch);
+    // A full batch is still waiting: send it alongside rather than after.
+    if (this.acks.length >= this.opts.ackMaxBatch) this.scheduleFlush(0);
     let retryIn = 0;
     try {
       const res = await this.opts.client.workers.ack(
@@ -153,7 +163,7 @@ export class Settler {
         for (const a of batch) a.resolve({ kind: "abandoned", error: e });
       }
     } finally {
-      this.ackInFlight = false;
+      this.acksInFlight--;
     }
     if (this.acks.length > 0) {
       this.scheduleFlush(retryIn > 0 ? retryIn : this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);

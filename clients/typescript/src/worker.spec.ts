@@ -91,6 +91,21 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("keeps several Ack calls in flight when handlers outpace them", async () => {
+    const fb = fakeBroker();
+    const release = fb.holdAcks();
+    const w = newWorker(fb, { t: async () => {} }, { concurrency: 100, ackMaxBatch: 10, ackFlushMs: 1 });
+    const done = w.run();
+    for (let i = 0; i < 100; i++) fb.add();
+    await until(() => fb.maxAcksInFlight >= 4, 3000, "four Ack calls in flight");
+    release();
+    await until(() => fb.acks.flat().length === 100, 3000, "every job acked");
+    expect(fb.maxAcksInFlight).toBe(4);
+    expect(new Set(fb.acks.flat()).size).toBe(100);
+    await w.stop();
+    await done;
+  });
+
   it("batches acks into few calls", async () => {
     const fb = fakeBroker();
     const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });

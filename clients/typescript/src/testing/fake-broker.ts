@@ -40,6 +40,10 @@ export interface FakeBroker {
   failStreams(code: Code): void;
   /** Fails the next `n` Ack calls with UNAVAILABLE. */
   failAcks(n: number): void;
+  /** Holds every Ack call until the returned function is called. */
+  holdAcks(): () => void;
+  /** The most Ack calls that were in flight at once. */
+  maxAcksInFlight: number;
   settled(token: string): boolean;
 }
 
@@ -51,6 +55,8 @@ export function fakeBroker(): FakeBroker {
   const wakers = new Set<Wake>();
   let failWith: Code | undefined;
   let ackFailures = 0;
+  let ackGate: Promise<void> | null = null;
+  let acksInFlight = 0;
   let seq = 0;
   const wakeAll = (): void => {
     for (const w of [...wakers]) w();
@@ -67,6 +73,7 @@ export function fakeBroker(): FakeBroker {
     cancelRequested: new Set(),
     openStreams: 0,
     maxOutstanding: 0,
+    maxAcksInFlight: 0,
     add(init = {}) {
       seq++;
       const token = `tok-${seq}`;
@@ -101,6 +108,14 @@ export function fakeBroker(): FakeBroker {
     },
     failAcks(n) {
       ackFailures = n;
+    },
+    holdAcks() {
+      let release!: () => void;
+      ackGate = new Promise<void>((r) => (release = r));
+      return () => {
+        ackGate = null;
+        release();
+      };
     },
     settled(token) {
       return settledTokens.has(token);
@@ -166,7 +181,14 @@ export function fakeBroker(): FakeBroker {
           fb.openStreams--;
         }
       },
-      ack(req) {
+      async ack(req) {
+        acksInFlight++;
+        fb.maxAcksInFlight = Math.max(fb.maxAcksInFlight, acksInFlight);
+        try {
+          if (ackGate) await ackGate;
+        } finally {
+          acksInFlight--;
+        }
         if (ackFailures > 0) {
           ackFailures--;
           throw new ConnectError("fake ack failure", Code.Unavailable);
