@@ -106,6 +106,33 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("gives an already-aborted signal to a handler that reads it after the cancel arrived", async () => {
+    const fb = fakeBroker();
+    const started = gate();
+    const cancelled = gate();
+    let seen: { aborted: boolean; reason: unknown } | undefined;
+    const w = newWorker(fb, {
+      t: async (_job, ctx) => {
+        started.open();
+        await cancelled.promise; // the handler has not touched ctx.signal yet
+        seen = { aborted: ctx.signal.aborted, reason: ctx.signal.reason };
+        throw ctx.signal.reason;
+      },
+    });
+    const done = w.run();
+    const token = fb.add({ leaseMs: 300 });
+    await started.promise;
+    fb.cancelRequested.add(token);
+    const beats = fb.heartbeats.length;
+    await until(() => fb.heartbeats.length > beats, 3000, "the heartbeat that reports the cancel");
+    cancelled.open();
+    await until(() => fb.nacks.length === 1, 3000, "the nack");
+    expect(seen?.aborted).toBe(true);
+    expect(seen?.reason).toBeInstanceOf(JobCancelledError);
+    await w.stop();
+    await done;
+  });
+
   it("batches acks into few calls", async () => {
     const fb = fakeBroker();
     const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });

@@ -179,7 +179,13 @@ interface Held {
   leaseMs: number;
   expiresAt: Date | undefined;
   nextBeatAt: number;
-  controller: AbortController;
+  /**
+   * Made only when the handler reads ctx.signal: most handlers never do, and
+   * one AbortController per job was a measurable share of a worker's CPU.
+   * Until then an abort is kept in abortReason.
+   */
+  controller: AbortController | undefined;
+  abortReason: unknown;
   lost: boolean;
   cancelRequested: boolean;
   started: boolean;
@@ -421,6 +427,7 @@ export class Worker {
       });
       for await (const res of responses) {
         for (const lj of res.jobs) this.accept(lj, gen);
+        if (res.jobs.length > 0) this.scheduleHeartbeat();
       }
     } catch (err) {
       // After a stop, a stream we cut ourselves is not an error.
@@ -484,15 +491,15 @@ export class Worker {
       leaseMs,
       expiresAt,
       nextBeatAt: now + this.beatInterval(leaseMs),
-      controller: new AbortController(),
+      controller: undefined,
+      abortReason: undefined,
       lost: false,
       cancelRequested: job.cancelRequested,
       started: false,
       settling: false,
     };
     this.held.set(h.token, h);
-    if (h.cancelRequested) h.controller.abort(new JobCancelledError(`job ${job.id} was cancelled`));
-    this.scheduleHeartbeat();
+    if (h.cancelRequested) abortHeld(h, new JobCancelledError(`job ${job.id} was cancelled`));
     if (this.runningCount < this.concurrency) this.start(h);
     else this.waiting.push(h);
   }
@@ -577,7 +584,9 @@ export class Worker {
       info: h.info,
     };
     const jctx: JobContext = {
-      signal: h.controller.signal,
+      get signal() {
+        return signalOf(h);
+      },
       id: job.id,
       type: job.type,
       queue: job.queue,
@@ -603,7 +612,7 @@ export class Worker {
         outcome = outcomeOf(await this.settler.ack(h.token), "completed");
       } else {
         const permanent = isPermanent(failure);
-        const shutdown = h.controller.signal.aborted && h.controller.signal.reason instanceof WorkerShutdownError;
+        const shutdown = abortReasonOf(h) instanceof WorkerShutdownError;
         const r = await this.settler.nack({
           token: h.token,
           error: errorMessage(failure),
@@ -618,7 +627,7 @@ export class Worker {
     }
     endConsumerSpan(span, outcome, ok ? undefined : failure);
     this.onEvent({ type: "job_finished", jobId: h.job.id, attempt: h.job.attempt, outcome });
-    if (outcome === "lost") h.controller.abort(new LeaseLostError(`lease on job ${h.job.id} was lost`));
+    if (outcome === "lost") abortHeld(h, new LeaseLostError(`lease on job ${h.job.id} was lost`));
   }
 
   // ---- heartbeats -------------------------------------------------------
@@ -692,7 +701,7 @@ export class Worker {
         if (r.cancelRequested && !h.cancelRequested) {
           h.cancelRequested = true;
           this.log.info(`job ${h.job.id}: cancel requested`);
-          h.controller.abort(new JobCancelledError(`job ${h.job.id} was cancelled`));
+          abortHeld(h, new JobCancelledError(`job ${h.job.id} was cancelled`));
         }
       });
     } catch (err) {
@@ -715,7 +724,7 @@ export class Worker {
       return;
     }
     this.log.warn(`job ${h.job.id}: lease lost`);
-    h.controller.abort(new LeaseLostError(`lease on job ${h.job.id} was lost`));
+    abortHeld(h, new LeaseLostError(`lease on job ${h.job.id} was lost`));
     if (!h.started) {
       // Never started: nothing to wait for.
       const i = this.waiting.indexOf(h);
@@ -750,7 +759,7 @@ export class Worker {
           .finally(() => this.held.delete(h.token));
       }
       const reason = new WorkerShutdownError(`worker ${this.workerId} is shutting down`);
-      for (const h of this.held.values()) if (h.started) h.controller.abort(reason);
+      for (const h of this.held.values()) if (h.started) abortHeld(h, reason);
       await settleWithin(Promise.allSettled([...this.handlerDone]), FLUSH_TIMEOUT_MS);
       if (this.handlerDone.size > 0) {
         this.log.error(`${this.handlerDone.size} handler(s) ignored their abort signal; their leases will expire`);
@@ -781,6 +790,25 @@ function outcomeOf(r: SettleResult, expected: Outcome): Outcome {
       if (r.state === JobState.RETRYABLE) return "retry";
       return expected;
   }
+}
+
+/** Aborts the job's signal, or records the reason for when the handler first asks for it. */
+function abortHeld(h: Held, reason: unknown): void {
+  if (h.controller) h.controller.abort(reason);
+  else if (h.abortReason === undefined) h.abortReason = reason;
+}
+
+function signalOf(h: Held): AbortSignal {
+  if (!h.controller) {
+    h.controller = new AbortController();
+    if (h.abortReason !== undefined) h.controller.abort(h.abortReason);
+  }
+  return h.controller.signal;
+}
+
+function abortReasonOf(h: Held): unknown {
+  if (h.controller) return h.controller.signal.aborted ? h.controller.signal.reason : undefined;
+  return h.abortReason;
 }
 
 function once(signal: AbortSignal): Promise<void> {
