@@ -1,9 +1,10 @@
 import { create } from "@bufbuild/protobuf";
-import { type Client, type Transport, createClient } from "@connectrpc/connect";
+import { type CallOptions as ConnectCallOptions, type Client, type Transport, createClient } from "@connectrpc/connect";
 import { AdminService, type QueueStats } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { type Job, type JobSpec, JobSpecSchema, RetryPolicySchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
-import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { type LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { RawLeaseService, type RawLeaseResponse } from "./lease-decoding.js";
 import {
   type JobStateName,
   dateToTimestamp,
@@ -174,6 +175,11 @@ export class JobwireClient {
   /** The generated connect-es clients, for calls this class does not wrap. */
   readonly jobs: Client<typeof JobService>;
   readonly workers: Client<typeof WorkerService>;
+  /** WorkerService.Lease read as raw batches, which the Worker decodes by hand (lease-decoding.ts). */
+  readonly rawLease: (
+    requests: AsyncIterable<LeaseRequest>,
+    options?: ConnectCallOptions,
+  ) => AsyncIterable<RawLeaseResponse>;
   readonly admin: Client<typeof AdminService>;
   private readonly owned: OwnedTransport;
   private readonly timeoutMs: number | undefined;
@@ -185,6 +191,8 @@ export class JobwireClient {
     this.owned = opts.transport !== undefined ? { transport: opts.transport, close: () => {} } : createTransport(this.address, opts);
     this.jobs = createClient(JobService, this.owned.transport);
     this.workers = createClient(WorkerService, this.owned.transport);
+    const raw = createClient(RawLeaseService, this.owned.transport);
+    this.rawLease = (requests, options) => raw.lease(requests, options) as unknown as AsyncIterable<RawLeaseResponse>;
     this.admin = createClient(AdminService, this.owned.transport);
     this.timeoutMs = opts.timeoutMs;
     this.retry = opts.retry ?? {};

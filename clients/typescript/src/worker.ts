@@ -49,6 +49,7 @@ import {
   toJobwireError,
 } from "./errors.js";
 import { type Logger, consoleLogger } from "./logger.js";
+import { decodeLeasedJob } from "./lease-decoding.js";
 import { decodePayload } from "./payload.js";
 import { PushQueue } from "./push-queue.js";
 import { type SettleResult, Settler } from "./settler.js";
@@ -420,13 +421,13 @@ export class Worker {
     };
     this.stopController.signal.addEventListener("abort", onStop, { once: true });
     try {
-      const responses = this.client.workers.lease(requests, {
+      const responses = this.client.rawLease(requests, {
         signal: abort.signal,
         timeoutMs: 0, // the stream lives as long as the worker
         onHeader: onConnected,
       });
       for await (const res of responses) {
-        for (const lj of res.jobs) this.accept(lj, gen);
+        for (const bytes of res.jobs) this.accept(decodeLeasedJob(bytes), gen);
         if (res.jobs.length > 0) this.scheduleHeartbeat();
       }
     } catch (err) {

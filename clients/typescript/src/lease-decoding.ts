@@ -1,0 +1,266 @@
+import { create, createFileRegistry, type DescMessage } from "@bufbuild/protobuf";
+import {
+  FieldDescriptorProto_Label,
+  FieldDescriptorProto_Type,
+  FileDescriptorProtoSchema,
+  type Duration,
+  type Timestamp,
+} from "@bufbuild/protobuf/wkt";
+import type { Job, JobError } from "@jobwire/proto/jobwire/v1/job_pb";
+import { WorkerService, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+
+/**
+ * Reading lease batches without protobuf-es reflection, the worker's
+ * largest single cost in a burn-down profile.
+ *
+ * The Lease stream is read with a schema whose only field is `repeated
+ * bytes jobs = 1`: the same bytes on the wire as `repeated LeasedJob`, so
+ * protobuf-es just slices them. decodeLeasedJob then reads each LeasedJob
+ * by hand into the same objects fromBinary would make (the spec checks
+ * equality with fromBinary across many shapes of job, and that the decoder
+ * knows every field of jobwire.v1.Job). Fields it does not know are
+ * skipped, as any protobuf reader does, so a newer broker still works.
+ */
+
+const rawFile = createFileRegistry(
+  create(FileDescriptorProtoSchema, {
+    name: "jobwire/client/raw_lease.proto",
+    package: "jobwire.client",
+    syntax: "proto3",
+    messageType: [
+      {
+        name: "RawLeaseResponse",
+        field: [{ name: "jobs", number: 1, type: FieldDescriptorProto_Type.BYTES, label: FieldDescriptorProto_Label.REPEATED, jsonName: "jobs" }],
+      },
+    ],
+  }),
+  () => undefined,
+);
+
+export interface RawLeaseResponse {
+  jobs: Uint8Array[];
+}
+
+/** WorkerService.Lease, answering with each LeasedJob still encoded. */
+export const rawLeaseMethod = {
+  ...WorkerService.method.lease,
+  output: rawFile.getMessage("jobwire.client.RawLeaseResponse") as DescMessage,
+} as unknown as typeof WorkerService.method.lease;
+
+/** WorkerService with only its Lease method, answering raw batches; for createClient. */
+export const RawLeaseService = {
+  ...WorkerService,
+  methods: [rawLeaseMethod],
+  method: { lease: rawLeaseMethod },
+} as unknown as { typeName: string; methods: (typeof rawLeaseMethod)[]; method: { lease: typeof rawLeaseMethod } } & typeof WorkerService;
+
+class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Uint8Array,
+    start = 0,
+    readonly end = buf.length,
+  ) {
+    this.pos = start;
+  }
+
+  /** A varint as a number (exact up to 2^53; the low 32 bits are right beyond). */
+  varint(): number {
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 10; i++) {
+      const b = this.buf[this.pos++]!;
+      result += (b & 0x7f) * mul;
+      if (b < 0x80) return result;
+      mul *= 128;
+    }
+    throw new Error("malformed varint in a lease batch");
+  }
+
+  /** A varint as a signed 64-bit bigint. */
+  int64(): bigint {
+    let result = 0n;
+    let shift = 0n;
+    for (let i = 0; i < 10; i++) {
+      const b = this.buf[this.pos++]!;
+      result |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return BigInt.asIntN(64, result);
+      shift += 7n;
+    }
+    throw new Error("malformed varint in a lease batch");
+  }
+
+  /** int32: negatives travel as 10-byte varints; keep the low 32 bits. */
+  int32(): number {
+    const start = this.pos;
+    const v = this.varint();
+    if (this.pos - start < 10) return v | 0;
+    this.pos = start;
+    return Number(BigInt.asIntN(32, this.int64()));
+  }
+
+  bytesView(): Uint8Array {
+    const n = this.varint();
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  string(): string {
+    const n = this.varint();
+    const s = textDecoder.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+
+  /** A nested message: a Reader over its bytes. */
+  sub(): Reader {
+    const n = this.varint();
+    const r = new Reader(this.buf, this.pos, this.pos + n);
+    this.pos += n;
+    return r;
+  }
+
+  skip(wire: number): void {
+    switch (wire) {
+      case 0:
+        this.varint();
+        return;
+      case 1:
+        this.pos += 8;
+        return;
+      case 2: {
+        const n = this.varint(); // not "this.pos += this.varint()": that adds to the old pos
+        this.pos += n;
+        return;
+      }
+      case 5:
+        this.pos += 4;
+        return;
+      default:
+        throw new Error(`unsupported wire type ${wire} in a lease batch`);
+    }
+  }
+}
+
+const textDecoder = new TextDecoder();
+
+function seconds(r: Reader): { seconds: bigint; nanos: number } {
+  let s = 0n;
+  let nanos = 0;
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === 0x08) s = r.int64();
+    else if (tag === 0x10) nanos = r.int32();
+    else r.skip(tag & 7);
+  }
+  return { seconds: s, nanos };
+}
+
+function timestamp(r: Reader): Timestamp {
+  return { $typeName: "google.protobuf.Timestamp", ...seconds(r) };
+}
+
+function duration(r: Reader): Duration {
+  return { $typeName: "google.protobuf.Duration", ...seconds(r) };
+}
+
+function jobError(r: Reader): JobError {
+  const e: JobError = { $typeName: "jobwire.v1.JobError", attempt: 0, message: "", workerId: "" };
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    switch (tag) {
+      case 0x08:
+        e.attempt = r.int32();
+        break;
+      case 0x12:
+        e.message = r.string();
+        break;
+      case 0x1a:
+        e.at = timestamp(r.sub());
+        break;
+      case 0x22:
+        e.workerId = r.string();
+        break;
+      default:
+        r.skip(tag & 7);
+    }
+  }
+  return e;
+}
+
+function mapEntry(r: Reader, into: Record<string, string>): void {
+  let k = "";
+  let v = "";
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === 0x0a) k = r.string();
+    else if (tag === 0x12) v = r.string();
+    else r.skip(tag & 7);
+  }
+  into[k] = v;
+}
+
+/** The field numbers of jobwire.v1.Job this decoder reads (the spec compares them with the schema). */
+export const DECODED_JOB_FIELDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+
+function job(r: Reader): Job {
+  const j: Job = {
+    $typeName: "jobwire.v1.Job",
+    id: "",
+    queue: "",
+    type: "",
+    payload: new Uint8Array(0),
+    contentType: "",
+    state: 0,
+    priority: 0,
+    attempt: 0,
+    maxAttempts: 0,
+    headers: {},
+    idempotencyKey: "",
+    errors: [],
+    cancelRequested: false,
+    workerId: "",
+  };
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    switch (tag >>> 3) {
+      case 1: j.id = r.string(); break;
+      case 2: j.queue = r.string(); break;
+      case 3: j.type = r.string(); break;
+      // A copy, so the job does not pin the whole batch's buffer.
+      case 4: j.payload = r.bytesView().slice(); break;
+      case 5: j.contentType = r.string(); break;
+      case 6: j.state = r.int32(); break;
+      case 7: j.priority = r.int32(); break;
+      case 8: j.attempt = r.int32(); break;
+      case 9: j.maxAttempts = r.int32(); break;
+      case 10: j.runAt = timestamp(r.sub()); break;
+      case 11: j.createdAt = timestamp(r.sub()); break;
+      case 12: j.finishedAt = timestamp(r.sub()); break;
+      case 13: mapEntry(r.sub(), j.headers); break;
+      case 14: j.idempotencyKey = r.string(); break;
+      case 15: j.errors.push(jobError(r.sub())); break;
+      case 16: j.leaseExpiresAt = timestamp(r.sub()); break;
+      case 17: j.cancelRequested = r.varint() !== 0; break;
+      case 18: j.leaseDuration = duration(r.sub()); break;
+      case 19: j.workerId = r.string(); break;
+      default: r.skip(tag & 7);
+    }
+  }
+  return j;
+}
+
+/** One LeasedJob, from its encoded bytes; the same object fromBinary(LeasedJobSchema, bytes) makes. */
+export function decodeLeasedJob(bytes: Uint8Array): LeasedJob {
+  const r = new Reader(bytes);
+  const lj: LeasedJob = { $typeName: "jobwire.v1.LeasedJob", leaseToken: "" };
+  while (r.pos < r.end) {
+    const tag = r.varint();
+    if (tag === 0x0a) lj.job = job(r.sub());
+    else if (tag === 0x12) lj.leaseToken = r.string();
+    else if (tag === 0x1a) lj.leaseExpiresAt = timestamp(r.sub());
+    else r.skip(tag & 7);
+  }
+  return lj;
+}
