@@ -1,6 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, withDatabase } from "../testing/index.js";
+import { JobStore } from "./jobs.js";
 import { loadMigrations, migrate } from "./migrate.js";
 
 /** Store-level checks against a real Postgres: the SQL itself. */
@@ -70,6 +71,34 @@ describe("migrations", () => {
     expect(rows.map((r) => r.version)).toEqual(all);
     expect(await migrate(clients[0]!)).toEqual([]);
     await Promise.all(clients.map((c) => c.end()));
+  });
+});
+
+describe("leased-row statements", () => {
+  it("never deadlock, however their token lists are ordered", async () => {
+    const store = new JobStore(pool);
+    const { rows } = await pool.query<{ id: string; lease_token: string }>(
+      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
+       SELECT 'locks', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
+       FROM generate_series(1, 400) RETURNING id::text, lease_token::text`,
+    );
+    const refs = rows.map((r) => ({ id: r.id, token: r.lease_token }));
+    const deadlocks = async () =>
+      Number((await pool.query("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")).rows[0].deadlocks);
+    const before = await deadlocks();
+    // Heartbeats over everything, forwards and backwards, racing acks of slices in reverse.
+    for (let round = 0; round < 8; round++) {
+      const slice = refs.slice(round * 50, round * 50 + 50);
+      await Promise.all([
+        store.heartbeat(refs, null),
+        store.heartbeat([...refs].reverse(), 30_000),
+        store.ack([...slice].reverse()),
+        store.heartbeat(refs.filter((_, i) => i % 3 === 0), null),
+      ]);
+    }
+    expect(await deadlocks()).toBe(before);
+    const { rows: left } = await pool.query("SELECT count(*)::int AS n FROM jobwire.jobs WHERE queue = 'locks' AND state = 'running'");
+    expect(left[0].n).toBe(0);
   });
 });
 
