@@ -133,6 +133,25 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("does not heartbeat a finished job while its ack is on its way", async () => {
+    const fb = fakeBroker();
+    const release = fb.holdAcks();
+    const running = gate();
+    const w = newWorker(fb, { slow: () => running.promise, fast: async () => {} });
+    const done = w.run();
+    // The fast job finishes at once and its ack hangs; the slow one runs on.
+    const fastToken = fb.add({ type: "fast", leaseMs: 3000 });
+    const slowToken = fb.add({ type: "slow", leaseMs: 600 });
+    await until(() => fb.heartbeats.some((b) => b.includes(slowToken)), 3000, "a heartbeat for the running job");
+    const first = fb.heartbeats.find((b) => b.includes(slowToken))!;
+    expect(first).not.toContain(fastToken);
+    release();
+    running.open();
+    await until(() => fb.acks.flat().length === 2, 3000, "both acks");
+    await w.stop();
+    await done;
+  });
+
   it("batches acks into few calls", async () => {
     const fb = fakeBroker();
     const w = newWorker(fb, { t: async () => {} }, { concurrency: 50, ackFlushMs: 20 });

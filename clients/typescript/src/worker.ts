@@ -192,6 +192,8 @@ interface Held {
   started: boolean;
   /** The handler has finished; its ack or nack may already be on its way. */
   settling: boolean;
+  /** When the handler finished (epoch ms). */
+  settledAt: number;
 }
 
 interface Stream {
@@ -498,6 +500,7 @@ export class Worker {
       cancelRequested: job.cancelRequested,
       started: false,
       settling: false,
+      settledAt: 0,
     };
     this.held.set(h.token, h);
     if (h.cancelRequested) abortHeld(h, new JobCancelledError(`job ${job.id} was cancelled`));
@@ -547,6 +550,7 @@ export class Worker {
     // The handler's promise has settled, so its slot is free from here on;
     // what follows only reports the result.
     h.settling = true;
+    h.settledAt = Date.now();
     // Nacks go out in the attempt's context, so a tracing broker links them.
     const r = context.with(spanCtx, () => this.report(h, span, ok, failure)).catch((err) =>
       this.log.error(`job ${job.id}: reporting the result failed: ${errorMessage(err)}`),
@@ -668,7 +672,13 @@ export class Worker {
    * tokens per call, and a worker with deep concurrency can hold more).
    */
   private async heartbeat(): Promise<void> {
-    const all = [...this.held.values()].filter((h) => !h.lost);
+    // A finished job's ack is usually answered within milliseconds;
+    // heartbeating it meanwhile only makes the two statements wait on each
+    // other's row locks (in a burn-down, thousands of rows per second). Its
+    // lease is kept alive only if the ack has been stuck for a third of the
+    // lease, say while the broker is unreachable.
+    const now = Date.now();
+    const all = [...this.held.values()].filter((h) => !h.lost && (!h.settling || now - h.settledAt > h.leaseMs / 3));
     if (all.length === 0) return;
     this.heartbeatInFlight = true;
     try {
