@@ -678,8 +678,22 @@ export class Worker {
     // lease is kept alive only if the ack has been stuck for a third of the
     // lease, say while the broker is unreachable.
     const now = Date.now();
-    const all = [...this.held.values()].filter((h) => !h.lost && (!h.settling || now - h.settledAt > h.leaseMs / 3));
-    if (all.length === 0) return;
+    const all: Held[] = [];
+    for (const h of this.held.values()) {
+      if (h.lost) continue;
+      const stuckAt = h.settledAt + h.leaseMs / 3;
+      if (h.settling && now <= stuckAt) {
+        // Look again when its ack would count as stuck.
+        h.nextBeatAt = Math.max(h.nextBeatAt, stuckAt + 1);
+        continue;
+      }
+      all.push(h);
+    }
+    if (all.length === 0) {
+      // Nothing to send now, but a skipped job may need a beat later.
+      this.scheduleHeartbeat();
+      return;
+    }
     this.heartbeatInFlight = true;
     try {
       for (let i = 0; i < all.length; i += HEARTBEAT_CHUNK) await this.heartbeatChunk(all.slice(i, i + HEARTBEAT_CHUNK));
