@@ -81,7 +81,7 @@ CREATE UNIQUE INDEX jobs_idempotency_idx ON jobwire.jobs (queue, idempotency_key
 -- The wait before the next attempt:
 --   delay = min(max, initial * multiplier^(attempt-1)) * (1 - jitter * random())
 -- Each field comes from the job's policy, else the queue's, else the default
--- (the same numbers as DEFAULT_RETRY in server/src/model.ts).
+-- (the defaults documented in README.md, "Retries and dead letters").
 CREATE FUNCTION jobwire.retry_delay(attempt int, job_policy jsonb, queue_policy jsonb)
 RETURNS interval LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
   SELECT make_interval(secs => least(p.max_ms, p.initial_ms * power(p.multiplier, least(greatest(attempt - 1, 0), 200)))

@@ -50,14 +50,6 @@ export interface RetryPolicy {
   jitter?: number;
 }
 
-/** The defaults behind every RetryPolicy; the SQL function jobwire.retry_delay uses the same numbers. */
-export const DEFAULT_RETRY: Required<RetryPolicy> = {
-  initialMs: 1000,
-  maxMs: 3600_000,
-  multiplier: 2,
-  jitter: 0.2,
-};
-
 export interface JobError {
   attempt: number;
   message: string;
@@ -110,7 +102,6 @@ export interface NewJob {
 export interface EnqueueResult {
   jobId: string;
   duplicate: boolean;
-  /** The state the job was created in (or the duplicate's id only). */
 }
 
 export interface Lease {

@@ -119,7 +119,7 @@ export class Broker {
     this.reaper = new Reaper(store, { intervalMs: cfg.reaperIntervalMs, batch: cfg.reaperBatch }, log, (jobs) =>
       this.afterFailure(jobs, "lease_expired"),
     );
-    this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log, () => {});
+    this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log);
     this.cron = new CronLoop(schedules, { intervalMs: cfg.schedulerIntervalMs, batch: 100 }, log);
     this.notifier = new Notifier(
       databaseUrl,
@@ -137,7 +137,6 @@ export class Broker {
 
   async start(): Promise<void> {
     await this.notifier.start();
-    this.dispatcher.start();
     this.reaper.start();
     this.scheduler.start();
     this.cron.start();

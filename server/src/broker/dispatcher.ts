@@ -9,7 +9,10 @@ export interface DispatcherConfig {
   /** Most jobs one claim statement takes for one stream. */
   claimBatch: number;
   defaultLeaseMs: number;
-  /** Idle streams look for work this often even if no NOTIFY comes. */
+  /**
+   * Idle streams look for work this often even if no NOTIFY comes: each
+   * stream's own sleep times out after this long (the polling fallback).
+   */
   pollIntervalMs: number;
   keepaliveMs: number;
 }
@@ -34,7 +37,6 @@ export type LeaseBatch = Lease[];
 export class Dispatcher {
   private readonly sessions = new Set<LeaseSession>();
   private readonly byQueue = new Map<string, Set<LeaseSession>>();
-  private pollTimer: NodeJS.Timeout | null = null;
   private draining = false;
 
   constructor(
@@ -44,13 +46,6 @@ export class Dispatcher {
     /** Called with each batch handed out, for metrics and traces. */
     private readonly onLeased: (leases: Lease[]) => void = () => {},
   ) {}
-
-  start(): void {
-    this.pollTimer = setInterval(() => {
-      for (const s of this.sessions) s.wake();
-    }, this.cfg.pollIntervalMs);
-    this.pollTimer.unref();
-  }
 
   open(o: LeaseOpenInput): LeaseSession {
     if (this.draining) throw new BrokerError("unavailable", "the broker is shutting down; reconnect to another replica");
@@ -82,7 +77,6 @@ export class Dispatcher {
   /** Stops handing out leases and ends every stream with UNAVAILABLE. */
   async drain(): Promise<void> {
     this.draining = true;
-    if (this.pollTimer) clearInterval(this.pollTimer);
     await Promise.all([...this.sessions].map((s) => s.close(new BrokerError("unavailable", "the broker is shutting down; reconnect"))));
   }
 

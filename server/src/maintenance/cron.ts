@@ -1,7 +1,7 @@
 import { nextFire, parseCron } from "../broker/cron.js";
 import type { Logger } from "../log.js";
-import type { Fired, ScheduleStore } from "../store/schedules.js";
-import { Loop } from "./loop.js";
+import type { ScheduleStore } from "../store/schedules.js";
+import { Loop, sleepUntilDue } from "./loop.js";
 
 export interface CronConfig {
   /** Longest sleep between checks; the loop wakes sooner for the next fire. */
@@ -25,7 +25,6 @@ export class CronLoop extends Loop {
     private readonly store: ScheduleStore,
     private readonly cfg: CronConfig,
     log: Logger,
-    private readonly onFired: (fired: Fired[]) => void = () => {},
   ) {
     super("cron", log);
   }
@@ -34,13 +33,8 @@ export class CronLoop extends Loop {
     const fired = await this.store.fireDue(this.cfg.batch, (cron, firedAt, now) =>
       nextFire(parseCron(cron), firedAt > now ? firedAt : now),
     );
-    if (fired.length > 0) {
-      this.log.info("schedules fired", { count: fired.length });
-      this.onFired(fired);
-    }
+    if (fired.length > 0) this.log.info("schedules fired", { count: fired.length });
     if (fired.length === this.cfg.batch) return 0;
-    const ms = await this.store.msUntilNext();
-    if (ms === null) return this.cfg.intervalMs;
-    return Math.max(1, Math.min(this.cfg.intervalMs, Math.ceil(ms) + 1));
+    return sleepUntilDue(await this.store.msUntilNext(), this.cfg.intervalMs);
   }
 }

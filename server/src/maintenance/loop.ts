@@ -1,6 +1,16 @@
 import type { Logger } from "../log.js";
 
 /**
+ * How long to sleep until something due `msUntil` from now (null: nothing
+ * waiting), never longer than `maxMs`, and at least 1 ms so a clock a little
+ * behind the database's cannot spin the loop.
+ */
+export function sleepUntilDue(msUntil: number | null, maxMs: number): number {
+  if (msUntil === null) return maxMs;
+  return Math.max(1, Math.min(maxMs, Math.ceil(msUntil) + 1));
+}
+
+/**
  * A maintenance loop: calls runOnce() on a timer until stopped. runOnce
  * returns how long to wait before the next run (so a loop that found a full
  * batch can go again at once). Tests call runOnce() directly instead.

@@ -1,6 +1,6 @@
 import type { Logger } from "../log.js";
 import type { JobStore } from "../store/jobs.js";
-import { Loop } from "./loop.js";
+import { Loop, sleepUntilDue } from "./loop.js";
 
 export interface SchedulerConfig {
   /** Longest sleep between checks; the loop wakes sooner for the next due job. */
@@ -20,7 +20,6 @@ export class Scheduler extends Loop {
     private readonly store: JobStore,
     private readonly cfg: SchedulerConfig,
     log: Logger,
-    private readonly onPromoted: (byQueue: Map<string, number>) => void,
   ) {
     super("scheduler", log);
   }
@@ -29,12 +28,9 @@ export class Scheduler extends Loop {
     const promoted = await this.store.promoteDue(this.cfg.batch);
     let total = 0;
     for (const n of promoted.values()) total += n;
-    if (total > 0) this.onPromoted(promoted);
     if (total === this.cfg.batch) return 0;
     // Measured on the database's clock, which is the one run_at is kept in.
-    const ms = await this.store.msUntilNextDue();
-    if (ms === null) return this.cfg.intervalMs;
-    return Math.max(1, Math.min(this.cfg.intervalMs, Math.ceil(ms) + 1));
+    return sleepUntilDue(await this.store.msUntilNextDue(), this.cfg.intervalMs);
   }
 
   /** A job is due in `ms`: make sure we wake by then. */

@@ -1,12 +1,10 @@
 import type pg from "pg";
 import type {
   EnqueueResult,
-  HeartbeatResult,
   Job,
   JobError,
   JobState,
   ListFilter,
-  NackResult,
   NewJob,
   QueueConfig,
   QueueStats,
@@ -112,16 +110,6 @@ function policyJson(p: RetryPolicy | null): string | null {
   if (p.multiplier !== undefined) o.multiplier = p.multiplier;
   if (p.jitter !== undefined) o.jitter = p.jitter;
   return Object.keys(o).length ? JSON.stringify(o) : null;
-}
-
-function policyFromJson(o: Record<string, number> | null): RetryPolicy | null {
-  if (!o) return null;
-  const p: RetryPolicy = {};
-  if (o.initial_ms !== undefined) p.initialMs = o.initial_ms;
-  if (o.max_ms !== undefined) p.maxMs = o.max_ms;
-  if (o.multiplier !== undefined) p.multiplier = o.multiplier;
-  if (o.jitter !== undefined) p.jitter = o.jitter;
-  return p;
 }
 
 // ---------------------------------------------------------------------------
@@ -413,7 +401,6 @@ INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, updated_at) VAL
 ON CONFLICT (name) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, lease_ms = EXCLUDED.lease_ms,
   retry = EXCLUDED.retry, updated_at = now()`;
 
-const GET_QUEUE = `SELECT name, max_attempts, lease_ms, retry FROM jobwire.queues WHERE name = $1`;
 
 type InsertRow = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
 
@@ -572,10 +559,6 @@ export class JobStore {
     await query(this.pool, "SELECT pg_notify('jobwire', $1)", ["a:" + queue], "jobwire_notify");
   }
 
-  async notifyScheduled(): Promise<void> {
-    await query(this.pool, "SELECT pg_notify('jobwire', 's:')", [], "jobwire_notify_scheduled");
-  }
-
   async get(id: string): Promise<Job | null> {
     const { rows } = await query<JobRow>(this.pool, GET_JOB, [id], "jobwire_get_job");
     return rows[0] ? toJob(rows[0]) : null;
@@ -652,16 +635,6 @@ export class JobStore {
     await query(this.pool, UPSERT_QUEUE, [c.queue, c.maxAttempts, c.leaseMs, policyJson(c.retry)], "jobwire_upsert_queue");
   }
 
-  async getQueueConfig(queue: string): Promise<QueueConfig | null> {
-    const { rows } = await query<{ name: string; max_attempts: number | null; lease_ms: number | null; retry: Record<string, number> | null }>(
-      this.pool,
-      GET_QUEUE,
-      [queue],
-      "jobwire_get_queue",
-    );
-    const r = rows[0];
-    return r ? { queue: r.name, maxAttempts: r.max_attempts, leaseMs: r.lease_ms, retry: policyFromJson(r.retry) } : null;
-  }
 }
 
 interface FailedRow {

@@ -70,7 +70,7 @@ export class Metrics {
         if (lost) this.lostAcks.inc({}, lost);
       },
       failed: (jobs, cause) => {
-        for (const j of jobs) this.failed.inc({ queue: j.queue, outcome: j.state === "available" ? "retry" : j.state === "retryable" ? "retry" : j.state, cause });
+        for (const j of jobs) this.failed.inc({ queue: j.queue, outcome: j.state === "available" || j.state === "retryable" ? "retry" : j.state, cause });
       },
       replayed: (jobs) => {
         for (const [queue, n] of count(jobs.map((j) => j.queue))) this.replayed.inc({ queue }, n);

@@ -160,14 +160,14 @@ async function* leaseStream(
       for (const l of batch) {
         const n = approxJobBytes(l.job);
         if (part.length > 0 && bytes + n > budget) {
-          yield toResponse(part);
+          yield leaseResponse(part); // hand-encoded: lease-encoding.ts
           part = [];
           bytes = 0;
         }
         part.push(l);
         bytes += n;
       }
-      if (part.length > 0) yield toResponse(part);
+      if (part.length > 0) yield leaseResponse(part); // hand-encoded: lease-encoding.ts
     }
     if (inputError) throw inputError;
   } catch (err) {
@@ -178,10 +178,6 @@ async function* leaseStream(
   }
 }
 
-/** Lease batches go through the hand-written encoder (lease-encoding.ts), the broker's hottest path. */
-function toResponse(leases: Lease[]): LeaseResponse {
-  return leaseResponse(leases);
-}
 
 function scheduleToPb(s: Schedule): MessageInitShape<typeof ScheduleSchema> {
   const t = s.template;
