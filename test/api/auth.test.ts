@@ -3,6 +3,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
+import { JobwireClient, Worker } from "@jobwire/client";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { expectCode, uniqueQueue } from "./helpers.js";
 
@@ -43,6 +44,23 @@ it("accepts any configured token, so tokens can be rotated", async () => {
   const s = new TestLeaseStream(clients(TOKEN).workers, { queues: [queue], maxInFlight: 2 });
   expect(await s.take(2)).toHaveLength(2);
   s.kill();
+});
+
+it("lets the TypeScript client send a token, on unary calls and on the Lease stream", async () => {
+  const queue = uniqueQueue();
+  const anonymous = new JobwireClient({ address: tb.url, retry: { maxAttempts: 1 } });
+  await expect(anonymous.enqueue("t", {}, { queue })).rejects.toMatchObject({ codeName: "UNAUTHENTICATED" });
+  anonymous.close();
+  const client = new JobwireClient({ address: tb.url, token: TOKEN });
+  await client.enqueue("t", {}, { queue });
+  let ran!: () => void;
+  const done = new Promise<void>((resolve) => (ran = resolve));
+  const worker = new Worker({ client, queues: [queue], handleSignals: false, handlers: { t: async () => ran() } });
+  const running = worker.run();
+  await done;
+  await worker.stop();
+  await running;
+  client.close();
 });
 
 it("keeps health and metrics open", async () => {

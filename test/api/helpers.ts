@@ -1,5 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { JobwireError } from "@jobwire/client";
 import { JobSpecSchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { expect } from "vitest";
 import type { TestBroker } from "@jobwire/server/testing";
@@ -25,16 +26,20 @@ export async function enqueue(tb: TestBroker, ...specs: SpecInit[]): Promise<str
   return res.results.map((r) => r.jobId);
 }
 
-/** Asserts the call fails with `code`, and that the message names `field` when given. */
-export async function expectCode(p: Promise<unknown>, code: Code, field?: string): Promise<ConnectError> {
+/**
+ * Asserts the call fails with `code`, and that the message names `field`
+ * when given. Takes connect-es calls (ConnectError) and JobwireClient calls
+ * (JobwireError) alike.
+ */
+export async function expectCode(p: Promise<unknown>, code: Code, field?: string): Promise<ConnectError | JobwireError> {
   const err = await p.then(
     () => {
       throw new Error(`expected ${Code[code]}, but the call succeeded`);
     },
     (e: unknown) => e,
   );
-  expect(err).toBeInstanceOf(ConnectError);
-  const ce = err as ConnectError;
+  expect(err instanceof ConnectError || err instanceof JobwireError, String(err)).toBe(true);
+  const ce = err as ConnectError | JobwireError;
   expect(Code[ce.code], ce.message).toBe(Code[code]);
   if (field) expect(ce.rawMessage).toContain(field);
   return ce;

@@ -1,5 +1,6 @@
-import type { Transport } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { withGrpcUnary } from "./grpc-unary.js";
 import { traceContextInterceptor } from "./tracing.js";
 
 /** The broker's default port (see server/src/config.ts). */
@@ -22,6 +23,8 @@ export interface TransportOptions {
   writeMaxBytes?: number;
   pingIntervalMs?: number;
   pingTimeoutMs?: number;
+  /** Sent as `authorization: Bearer <token>` on every call (the broker's JOBWIRE_AUTH_TOKENS). */
+  token?: string;
 }
 
 /**
@@ -48,12 +51,20 @@ export function createTransport(address: string, opts: TransportOptions = {}): O
     pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
     pingTimeoutMs: opts.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
   });
-  const transport = createGrpcTransport({
-    baseUrl,
-    sessionManager,
-    interceptors: [traceContextInterceptor],
+  const interceptors: Interceptor[] = [traceContextInterceptor];
+  if (opts.token !== undefined) {
+    const bearer = `Bearer ${opts.token}`;
+    interceptors.push((next) => (req) => {
+      req.header.set("authorization", bearer);
+      return next(req);
+    });
+  }
+  const limits = {
     readMaxBytes: opts.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
     writeMaxBytes: opts.writeMaxBytes ?? DEFAULT_WRITE_MAX_BYTES,
-  });
+  };
+  // Streams go through connect-es; unary calls take the lean path (grpc-unary.ts).
+  const streams = createGrpcTransport({ baseUrl, sessionManager, interceptors, ...limits });
+  const transport = withGrpcUnary(streams, { baseUrl, sessionManager, interceptors, ...limits });
   return { transport, close: () => sessionManager.abort() };
 }

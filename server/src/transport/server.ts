@@ -8,6 +8,7 @@ import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import type { Broker } from "../broker/broker.js";
 import type { Logger } from "../log.js";
+import { grpcUnaryHandler } from "./grpc-unary.js";
 import { registerReflection } from "./reflection.js";
 import { adminService, jobService, workerService } from "./services.js";
 
@@ -41,12 +42,17 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * else to the HTTP/1.1 server.
  */
 export async function startServer(broker: Broker, log: Logger, opts: ServerOptions): Promise<RunningServer> {
+  const services = [
+    { service: JobService, impl: jobService(broker, log) },
+    { service: WorkerService, impl: workerService(broker, log, opts.maxMessageBytes) },
+    { service: AdminService, impl: adminService(broker, log) },
+  ];
   const routes = (router: ConnectRouter) => {
-    router.service(JobService, jobService(broker, log));
-    router.service(WorkerService, workerService(broker, log, opts.maxMessageBytes));
-    router.service(AdminService, adminService(broker, log));
+    for (const s of services) router.service(s.service, s.impl as never);
     registerReflection(router, [JobService, WorkerService, AdminService]);
   };
+  // Plain unary gRPC calls skip connect-es (see grpc-unary.ts); the rest go through it.
+  const unary = grpcUnaryHandler(services, { interceptors: opts.interceptors ?? [], maxMessageBytes: opts.maxMessageBytes, log });
   const handler = connectNodeAdapter({
     routes,
     readMaxBytes: opts.maxMessageBytes,
@@ -80,7 +86,7 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
       t.unref();
       req.stream.once("close", () => clearTimeout(t));
     });
-    handler(req, res);
+    if (!unary(req, res)) handler(req, res);
   });
   const h1 = http.createServer(handler);
   h1.keepAliveTimeout = 65_000;
