@@ -210,50 +210,46 @@ WHERE j.id = ANY (ARRAY(SELECT id FROM next)) AND j.id = g.id AND j.state = 'ava
 RETURNING ${JOB_COLUMNS_J}, j.lease_token`;
 
 /**
- * Release, ack and heartbeat touch many leased rows at once, and the same
- * row can be in two of them (a worker's heartbeat crossing its own ack), so
- * they must lock rows in one order or they deadlock (seen under load, each
- * costing Postgres's one-second deadlock_timeout). The store sorts the
- * tokens by id before each call (byId below), and every plan for these
- * statements then visits rows in id order: the unnest() side is sorted, and
- * jobs_running_idx and the primary key are ordered by id. An explicit
- * SELECT ... FOR UPDATE pass would guarantee the same, but it writes a lock
- * into every row before the UPDATE writes it again; in the benchmark that
- * more than doubled Postgres CPU per job.
- *
- * Rows are found by primary key: "j.id = ANY(...)" plans as index lookups,
- * so a call costs O(its tokens): 2.7 ms to ack 250 tokens with 20,000 jobs
- * running. Joined to unnest() alone, the planner hashed the whole running set.
+ * Ack, heartbeat and release are SQL functions (migrations/003_leased_rows.sql):
+ * they lock rows in id order, so that two of them over the same rows cannot
+ * deadlock, and they find rows by primary key with no join, at O(tokens).
  */
-function leasedRows(set: string, returning: string): string {
-  return `
-UPDATE jobwire.jobs j SET ${set}
-FROM unnest($1::bigint[], $2::uuid[]) AS t(id, token)
-WHERE j.id = ANY ($1::bigint[]) AND j.id = t.id AND j.state = 'running' AND j.lease_token = t.token
-RETURNING ${returning}`;
+const ACK = "SELECT id FROM jobwire.ack_leases($1::bigint[], $2::uuid[])";
+const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::uuid[], $3::int)";
+const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::uuid[])";
+
+/** A statement's worth of leases: ids distinct and ascending, and each id's lease by id. */
+interface LeaseRound {
+  ids: string[];
+  tokens: string[];
+  byId: Map<string, LeaseRef>;
 }
 
-/** Leases in ascending id order, the one order every leased-row statement locks in. */
+/**
+ * Splits leases into rounds in which every id appears once, each sorted by
+ * id, the one order every leased-row statement locks in. Almost every call
+ * is one round. Ids are compared as numbers ("007" is job 7).
+ */
+function leasedRounds(leases: LeaseRef[]): LeaseRound[] {
+  const rounds: LeaseRound[] = [];
+  let prev: string | undefined;
+  let k = 0;
+  for (const l of byId(leases)) {
+    const id = BigInt(l.id).toString();
+    k = id === prev ? k + 1 : 0;
+    prev = id;
+    const r = (rounds[k] ??= { ids: [], tokens: [], byId: new Map() });
+    r.ids.push(id);
+    r.tokens.push(l.token);
+    r.byId.set(id, l);
+  }
+  return rounds;
+}
+
+/** Leases in ascending id order. */
 function byId(leases: LeaseRef[]): LeaseRef[] {
   return [...leases].sort((a, b) => cmpId(a.id, b.id));
 }
-
-/** Gives back leases a stream could not deliver; the attempt is not counted. */
-const RELEASE = leasedRows(
-  `state = 'available', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL,
-    leased_for_ms = NULL, worker_id = NULL`,
-  "j.queue",
-);
-
-const ACK = leasedRows(
-  "state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL",
-  "j.id, t.token",
-);
-
-const HEARTBEAT = leasedRows(
-  "lease_expires_at = now() + coalesce($3::int, j.leased_for_ms) * interval '1 millisecond'",
-  "j.id, t.token, j.lease_expires_at, j.cancel_requested",
-);
 
 /**
  * The one rule for a failed attempt, shared by Nack and the reaper:
@@ -478,41 +474,46 @@ export class JobStore {
     return rows.map((r) => ({ job: toJob(r), token: r.lease_token, expiresAt: r.lease_expires_at! }));
   }
 
-  async release(unsorted: LeaseRef[]): Promise<string[]> {
-    if (unsorted.length === 0) return [];
-    const leases = byId(unsorted);
-    const { rows } = await query<{ queue: string }>(
-      this.pool,
-      RELEASE,
-      [leases.map((l) => l.id), leases.map((l) => l.token)],
-      "jobwire_release",
-    );
-    return [...new Set(rows.map((r) => r.queue))];
+  async release(leases: LeaseRef[]): Promise<string[]> {
+    const queues = new Set<string>();
+    for (const { rows } of await this.leased<{ queue: string }>(RELEASE, "jobwire_release", leases)) {
+      for (const r of rows) queues.add(r.queue);
+    }
+    return [...queues];
   }
 
   /** Completes the leases that are still current; returns them, keyed by leaseKey(). */
-  async ack(unsorted: LeaseRef[]): Promise<Set<string>> {
-    if (unsorted.length === 0) return new Set();
-    const leases = byId(unsorted);
-    const { rows } = await query<{ id: string; token: string }>(
-      this.pool,
-      ACK,
-      [leases.map((l) => l.id), leases.map((l) => l.token)],
-      "jobwire_ack",
-    );
-    return new Set(rows.map((r) => leaseKey(r)));
+  async ack(leases: LeaseRef[]): Promise<Set<string>> {
+    const acked = new Set<string>();
+    for (const { rows, round } of await this.leased(ACK, "jobwire_ack", leases)) {
+      for (const r of rows) acked.add(leaseKey(round.byId.get(r.id)!));
+    }
+    return acked;
   }
 
   /** Extends the leases that are still current; returns them, keyed by leaseKey(). */
-  async heartbeat(unsorted: LeaseRef[], extendMs: number | null): Promise<Map<string, { expiresAt: Date; cancelRequested: boolean }>> {
-    const leases = byId(unsorted);
-    const { rows } = await query<{ id: string; token: string; lease_expires_at: Date; cancel_requested: boolean }>(
-      this.pool,
-      HEARTBEAT,
-      [leases.map((l) => l.id), leases.map((l) => l.token), extendMs],
-      "jobwire_heartbeat",
-    );
-    return new Map(rows.map((r) => [leaseKey(r), { expiresAt: r.lease_expires_at, cancelRequested: r.cancel_requested }]));
+  async heartbeat(leases: LeaseRef[], extendMs: number | null): Promise<Map<string, { expiresAt: Date; cancelRequested: boolean }>> {
+    const extended = new Map<string, { expiresAt: Date; cancelRequested: boolean }>();
+    type Row = { lease_expires_at: Date; cancel_requested: boolean };
+    for (const { rows, round } of await this.leased<Row>(HEARTBEAT, "jobwire_heartbeat", leases, [extendMs])) {
+      for (const r of rows) extended.set(leaseKey(round.byId.get(r.id)!), { expiresAt: r.lease_expires_at, cancelRequested: r.cancel_requested });
+    }
+    return extended;
+  }
+
+  /** Runs a leased-row function once per round (see leasedRounds). */
+  private async leased<R extends object>(
+    sql: string,
+    name: string,
+    leases: LeaseRef[],
+    extra: unknown[] = [],
+  ): Promise<{ rows: (R & { id: string })[]; round: LeaseRound }[]> {
+    const out: { rows: (R & { id: string })[]; round: LeaseRound }[] = [];
+    for (const round of leasedRounds(leases)) {
+      const { rows } = await query<R & { id: string }>(this.pool, sql, [round.ids, round.tokens, ...extra], name);
+      out.push({ rows, round });
+    }
+    return out;
   }
 
   /** The ids among `ids` that are in one of `states`. */
