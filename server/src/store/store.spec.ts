@@ -74,14 +74,21 @@ describe("migrations", () => {
   });
 });
 
+/** n running jobs in `queue`, with their lease tokens. */
+async function insertRunning(queue: string, n: number): Promise<{ id: string; lease_token: string }[]> {
+  const { rows } = await pool.query<{ id: string; lease_token: string }>(
+    `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
+     SELECT $1, 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
+     FROM generate_series(1, $2::int) RETURNING id::text, lease_token::text`,
+    [queue, n],
+  );
+  return rows;
+}
+
 describe("leased-row statements", () => {
   it("never deadlock, however their token lists are ordered", async () => {
     const store = new JobStore(pool);
-    const { rows } = await pool.query<{ id: string; lease_token: string }>(
-      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
-       SELECT 'locks', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
-       FROM generate_series(1, 400) RETURNING id::text, lease_token::text`,
-    );
+    const rows = await insertRunning("locks", 400);
     const refs = rows.map((r) => ({ id: r.id, token: r.lease_token }));
     const deadlocks = async () =>
       Number((await pool.query("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")).rows[0].deadlocks);
@@ -105,11 +112,7 @@ describe("leased-row statements", () => {
 describe("leased-row statements pair tokens with their own rows", () => {
   it("when one call holds a stale and a current token of the same job", async () => {
     const store = new JobStore(pool);
-    const { rows } = await pool.query<{ id: string; lease_token: string }>(
-      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
-       SELECT 'pairs', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
-       FROM generate_series(1, 3) RETURNING id::text, lease_token::text`,
-    );
+    const rows = await insertRunning("pairs", 3);
     const [a, b, c] = rows.map((r) => ({ id: r.id, token: r.lease_token }));
     const stale = { id: a!.id, token: "00000000-0000-4000-8000-000000000000" };
     // b's token under a's id, and a's id written with leading zeros.
@@ -129,11 +132,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
     await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
                       SELECT 'plan', 't', 'completed', 1, '\\x', now() FROM generate_series(1, 5000)`);
     await pool.query("ANALYZE jobwire.jobs");
-    const { rows } = await pool.query<{ id: string; lease_token: string }>(
-      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
-       SELECT 'plan', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
-       FROM generate_series(1, 300) RETURNING id::text, lease_token::text`,
-    );
+    const rows = await insertRunning("plan", 300);
     const ids = rows.map((r) => r.id);
     const tokens = rows.map((r) => r.lease_token);
     // auto_explain shows the plan of the UPDATE inside each function.
