@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type CallOptions as ConnectCallOptions, type Client, type Transport, createClient } from "@connectrpc/connect";
 import { AdminService, type QueueStats } from "@jobwire/proto/jobwire/v1/admin_service_pb";
-import { type Job, type JobSpec, JobSpecSchema, RetryPolicySchema } from "@jobwire/proto/jobwire/v1/job_pb";
+import { type Job, type JobSpec, RetryPolicySchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { type LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { RawLeaseService, type RawLeaseResponse } from "./lease-decoding.js";
@@ -341,15 +341,19 @@ export function buildJobSpec(j: JobToEnqueue & { queue: string }): JobSpec {
     throw new RangeError("set at most one of runAt and delayMs");
   }
   const { bytes, contentType } = encodePayload(j.payload, j.contentType);
-  const spec = create(JobSpecSchema, {
+  // A literal rather than create(JobSpecSchema, ...), which copies each
+  // field by reflection: the same object, at a fraction of the cost.
+  const spec: JobSpec = {
+    $typeName: "jobwire.v1.JobSpec",
     queue: j.queue,
     type: j.type,
     payload: bytes,
     contentType,
+    schedule: { case: undefined },
     priority: j.priority ?? 0,
     idempotencyKey: j.idempotencyKey ?? "",
     headers: j.headers ?? {},
-  });
+  };
   if (j.runAt !== undefined) spec.schedule = { case: "runAt", value: dateToTimestamp(j.runAt) };
   if (j.delayMs !== undefined) spec.schedule = { case: "delay", value: msToDuration(j.delayMs) };
   if (j.maxAttempts !== undefined) spec.maxAttempts = j.maxAttempts;

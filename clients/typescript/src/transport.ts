@@ -1,5 +1,7 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
+import { encodeEnqueueRequest } from "./enqueue-encoding.js";
 import { withGrpcUnary } from "./grpc-unary.js";
 import { traceContextInterceptor } from "./tracing.js";
 
@@ -65,6 +67,7 @@ export function createTransport(address: string, opts: TransportOptions = {}): O
   };
   // Streams go through connect-es; unary calls take the lean path (grpc-unary.ts).
   const streams = createGrpcTransport({ baseUrl, sessionManager, interceptors, ...limits });
-  const transport = withGrpcUnary(streams, { baseUrl, sessionManager, interceptors, ...limits });
+  const encoders = new Map([[JobService.method.enqueue, encodeEnqueueRequest]]);
+  const transport = withGrpcUnary(streams, { baseUrl, sessionManager, interceptors, encoders, ...limits });
   return { transport, close: () => sessionManager.abort() };
 }

@@ -34,6 +34,8 @@ interface Route {
   service: DescService;
   method: DescMethodUnary;
   impl: AnyUnaryImpl;
+  decode: (bytes: Uint8Array) => unknown;
+  encode: (message: never) => Uint8Array;
 }
 
 export interface UnaryServiceEntry {
@@ -44,6 +46,10 @@ export interface UnaryServiceEntry {
 
 export interface GrpcUnaryOptions {
   interceptors: Interceptor[];
+  /** Hand-written decoders for hot request types, by method; they must return what fromBinary would. */
+  decoders?: Map<DescMethodUnary, (bytes: Uint8Array) => unknown>;
+  /** Hand-written encoders for hot response types, by method; they must write what toBinary would. */
+  encoders?: Map<DescMethodUnary, (message: never) => Uint8Array>;
   maxMessageBytes: number;
   log: Logger;
 }
@@ -57,7 +63,10 @@ export function grpcUnaryHandler(
   for (const { service, impl } of services) {
     for (const method of service.methods) {
       if (method.methodKind !== "unary" || typeof impl[method.localName] !== "function") continue;
-      routes.set(`/${service.typeName}/${method.name}`, { service, method: method as DescMethodUnary, impl: impl[method.localName].bind(impl) });
+      const m = method as DescMethodUnary;
+      const decode = opts.decoders?.get(m) ?? ((bytes: Uint8Array) => fromBinary(m.input, bytes));
+      const encode = opts.encoders?.get(m) ?? ((msg: never) => toBinary(m.output, msg));
+      routes.set(`/${service.typeName}/${method.name}`, { service, method: m, impl: impl[method.localName].bind(impl), decode, encode });
     }
   }
   return (req, res) => {
@@ -171,7 +180,7 @@ class UnaryCall implements HandlerContext {
     const { method } = this.route;
     let message: unknown;
     try {
-      message = fromBinary(method.input, this.frame(body));
+      message = this.route.decode(this.frame(body));
     } catch (err) {
       this.fail(err instanceof ConnectError ? err : new ConnectError(`cannot decode ${method.input.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
       return;
@@ -226,7 +235,7 @@ class UnaryCall implements HandlerContext {
 
   private reply(res: UnaryResponse): void {
     if (this.done) return;
-    const body = toBinary(this.route.method.output, res.message);
+    const body = this.route.encode(res.message as never);
     if (body.length > this.opts.maxMessageBytes) {
       this.fail(new ConnectError(`response message larger than ${this.opts.maxMessageBytes} bytes`, Code.ResourceExhausted));
       return;

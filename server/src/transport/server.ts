@@ -8,6 +8,7 @@ import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import type { Broker } from "../broker/broker.js";
 import type { Logger } from "../log.js";
+import { decodeEnqueueRequest, encodeEnqueueResponse } from "./enqueue-codec.js";
 import { grpcUnaryHandler } from "./grpc-unary.js";
 import { registerReflection } from "./reflection.js";
 import { adminService, jobService, workerService } from "./services.js";
@@ -52,7 +53,13 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
     registerReflection(router, [JobService, WorkerService, AdminService]);
   };
   // Plain unary gRPC calls skip connect-es (see grpc-unary.ts); the rest go through it.
-  const unary = grpcUnaryHandler(services, { interceptors: opts.interceptors ?? [], maxMessageBytes: opts.maxMessageBytes, log });
+  const unary = grpcUnaryHandler(services, {
+    interceptors: opts.interceptors ?? [],
+    maxMessageBytes: opts.maxMessageBytes,
+    log,
+    decoders: new Map([[JobService.method.enqueue, decodeEnqueueRequest]]),
+    encoders: new Map([[JobService.method.enqueue, encodeEnqueueResponse]]),
+  });
   const handler = connectNodeAdapter({
     routes,
     readMaxBytes: opts.maxMessageBytes,
