@@ -79,6 +79,17 @@ class Reader {
 
   /** A varint as a signed 64-bit bigint. */
   int64(): bigint {
+    // Up to 7 bytes (49 bits) is a non-negative number exactly: one BigInt, not one per byte.
+    const start = this.pos;
+    let small = 0;
+    let mul = 1;
+    for (let i = 0; i < 7; i++) {
+      const b = this.buf[this.pos++]!;
+      small += (b & 0x7f) * mul;
+      if (b < 0x80) return BigInt(small);
+      mul *= 128;
+    }
+    this.pos = start;
     let result = 0n;
     let shift = 0n;
     for (let i = 0; i < 10; i++) {
@@ -113,12 +124,12 @@ class Reader {
     return s;
   }
 
-  /** A nested message: a Reader over its bytes. */
-  sub(): Reader {
-    const n = this.varint();
-    const r = new Reader(this.buf, this.pos, this.pos + n);
-    this.pos += n;
-    return r;
+  /** A nested message: returns where it ends; the caller reads fields until pos reaches it. */
+  sub(): number {
+    const n = this.varint(); // not "this.pos + this.varint()": that adds to the old pos
+    const end = this.pos + n;
+    if (end > this.end) throw new Error("truncated message in a lease batch");
+    return end;
   }
 
   skip(wire: number): void {
@@ -145,29 +156,36 @@ class Reader {
 
 const textDecoder = new TextDecoder();
 
-function seconds(r: Reader): { seconds: bigint; nanos: number } {
+// Nested messages are read in place: each reader below takes the position
+// where its message ends (from r.sub()), rather than a Reader of its own.
+
+function seconds<T extends "google.protobuf.Timestamp" | "google.protobuf.Duration">(
+  r: Reader,
+  end: number,
+  typeName: T,
+): { $typeName: T; seconds: bigint; nanos: number } {
   let s = 0n;
   let nanos = 0;
-  while (r.pos < r.end) {
+  while (r.pos < end) {
     const tag = r.varint();
     if (tag === 0x08) s = r.int64();
     else if (tag === 0x10) nanos = r.int32();
     else r.skip(tag & 7);
   }
-  return { seconds: s, nanos };
+  return { $typeName: typeName, seconds: s, nanos };
 }
 
-function timestamp(r: Reader): Timestamp {
-  return { $typeName: "google.protobuf.Timestamp", ...seconds(r) };
+function timestamp(r: Reader, end: number): Timestamp {
+  return seconds(r, end, "google.protobuf.Timestamp");
 }
 
-function duration(r: Reader): Duration {
-  return { $typeName: "google.protobuf.Duration", ...seconds(r) };
+function duration(r: Reader, end: number): Duration {
+  return seconds(r, end, "google.protobuf.Duration");
 }
 
-function jobError(r: Reader): JobError {
+function jobError(r: Reader, end: number): JobError {
   const e: JobError = { $typeName: "jobwire.v1.JobError", attempt: 0, message: "", workerId: "" };
-  while (r.pos < r.end) {
+  while (r.pos < end) {
     const tag = r.varint();
     switch (tag) {
       case 0x08:
@@ -177,7 +195,7 @@ function jobError(r: Reader): JobError {
         e.message = r.string();
         break;
       case 0x1a:
-        e.at = timestamp(r.sub());
+        e.at = timestamp(r, r.sub());
         break;
       case 0x22:
         e.workerId = r.string();
@@ -189,10 +207,10 @@ function jobError(r: Reader): JobError {
   return e;
 }
 
-function mapEntry(r: Reader, into: Record<string, string>): void {
+function mapEntry(r: Reader, end: number, into: Record<string, string>): void {
   let k = "";
   let v = "";
-  while (r.pos < r.end) {
+  while (r.pos < end) {
     const tag = r.varint();
     if (tag === 0x0a) k = r.string();
     else if (tag === 0x12) v = r.string();
@@ -204,7 +222,7 @@ function mapEntry(r: Reader, into: Record<string, string>): void {
 /** The field numbers of jobwire.v1.Job this decoder reads (the spec compares them with the schema). */
 export const DECODED_JOB_FIELDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
 
-function job(r: Reader): Job {
+function job(r: Reader, end: number): Job {
   const j: Job = {
     $typeName: "jobwire.v1.Job",
     id: "",
@@ -222,7 +240,7 @@ function job(r: Reader): Job {
     cancelRequested: false,
     workerId: "",
   };
-  while (r.pos < r.end) {
+  while (r.pos < end) {
     const tag = r.varint();
     switch (tag >>> 3) {
       case 1: j.id = r.string(); break;
@@ -235,15 +253,15 @@ function job(r: Reader): Job {
       case 7: j.priority = r.int32(); break;
       case 8: j.attempt = r.int32(); break;
       case 9: j.maxAttempts = r.int32(); break;
-      case 10: j.runAt = timestamp(r.sub()); break;
-      case 11: j.createdAt = timestamp(r.sub()); break;
-      case 12: j.finishedAt = timestamp(r.sub()); break;
-      case 13: mapEntry(r.sub(), j.headers); break;
+      case 10: j.runAt = timestamp(r, r.sub()); break;
+      case 11: j.createdAt = timestamp(r, r.sub()); break;
+      case 12: j.finishedAt = timestamp(r, r.sub()); break;
+      case 13: mapEntry(r, r.sub(), j.headers); break;
       case 14: j.idempotencyKey = r.string(); break;
-      case 15: j.errors.push(jobError(r.sub())); break;
-      case 16: j.leaseExpiresAt = timestamp(r.sub()); break;
+      case 15: j.errors.push(jobError(r, r.sub())); break;
+      case 16: j.leaseExpiresAt = timestamp(r, r.sub()); break;
       case 17: j.cancelRequested = r.varint() !== 0; break;
-      case 18: j.leaseDuration = duration(r.sub()); break;
+      case 18: j.leaseDuration = duration(r, r.sub()); break;
       case 19: j.workerId = r.string(); break;
       default: r.skip(tag & 7);
     }
@@ -257,9 +275,9 @@ export function decodeLeasedJob(bytes: Uint8Array): LeasedJob {
   const lj: LeasedJob = { $typeName: "jobwire.v1.LeasedJob", leaseToken: "" };
   while (r.pos < r.end) {
     const tag = r.varint();
-    if (tag === 0x0a) lj.job = job(r.sub());
+    if (tag === 0x0a) lj.job = job(r, r.sub());
     else if (tag === 0x12) lj.leaseToken = r.string();
-    else if (tag === 0x1a) lj.leaseExpiresAt = timestamp(r.sub());
+    else if (tag === 0x1a) lj.leaseExpiresAt = timestamp(r, r.sub());
     else r.skip(tag & 7);
   }
   return lj;
