@@ -235,6 +235,23 @@ describe("Ack, Nack, Heartbeat", () => {
     s.kill();
   });
 
+  it("takes the lease length from the job, then the worker, then the queue, then the default", async () => {
+    const [withQueue, bare] = [uniqueQueue(), uniqueQueue()];
+    await tb.admin.setQueueConfig({ queue: withQueue, leaseDuration: ms(120_000) });
+    const leaseMs = async (queue: string, jobLease: number | undefined, workerLease: number | undefined) => {
+      await enqueue(tb, { queue, ...(jobLease === undefined ? {} : { leaseDuration: ms(jobLease) }) });
+      const s = new TestLeaseStream(tb.workers, { queues: [queue], ...(workerLease === undefined ? {} : { leaseMs: workerLease }) });
+      const [l] = await s.take(1);
+      s.kill();
+      const { rows } = await tb.db.query<{ ms: number }>("SELECT leased_for_ms AS ms FROM jobwire.jobs WHERE id = $1", [l!.job!.id]);
+      return rows[0]!.ms;
+    };
+    expect(await leaseMs(withQueue, 90_000, 60_000)).toBe(90_000);
+    expect(await leaseMs(withQueue, undefined, 60_000)).toBe(60_000);
+    expect(await leaseMs(withQueue, undefined, undefined)).toBe(120_000);
+    expect(await leaseMs(bare, undefined, undefined)).toBe(tb.app.config.defaultLeaseMs);
+  });
+
   it("extends a lease on heartbeat, so the reaper leaves it alone", async () => {
     const queue = uniqueQueue();
     await enqueue(tb, { queue, leaseDuration: ms(200) });
