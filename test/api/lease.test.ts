@@ -17,6 +17,32 @@ afterAll(async () => {
 const zeroBackoff = { initialBackoff: ms(0), jitter: 0 };
 
 describe("Lease", () => {
+  it("does not claim on returned credit when its queue was found empty; the next NOTIFY wakes it", async () => {
+    const queue = uniqueQueue();
+    const store = tb.app.broker.store;
+    const claim = store.claim;
+    let claims = 0;
+    store.claim = (...args) => {
+      if (args[0].includes(queue)) claims++;
+      return claim.apply(store, args);
+    };
+    try {
+      const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 2 });
+      await enqueue(tb, { queue });
+      const [first] = await s.take(1);
+      await tb.workers.ack({ leaseTokens: [first!.leaseToken] });
+      const before = claims;
+      s.credit(1);
+      await enqueue(tb, { queue });
+      await s.take(1);
+      // One claim, woken by the NOTIFY; none for the credit, as the queue was empty.
+      expect(claims - before).toBe(1);
+      s.kill();
+    } finally {
+      store.claim = claim;
+    }
+  });
+
   it("delivers in priority, then run_at, then id order", async () => {
     const queue = uniqueQueue();
     const ids = await enqueue(tb, { queue, priority: 0 }, { queue, priority: 10 }, { queue, priority: 0 }, { queue, priority: 5 });

@@ -1,7 +1,9 @@
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
-import { encodeEnqueueRequest } from "./enqueue-encoding.js";
+import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { DescMethodUnary } from "@bufbuild/protobuf";
+import { encodeAckRequest, encodeEnqueueRequest } from "./wire-encoding.js";
 import { withGrpcUnary } from "./grpc-unary.js";
 import { traceContextInterceptor } from "./tracing.js";
 
@@ -67,7 +69,10 @@ export function createTransport(address: string, opts: TransportOptions = {}): O
   };
   // Streams go through connect-es; unary calls take the lean path (grpc-unary.ts).
   const streams = createGrpcTransport({ baseUrl, sessionManager, interceptors, ...limits });
-  const encoders = new Map([[JobService.method.enqueue, encodeEnqueueRequest]]);
+  const encoders = new Map<DescMethodUnary, (message: never) => Uint8Array>([
+    [JobService.method.enqueue, encodeEnqueueRequest],
+    [WorkerService.method.ack, encodeAckRequest],
+  ]);
   const transport = withGrpcUnary(streams, { baseUrl, sessionManager, interceptors, encoders, ...limits });
   return { transport, close: () => sessionManager.abort() };
 }

@@ -95,6 +95,10 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
   private credit: number;
   private readonly maxCredit: number;
   private wakeSeq = 0;
+  /** wakeSeq when the last claim began. */
+  private claimSeq = -1;
+  /** The last claim came back short: its queues were empty at that snapshot. */
+  private drained = false;
   private wakeResolve: (() => void) | null = null;
   /** Claimed but not yet taken by the transport; released if the stream ends first. */
   private outbox: ClaimedJob[][] = [];
@@ -124,14 +128,28 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
     });
   }
 
-  /** The worker freed `n` slots. Outstanding credit never exceeds max_in_flight. */
+  /**
+   * The worker freed `n` slots. Outstanding credit never exceeds
+   * max_in_flight. The new credit is used at once only if work may be
+   * waiting: the last claim was cut short by credit rather than by an empty
+   * queue, or a wake-up came since it began. Otherwise the next NOTIFY (or
+   * the poll) brings the stream back. Claiming on every returned credit cost
+   * an empty claim per job at low rates (8,635 claims for 5,000 jobs at 500
+   * jobs/s), and the broker's share of each statement is mostly a syscall.
+   */
   addCredit(n: number): void {
     this.credit = Math.min(this.maxCredit, this.credit + n);
-    this.wake();
+    if (!this.drained || this.wakeSeq !== this.claimSeq) this.kick();
   }
 
+  /** Work may be available (NOTIFY, or a local change). */
   wake(): void {
     this.wakeSeq++;
+    this.kick();
+  }
+
+  /** Ends the current sleep, if any. */
+  private kick(): void {
     const r = this.wakeResolve;
     this.wakeResolve = null;
     r?.();
@@ -158,6 +176,7 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
         continue;
       }
       const seen = this.wakeSeq;
+      this.claimSeq = seen;
       const want = Math.min(this.credit, this.cfg.claimBatch);
       let got: ClaimedJob[];
       try {
@@ -174,6 +193,7 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
         await this.releaseClaimed(got);
         return;
       }
+      this.drained = got.length < want;
       if (got.length > 0) {
         this.credit -= got.length;
         this.outbox.push(got);

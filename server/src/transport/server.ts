@@ -8,7 +8,8 @@ import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import type { Broker } from "../broker/broker.js";
 import type { Logger } from "../log.js";
-import { decodeEnqueueRequest, encodeEnqueueResponse } from "./enqueue-codec.js";
+import type { DescMethodUnary } from "@bufbuild/protobuf";
+import { decodeAckRequest, decodeEnqueueRequest, encodeEnqueueResponse } from "./wire-codecs.js";
 import { grpcUnaryHandler } from "./grpc-unary.js";
 import { registerReflection } from "./reflection.js";
 import { adminService, jobService, workerService } from "./services.js";
@@ -57,7 +58,10 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
     interceptors: opts.interceptors ?? [],
     maxMessageBytes: opts.maxMessageBytes,
     log,
-    decoders: new Map([[JobService.method.enqueue, decodeEnqueueRequest]]),
+    decoders: new Map<DescMethodUnary, (bytes: Uint8Array) => unknown>([
+      [JobService.method.enqueue, decodeEnqueueRequest],
+      [WorkerService.method.ack, decodeAckRequest],
+    ]),
     encoders: new Map([[JobService.method.enqueue, encodeEnqueueResponse]]),
   });
   const handler = connectNodeAdapter({

@@ -3,7 +3,8 @@ import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { JobSpecSchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { EnqueueRequestSchema, EnqueueResponseSchema } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { describe, expect, it } from "vitest";
-import { DECODED_JOB_SPEC_FIELDS, decodeEnqueueRequest, encodeEnqueueResponse } from "./enqueue-codec.js";
+import { AckRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { DECODED_JOB_SPEC_FIELDS, decodeAckRequest, decodeEnqueueRequest, encodeEnqueueResponse } from "./wire-codecs.js";
 
 type Spec = MessageInitShape<typeof JobSpecSchema>;
 
@@ -90,4 +91,13 @@ describe("encodeEnqueueResponse", () => {
       expect(Buffer.from(encodeEnqueueResponse(res)).equals(Buffer.from(toBinary(EnqueueResponseSchema, res)))).toBe(true);
     });
   }
+});
+
+describe("decodeAckRequest", () => {
+  it("reads lease tokens as fromBinary does", () => {
+    for (const leaseTokens of [[], ["1.0b6c4b1e-8a0e-4a8b-9c41-3b2f7e5a9d10"], Array.from({ length: 300 }, (_, i) => `${i}.t`), ["", "ü"]]) {
+      const bytes = toBinary(AckRequestSchema, create(AckRequestSchema, { leaseTokens }));
+      expect(decodeAckRequest(bytes)).toEqual(fromBinary(AckRequestSchema, bytes));
+    }
+  });
 });

@@ -2,7 +2,8 @@ import { create, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { JobSpecSchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { EnqueueRequestSchema } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { describe, expect, it } from "vitest";
-import { ENCODED_JOB_SPEC_FIELDS, encodeEnqueueRequest } from "./enqueue-encoding.js";
+import { AckRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { ENCODED_JOB_SPEC_FIELDS, encodeAckRequest, encodeEnqueueRequest } from "./wire-encoding.js";
 
 type Spec = MessageInitShape<typeof JobSpecSchema>;
 
@@ -63,5 +64,14 @@ describe("encodeEnqueueRequest", () => {
   it("writes an empty request as toBinary does", () => {
     const req = create(EnqueueRequestSchema, {});
     expect(encodeEnqueueRequest(req)).toEqual(toBinary(EnqueueRequestSchema, req));
+  });
+});
+
+describe("encodeAckRequest", () => {
+  it("writes lease tokens byte for byte as toBinary does", () => {
+    for (const leaseTokens of [[], ["1.0b6c4b1e-8a0e-4a8b-9c41-3b2f7e5a9d10"], Array.from({ length: 500 }, (_, i) => `${i}.${"x".repeat(i % 140)}`), ["", "ü"]]) {
+      const req = create(AckRequestSchema, { leaseTokens });
+      expect(Buffer.from(encodeAckRequest(req)).equals(Buffer.from(toBinary(AckRequestSchema, req)))).toBe(true);
+    }
   });
 });

@@ -3,6 +3,7 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { RetryPolicy, JobSpec } from "@jobwire/proto/jobwire/v1/job_pb";
 import { EnqueueResponseSchema, type EnqueueRequest, type EnqueueResponse } from "@jobwire/proto/jobwire/v1/job_service_pb";
+import type { AckRequest } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 
 /**
  * Reading EnqueueRequest and writing EnqueueResponse without protobuf-es
@@ -158,4 +159,19 @@ export function encodeEnqueueResponse(res: EnqueueResponse): Uint8Array {
     }
   }
   return out;
+}
+
+/** An AckRequest (repeated string lease_tokens = 1); the same object fromBinary makes, unknown fields dropped. */
+export function decodeAckRequest(bytes: Uint8Array): AckRequest {
+  const r = new BinaryReader(bytes);
+  const req: AckRequest = { $typeName: "jobwire.v1.AckRequest", leaseTokens: [] };
+  fields(
+    r,
+    (no, wire) => {
+      if (no === 1 && wire === WireType.LengthDelimited) req.leaseTokens.push(r.string());
+      else r.skip(wire, no);
+    },
+    bytes.length,
+  );
+  return req;
 }
