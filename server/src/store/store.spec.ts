@@ -181,3 +181,47 @@ describe("indexes", () => {
     expect(plan).not.toMatch(/Sort|Seq Scan/);
   });
 });
+
+describe("enqueue", () => {
+  it("stores awkward text, JSON and bytes exactly, through the array literals", async () => {
+    const store = new JobStore(pool);
+    const awkward = ['a"b\\c{},NULL', "NULL", "", " lead and trail ", "ключ ✓ \u{1F600}", "\\\\x00", '"'];
+    const payload = new Uint8Array(256).map((_, i) => i);
+    const runAt = new Date("2030-01-02T03:04:05.678Z");
+    const jobs = awkward.map((t, i) => ({
+      queue: "awkward",
+      type: t === "" ? "empty-type" : t,
+      payload: i === 0 ? payload : new Uint8Array(0),
+      contentType: t,
+      runAt: i === 1 ? runAt : null,
+      delayMs: 0,
+      priority: i === 0 ? 0 : -i,
+      maxAttempts: i === 2 ? null : i + 1,
+      leaseMs: i === 3 ? 1234 : null,
+      retry: i === 4 ? { initialMs: 5, jitter: 0 } : null,
+      idempotencyKey: i === 5 ? t : null,
+      idempotencyTtlMs: 60_000,
+      headers: { [t]: t, plain: "x" },
+    }));
+    const results = await store.enqueue(jobs);
+    const { rows } = await pool.query(
+      `SELECT id::text, type, payload, content_type, run_at, priority, max_attempts, lease_ms, retry, idempotency_key, headers
+       FROM jobwire.jobs WHERE id = ANY($1::bigint[]) ORDER BY id`,
+      [results.map((r) => r.jobId)],
+    );
+    expect(rows).toHaveLength(jobs.length);
+    rows.forEach((r, i) => {
+      const j = jobs[i]!;
+      expect(r.type).toBe(j.type);
+      expect(new Uint8Array(r.payload)).toEqual(j.payload);
+      expect(r.content_type).toBe(j.contentType);
+      if (j.runAt) expect(r.run_at.getTime()).toBe(runAt.getTime());
+      expect(r.priority).toBe(j.priority);
+      expect(r.max_attempts).toBe(j.maxAttempts ?? 25);
+      expect(r.lease_ms).toBe(j.leaseMs);
+      expect(r.retry).toEqual(j.retry ? { initial_ms: 5, jitter: 0 } : null);
+      expect(r.idempotency_key).toBe(j.idempotencyKey);
+      expect(r.headers).toEqual(j.headers);
+    });
+  });
+});
