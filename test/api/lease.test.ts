@@ -247,6 +247,10 @@ describe("Ack, Nack, Heartbeat", () => {
     for (let attempt = 1; attempt <= 3; attempt++) {
       const [l] = await s.take(1);
       expect(l!.job!.attempt).toBe(attempt);
+      // Each delivery carries the job as it stands: running, with the earlier attempts' errors.
+      expect(l!.job!.state).toBe(JobState.RUNNING);
+      expect(l!.job!.workerId).not.toBe("");
+      expect(l!.job!.errors.map((e) => e.message)).toEqual(Array.from({ length: attempt - 1 }, (_, i) => `boom ${i + 1}`));
       const res = await tb.workers.nack({ leaseToken: l!.leaseToken, error: `boom ${attempt}` });
       expect(res.state).toBe(attempt < 3 ? JobState.AVAILABLE : JobState.DEAD);
       s.credit(1);

@@ -76,6 +76,10 @@ const JOB_COLUMNS_J = JOB_COLUMNS.split(",")
   .map((c) => "j." + c.trim())
   .join(", ");
 
+function jobErrors(errors: JobRow["errors"]): JobError[] {
+  return errors.map((e): JobError => ({ attempt: e.attempt, message: e.message, at: new Date(e.at), workerId: e.worker_id ?? "" }));
+}
+
 function toJob(r: JobRow): Job {
   return {
     id: r.id,
@@ -92,9 +96,7 @@ function toJob(r: JobRow): Job {
     finishedAt: r.finished_at,
     headers: r.headers,
     idempotencyKey: r.idempotency_key,
-    errors: r.errors.map(
-      (e): JobError => ({ attempt: e.attempt, message: e.message, at: new Date(e.at), workerId: e.worker_id ?? "" }),
-    ),
+    errors: jobErrors(r.errors),
     leaseExpiresAt: r.lease_expires_at,
     leaseMs: r.lease_ms,
     cancelRequested: r.cancel_requested,
@@ -203,6 +205,45 @@ WHERE NOT j.idempotency_released`;
  * object (cfg, one row), not a lookup per claimed row: the per-row form
  * cost a second primary-key scan and two queue probes per job.
  */
+/**
+ * What a claim returns: only what it did not set itself (state, finished_at,
+ * cancel_requested and worker_id are known; claimedJob fills them in), and
+ * the error history only when there is one. Fewer columns to print in
+ * Postgres and parse in the broker, for every job delivered.
+ */
+const CLAIM_COLUMNS = `j.id, j.queue, j.type, j.payload, j.content_type, j.priority, j.attempt, j.max_attempts,
+  j.run_at, j.created_at, j.headers, j.idempotency_key, nullif(j.errors, '[]') AS errors, j.lease_expires_at,
+  j.lease_ms, j.lease_token`;
+
+type ClaimRow = Omit<JobRow, "state" | "finished_at" | "cancel_requested" | "worker_id" | "errors"> & {
+  errors: JobRow["errors"] | null;
+  lease_token: string;
+};
+
+function claimedJob(r: ClaimRow, workerId: string): Job {
+  return {
+    id: r.id,
+    queue: r.queue,
+    type: r.type,
+    payload: r.payload,
+    contentType: r.content_type,
+    state: "running",
+    priority: r.priority,
+    attempt: r.attempt,
+    maxAttempts: r.max_attempts,
+    runAt: r.run_at,
+    createdAt: r.created_at,
+    finishedAt: null,
+    headers: r.headers,
+    idempotencyKey: r.idempotency_key,
+    errors: r.errors === null ? [] : jobErrors(r.errors),
+    leaseExpiresAt: r.lease_expires_at,
+    leaseMs: r.lease_ms,
+    cancelRequested: false,
+    workerId,
+  };
+}
+
 /** The lease length a claimed row gets (see CLAIM). */
 const LEASE_MS = "coalesce(j.lease_ms, $3::int, (cfg.lease_ms ->> j.queue)::int, $4::int)";
 
@@ -229,7 +270,7 @@ SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
     worker_id = $5, cancel_requested = false
 FROM cfg
 WHERE j.id = ANY (ARRAY(SELECT id FROM next)) AND j.state = 'available'
-RETURNING ${JOB_COLUMNS_J}, j.lease_token`;
+RETURNING ${CLAIM_COLUMNS}`;
 
 /**
  * Ack, heartbeat and release are SQL functions (migrations/003_leased_rows.sql):
@@ -485,15 +526,10 @@ export class JobStore {
   }
 
   async claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {
-    const { rows } = await query<JobRow & { lease_token: string }>(
-      this.pool,
-      CLAIM,
-      [queues, limit, workerLeaseMs, defaultLeaseMs, workerId],
-      "jobwire_claim",
-    );
+    const { rows } = await query<ClaimRow>(this.pool, CLAIM, [queues, limit, workerLeaseMs, defaultLeaseMs, workerId], "jobwire_claim");
     // RETURNING has no defined order; deliver in claim order.
     rows.sort((a, b) => b.priority - a.priority || a.run_at.getTime() - b.run_at.getTime() || cmpId(a.id, b.id));
-    return rows.map((r) => ({ job: toJob(r), token: r.lease_token, expiresAt: r.lease_expires_at! }));
+    return rows.map((r) => ({ job: claimedJob(r, workerId), token: r.lease_token, expiresAt: r.lease_expires_at! }));
   }
 
   async release(leases: LeaseRef[]): Promise<string[]> {
