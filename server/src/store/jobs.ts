@@ -220,6 +220,12 @@ type ClaimRow = Omit<JobRow, "state" | "finished_at" | "cancel_requested" | "wor
   lease_token: string;
 };
 
+/**
+ * A claimed row as a Job, with what the claim set filled in. Written out
+ * field by field like toJob on purpose: building it from the row with an
+ * object spread, or filling the row in place and calling toJob, each raised
+ * the broker's CPU per job in a burn-down from 21 to 33 us.
+ */
 function claimedJob(r: ClaimRow, workerId: string): Job {
   return {
     id: r.id,
