@@ -174,8 +174,8 @@ export interface WorkerOptions {
 interface Held {
   token: string;
   job: Job;
-  /** Built on first read: most handlers never look (dates and header copies cost CPU per job). */
-  readonly info: JobInfo;
+  /** JobInfo, built on first read (infoOf): most handlers never look, and dates cost CPU per job. */
+  infoCache: JobInfo | undefined;
   /** Which Lease stream delivered it; credit is returned only to that stream. */
   streamGen: number;
   leaseMs: number;
@@ -497,11 +497,7 @@ export class Worker {
     const h: Held = {
       token: lj.leaseToken,
       job,
-      get info(): JobInfo {
-        const info = toJobInfo(job);
-        Object.defineProperty(this, "info", { value: info });
-        return info;
-      },
+      infoCache: undefined,
       streamGen: gen,
       leaseMs,
       expiresAt,
@@ -601,14 +597,10 @@ export class Worker {
       attempt: job.attempt,
       maxAttempts: job.maxAttempts,
       priority: job.priority,
-      get headers() {
-        return h.info.headers;
-      },
-      get createdAt() {
-        return h.info.createdAt;
-      },
+      headers: job.headers,
+      createdAt: timestampToDate(job.createdAt),
       get info() {
-        return h.info;
+        return infoOf(h);
       },
     };
     const jctx: JobContext = {
@@ -620,9 +612,7 @@ export class Worker {
       queue: job.queue,
       attempt: job.attempt,
       maxAttempts: job.maxAttempts,
-      get headers() {
-        return h.info.headers;
-      },
+      headers: job.headers,
       workerId: this.workerId,
       get leaseExpiresAt() {
         return h.expiresAt;
@@ -833,6 +823,11 @@ export class Worker {
     // flushed right after sees them.
     await settleWithin(Promise.allSettled([...this.reporting.values()]), 1000);
   }
+}
+
+function infoOf(h: Held): JobInfo {
+  h.infoCache ??= toJobInfo(h.job);
+  return h.infoCache;
 }
 
 function isPermanent(err: unknown): boolean {
