@@ -9,8 +9,11 @@ import {
   FailedPreconditionError,
   JobwireClient,
   NotFoundError,
+  type JobContext,
+  type JobInfo,
   PermanentError,
   Worker,
+  type WorkerJob,
   decodeJobPayload,
 } from "@jobwire/client";
 import { startTestBroker } from "@jobwire/server/testing";
@@ -40,6 +43,31 @@ afterAll(async () => {
 });
 
 describe("Worker", () => {
+  it("gives handlers the job and the attempt as the broker sent them", async () => {
+    const queue = uniqueQueue("view");
+    const seen = deferred<{ job: WorkerJob; ctx: JobContext; info: JobInfo; leaseEndsIn: number }>();
+    env.worker({
+      queues: [queue],
+      workerId: "viewer-1",
+      leaseDurationMs: 60_000,
+      handlers: {
+        look: (job, ctx) => seen.resolve({ job, ctx, info: job.info, leaseEndsIn: (ctx.leaseExpiresAt?.getTime() ?? 0) - Date.now() }),
+      },
+    });
+    const before = Date.now();
+    const { id } = await env.client.enqueue("look", { n: 7 }, { queue, priority: 3, maxAttempts: 4, headers: { who: "test" } });
+    const { job, ctx, info, leaseEndsIn } = await within(seen.promise, 10_000, "the handler");
+    expect(job).toMatchObject({ id, type: "look", queue, payload: { n: 7 }, contentType: "application/json", attempt: 1, maxAttempts: 4, priority: 3 });
+    expect(job.headers).toEqual({ who: "test" });
+    expect(job.createdAt!.getTime()).toBeGreaterThanOrEqual(before - 1000);
+    expect(info).toMatchObject({ id, state: "RUNNING", attempt: 1, workerId: "viewer-1", errors: [], headers: { who: "test" } });
+    expect(info.runAt).toBeInstanceOf(Date);
+    expect(ctx).toMatchObject({ id, type: "look", queue, attempt: 1, maxAttempts: 4, workerId: "viewer-1", headers: { who: "test" } });
+    expect(leaseEndsIn).toBeGreaterThan(50_000);
+    expect(ctx.signal.aborted).toBe(false);
+    expect(ctx.span.isRecording()).toBe(false);
+  });
+
   it("never runs more handlers than its concurrency", async () => {
     const queue = uniqueQueue("concurrency");
     let running = 0;

@@ -24,6 +24,7 @@ export function encodePayload(payload: unknown, contentType?: string): EncodedPa
 
 /** True for application/json and +json media types (parameters ignored). */
 export function isJsonContentType(ct: string): boolean {
+  if (ct === JSON_CONTENT_TYPE || ct === "") return true;
   const base = ct.split(";")[0]?.trim().toLowerCase() ?? "";
   return base === "" || base === JSON_CONTENT_TYPE || base.endsWith("+json");
 }
