@@ -214,7 +214,9 @@ export class JobwireClient {
       const queue = j.queue ?? this.defaultQueue;
       const { span, headers } = startProducerSpan(queue, j.type, j.headers ?? {}, jobs.length);
       spans.push(span);
-      specs.push(buildJobSpec({ ...j, queue, headers }));
+      // Not buildJobSpec({ ...j, queue, headers }): an object spread per job
+      // was a measurable share of the producer's CPU in bulk enqueues.
+      specs.push(jobSpec(j, queue, headers));
     }
     // One job: the RPC runs in its PRODUCER span, so a tracing broker's
     // Enqueue span is that span's child. A batch runs in the caller's context.
@@ -337,6 +339,10 @@ export class JobwireClient {
 
 /** Builds the protobuf JobSpec for one job; exported for tests and tools. */
 export function buildJobSpec(j: JobToEnqueue & { queue: string }): JobSpec {
+  return jobSpec(j, j.queue, j.headers ?? {});
+}
+
+function jobSpec(j: JobToEnqueue, queue: string, headers: Record<string, string>): JobSpec {
   if (j.runAt !== undefined && j.delayMs !== undefined) {
     throw new RangeError("set at most one of runAt and delayMs");
   }
@@ -345,14 +351,14 @@ export function buildJobSpec(j: JobToEnqueue & { queue: string }): JobSpec {
   // field by reflection: the same object, at a fraction of the cost.
   const spec: JobSpec = {
     $typeName: "jobwire.v1.JobSpec",
-    queue: j.queue,
+    queue,
     type: j.type,
     payload: bytes,
     contentType,
     schedule: { case: undefined },
     priority: j.priority ?? 0,
     idempotencyKey: j.idempotencyKey ?? "",
-    headers: j.headers ?? {},
+    headers,
   };
   if (j.runAt !== undefined) spec.schedule = { case: "runAt", value: dateToTimestamp(j.runAt) };
   if (j.delayMs !== undefined) spec.schedule = { case: "delay", value: msToDuration(j.delayMs) };

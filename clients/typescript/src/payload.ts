@@ -6,7 +6,6 @@
 export const JSON_CONTENT_TYPE = "application/json";
 export const BYTES_CONTENT_TYPE = "application/octet-stream";
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export interface EncodedPayload {
@@ -19,7 +18,10 @@ export function encodePayload(payload: unknown, contentType?: string): EncodedPa
     return { bytes: payload, contentType: contentType ?? BYTES_CONTENT_TYPE };
   }
   const text = JSON.stringify(payload === undefined ? null : payload);
-  return { bytes: encoder.encode(text), contentType: contentType ?? JSON_CONTENT_TYPE };
+  // Buffer.from rather than TextEncoder: small strings are copied into a
+  // shared pool instead of a new ArrayBuffer each (the payload's bytes are
+  // the same; a Buffer is a Uint8Array).
+  return { bytes: Buffer.from(text, "utf8"), contentType: contentType ?? JSON_CONTENT_TYPE };
 }
 
 /** True for application/json and +json media types (parameters ignored). */
