@@ -595,41 +595,37 @@ export class Worker {
   /** Acks or nacks one attempt and ends its span. Never rejects. */
   private async report(h: Held, span: Span, ok: boolean, failure: unknown): Promise<void> {
     try {
-      await this.settle(h, span, ok, failure);
+      let outcome: Outcome;
+      try {
+        if (h.lost) {
+          outcome = "lost";
+          this.log.warn(`job ${h.job.id}: the lease was lost while the handler ran; its result is discarded`);
+        } else if (ok) {
+          outcome = outcomeOf(await this.settler.ack(h.token), "completed");
+        } else {
+          const permanent = isPermanent(failure);
+          const shutdown = abortReasonOf(h) instanceof WorkerShutdownError;
+          const r = await this.settler.nack({
+            token: h.token,
+            error: errorMessage(failure),
+            permanent,
+            // Aborted by our own shutdown: let another worker pick it up now.
+            ...(shutdown && !permanent ? { retryAfterMs: 0 } : {}),
+          });
+          outcome = outcomeOf(r, h.cancelRequested ? "cancelled" : permanent ? "dead" : "retry");
+        }
+      } finally {
+        this.held.delete(h.token);
+      }
+      endConsumerSpan(span, outcome, ok ? undefined : failure);
+      if (this.hasEvents) this.onEvent({ type: "job_finished", jobId: h.job.id, attempt: h.job.attempt, outcome });
+      if (outcome === "lost") abortHeld(h, new LeaseLostError(`lease on job ${h.job.id} was lost`));
     } catch (err) {
       this.log.error(`job ${h.job.id}: reporting the result failed: ${errorMessage(err)}`);
     } finally {
       h.reportEnded = true;
       this.reporting.delete(h);
     }
-  }
-
-  private async settle(h: Held, span: Span, ok: boolean, failure: unknown): Promise<void> {
-    let outcome: Outcome;
-    try {
-      if (h.lost) {
-        outcome = "lost";
-        this.log.warn(`job ${h.job.id}: the lease was lost while the handler ran; its result is discarded`);
-      } else if (ok) {
-        outcome = outcomeOf(await this.settler.ack(h.token), "completed");
-      } else {
-        const permanent = isPermanent(failure);
-        const shutdown = abortReasonOf(h) instanceof WorkerShutdownError;
-        const r = await this.settler.nack({
-          token: h.token,
-          error: errorMessage(failure),
-          permanent,
-          // Aborted by our own shutdown: let another worker pick it up now.
-          ...(shutdown && !permanent ? { retryAfterMs: 0 } : {}),
-        });
-        outcome = outcomeOf(r, h.cancelRequested ? "cancelled" : permanent ? "dead" : "retry");
-      }
-    } finally {
-      this.held.delete(h.token);
-    }
-    endConsumerSpan(span, outcome, ok ? undefined : failure);
-    if (this.hasEvents) this.onEvent({ type: "job_finished", jobId: h.job.id, attempt: h.job.attempt, outcome });
-    if (outcome === "lost") abortHeld(h, new LeaseLostError(`lease on job ${h.job.id} was lost`));
   }
 
   // ---- heartbeats -------------------------------------------------------
