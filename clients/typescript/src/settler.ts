@@ -63,6 +63,9 @@ export class Settler {
   private flushTimer: NodeJS.Timeout | undefined;
   /** Ack calls in flight; up to MAX_ACKS_IN_FLIGHT, so acks keep pace with deep concurrency. */
   private acksInFlight = 0;
+  /** Acks taken from the queue by Ack calls not yet answered. */
+  private acksSending = 0;
+  private nacksSending = 0;
   private ackFailures = 0;
   private readonly inFlight = new Set<Promise<unknown>>();
   /** Aborted when the worker gives up on what it still owes. */
@@ -74,20 +77,23 @@ export class Settler {
 
   /** Owed acks and nacks not yet answered. */
   get pending(): number {
-    return this.acks.length + this.inFlight.size;
+    return this.acks.length + this.acksSending + this.nacksSending;
   }
 
+  /**
+   * Owes an ack. The promise is not tracked on its own (one more promise
+   * and Set entry per job); the Ack call that carries it is.
+   */
   ack(token: string): Promise<SettleResult> {
-    return this.track(
-      new Promise<SettleResult>((resolve) => {
-        this.acks.push({ token, resolve });
-        this.scheduleFlush(this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);
-      }),
-    );
+    return new Promise<SettleResult>((resolve) => {
+      this.acks.push({ token, resolve });
+      this.scheduleFlush(this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);
+    });
   }
 
   nack(spec: NackSpec): Promise<SettleResult> {
-    return this.track(this.sendNack(spec));
+    this.nacksSending++;
+    return this.track(this.sendNack(spec).finally(() => this.nacksSending--));
   }
 
   /**
@@ -98,7 +104,10 @@ export class Settler {
   async flush(deadline: number): Promise<number> {
     this.scheduleFlush(0);
     while (this.pending > 0 && Date.now() < deadline) {
-      await settleWithin(Promise.allSettled([...this.inFlight]), deadline - Date.now());
+      // Nothing in flight: acks wait for their flush timer (or a retry's
+      // backoff), which must get a turn.
+      if (this.inFlight.size === 0) await sleep(1);
+      else await settleWithin(Promise.allSettled([...this.inFlight]), deadline - Date.now());
     }
     const left = this.pending;
     if (left > 0) {
@@ -127,7 +136,7 @@ export class Settler {
       this.flushTimer = undefined;
       // One Ack carries many jobs: send it in no job's trace (the timer
       // would otherwise inherit the context of whichever attempt armed it).
-      void context.with(ROOT_CONTEXT, () => this.flushAcks());
+      void this.track(context.with(ROOT_CONTEXT, () => this.flushAcks()));
     }, ms);
   }
 
@@ -135,6 +144,7 @@ export class Settler {
     if (this.acksInFlight >= MAX_ACKS_IN_FLIGHT || this.acks.length === 0) return;
     this.acksInFlight++;
     const batch = this.acks.splice(0, this.opts.ackMaxBatch);
+    this.acksSending += batch.length;
     // A full batch is still waiting: send it alongside rather than after.
     if (this.acks.length >= this.opts.ackMaxBatch) this.scheduleFlush(0);
     let retryIn = 0;
@@ -164,6 +174,7 @@ export class Settler {
       }
     } finally {
       this.acksInFlight--;
+      this.acksSending -= batch.length;
     }
     if (this.acks.length > 0) {
       this.scheduleFlush(retryIn > 0 ? retryIn : this.acks.length >= this.opts.ackMaxBatch ? 0 : this.opts.ackFlushMs);
