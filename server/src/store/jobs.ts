@@ -315,6 +315,19 @@ function leasedRounds(leases: LeaseRef[]): LeaseRound[] {
   return rounds;
 }
 
+const DIGITS = /^[0-9]+$/;
+const UUID = /^[0-9a-fA-F-]{36}$/;
+
+/**
+ * An array parameter as a Postgres array literal when every element is
+ * plain (digits, uuids), which needs no quoting; node-postgres would escape
+ * each element with two regular expressions. Anything else goes as an array.
+ */
+function arrayParam(values: string[], plain: RegExp): string | string[] {
+  for (const v of values) if (!plain.test(v)) return values;
+  return `{${values.join(",")}}`;
+}
+
 /** Leases in ascending id order. */
 function byId(leases: LeaseRef[]): LeaseRef[] {
   return [...leases].sort((a, b) => cmpId(a.id, b.id));
@@ -574,7 +587,8 @@ export class JobStore {
   ): Promise<{ rows: (R & { id: string })[]; round: LeaseRound }[]> {
     const out: { rows: (R & { id: string })[]; round: LeaseRound }[] = [];
     for (const round of leasedRounds(leases)) {
-      const { rows } = await query<R & { id: string }>(this.pool, sql, [round.ids, round.tokens, ...extra], name);
+      const params = [arrayParam(round.ids, DIGITS), arrayParam(round.tokens, UUID), ...extra];
+      const { rows } = await query<R & { id: string }>(this.pool, sql, params, name);
       out.push({ rows, round });
     }
     return out;
