@@ -117,18 +117,23 @@ function jobSpec(r: BinaryReader): JobSpec {
   return s;
 }
 
-/** An EnqueueRequest from its encoded bytes; the same object fromBinary(EnqueueRequestSchema, bytes) makes. */
-export function decodeEnqueueRequest(bytes: Uint8Array): EnqueueRequest {
+/** Reads every occurrence of the repeated message or string field 1 of a top-level message. */
+function repeatedField1(bytes: Uint8Array, read: (r: BinaryReader) => void): void {
   const r = new BinaryReader(bytes);
-  const req: EnqueueRequest = { $typeName: "jobwire.v1.EnqueueRequest", jobs: [] };
   fields(
     r,
     (no, wire) => {
-      if (no === 1 && wire === WireType.LengthDelimited) req.jobs.push(jobSpec(r));
+      if (no === 1 && wire === WireType.LengthDelimited) read(r);
       else r.skip(wire, no);
     },
     bytes.length,
   );
+}
+
+/** An EnqueueRequest from its encoded bytes; the same object fromBinary(EnqueueRequestSchema, bytes) makes. */
+export function decodeEnqueueRequest(bytes: Uint8Array): EnqueueRequest {
+  const req: EnqueueRequest = { $typeName: "jobwire.v1.EnqueueRequest", jobs: [] };
+  repeatedField1(bytes, (r) => req.jobs.push(jobSpec(r)));
   return req;
 }
 
@@ -163,15 +168,7 @@ export function encodeEnqueueResponse(res: EnqueueResponse): Uint8Array {
 
 /** An AckRequest (repeated string lease_tokens = 1); the same object fromBinary makes, unknown fields dropped. */
 export function decodeAckRequest(bytes: Uint8Array): AckRequest {
-  const r = new BinaryReader(bytes);
   const req: AckRequest = { $typeName: "jobwire.v1.AckRequest", leaseTokens: [] };
-  fields(
-    r,
-    (no, wire) => {
-      if (no === 1 && wire === WireType.LengthDelimited) req.leaseTokens.push(r.string());
-      else r.skip(wire, no);
-    },
-    bytes.length,
-  );
+  repeatedField1(bytes, (r) => req.leaseTokens.push(r.string()));
   return req;
 }
