@@ -124,6 +124,16 @@ it("enforces the caller's deadline on both ends, and keeps serving", async () =>
   client.close();
 });
 
+it("takes deadlines beyond a timer's range as no deadline, on both ends", async () => {
+  const queue = uniqueQueue();
+  // 99999999H is the largest grpc-timeout there is; setTimeout would fire it at once.
+  const raw = await rawCall(ENQUEUE, { "grpc-timeout": "99999999H" }, framed(enqueueBytes(queue)));
+  expect(raw.trailers["grpc-status"]).toBe("0");
+  const client = new JobwireClient({ address: tb.url, retry: { maxAttempts: 1 } });
+  expect((await client.enqueue("t", {}, { queue, timeoutMs: 40 * 24 * 3600 * 1000 })).id).not.toBe("");
+  client.close();
+});
+
 it("cancels a call whose AbortSignal fires", async () => {
   const client = new JobwireClient({ address: tb.url, retry: { maxAttempts: 1 } });
   const release = await lockJobs(tb.db);

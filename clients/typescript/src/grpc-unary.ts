@@ -95,6 +95,15 @@ function headersOf(h: http2.IncomingHttpHeaders, into = new Headers()): Headers 
   return into;
 }
 
+/** grpc-timeout allows at most 8 digits: the finest unit that fits (rounded up). */
+export function grpcTimeout(ms: number): string {
+  for (const [unit, per] of [["m", 1], ["S", 1000], ["M", 60_000], ["H", 3_600_000]] as const) {
+    const n = Math.max(1, Math.ceil(ms / per));
+    if (n <= 99_999_999) return `${n}${unit}`;
+  }
+  return "99999999H";
+}
+
 function decodeGrpcMessage(m: string | null): string {
   if (!m) return "";
   try {
@@ -127,7 +136,7 @@ async function send(opts: UnaryTransportOptions, path: string, req: UnaryRequest
   });
   if (timeoutMs !== undefined) {
     if (timeoutMs <= 0) throw new ConnectError("the deadline passed before the call was sent", Code.DeadlineExceeded);
-    headers["grpc-timeout"] = `${Math.max(1, Math.ceil(timeoutMs))}m`;
+    headers["grpc-timeout"] = grpcTimeout(timeoutMs);
   }
 
   let stream: http2.ClientHttp2Stream;
@@ -162,7 +171,8 @@ async function send(opts: UnaryTransportOptions, path: string, req: UnaryRequest
       onAbort();
       return;
     }
-    if (timeoutMs !== undefined) {
+    // Beyond setTimeout's range (about 24.8 days) Node would fire at once.
+    if (timeoutMs !== undefined && timeoutMs <= 2 ** 31 - 1) {
       timer = setTimeout(() => settle(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), timeoutMs);
     }
 

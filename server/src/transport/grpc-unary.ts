@@ -93,6 +93,9 @@ export function parseGrpcTimeout(value: string | undefined): number | undefined 
 
 const GRPC_CONTENT_TYPE = "application/grpc+proto";
 
+/** The longest delay setTimeout honours; longer ones fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
 export function encodeGrpcMessage(message: string): string {
   return encodeURIComponent(message);
@@ -153,7 +156,10 @@ class UnaryCall implements HandlerContext {
     }
     if (timeout !== undefined) {
       this.deadline = Date.now() + timeout;
-      this.timer = setTimeout(() => this.fail(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), timeout);
+      // Beyond setTimeout's range (about 24.8 days) Node would fire at once.
+      if (timeout <= MAX_TIMER_MS) {
+        this.timer = setTimeout(() => this.fail(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), timeout);
+      }
     }
     // A client that resets the stream cancels the call.
     this.stream.once("close", () => {
