@@ -50,7 +50,15 @@ type ClientConfig struct {
 	RetryMaxBackoff     time.Duration
 	// MaxMessageBytes caps a message received from the broker.
 	MaxMessageBytes int
+	// Token, when set, is sent as "authorization: Bearer <token>" on every
+	// call, streams included (so a Worker built on this Client sends it on
+	// its Lease stream and its Heartbeat, Ack and Nack calls). Set it for a
+	// broker started with JOBWIRE_AUTH_TOKENS; without it such a broker
+	// answers UNAUTHENTICATED. Empty sends no authorization header.
+	Token string
 	// Options are added to the connect client options (after WithGRPC).
+	// The Token's interceptor comes after them, so it is the innermost and
+	// its header is the one sent.
 	Options []connect.ClientOption
 	// TracerProvider makes the spans. Nil means otel.GetTracerProvider(),
 	// looked up at each call.
@@ -109,6 +117,13 @@ func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("jobwire: broker URL %q must start with http:// or https://", baseURL)
 	}
 	c := &Client{cfg: cfg.withDefaults(), brokerAddr: strings.TrimRight(baseURL, "/")}
+	var auth *bearerAuth
+	if c.cfg.Token != "" {
+		var err error
+		if auth, err = newBearerAuth(c.cfg.Token); err != nil {
+			return nil, err
+		}
+	}
 	c.logger = c.cfg.Logger
 	c.retry = backoff.Policy{Initial: c.cfg.RetryInitialBackoff, Max: c.cfg.RetryMaxBackoff}
 	httpClient := c.cfg.HTTPClient
@@ -120,6 +135,9 @@ func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
 		connect.WithGRPC(),
 		connect.WithReadMaxBytes(c.cfg.MaxMessageBytes),
 	}, c.cfg.Options...)
+	if auth != nil {
+		opts = append(opts, connect.WithInterceptors(auth))
+	}
 	c.jobs = jobwirev1connect.NewJobServiceClient(httpClient, c.brokerAddr, opts...)
 	c.workers = jobwirev1connect.NewWorkerServiceClient(httpClient, c.brokerAddr, opts...)
 	c.admin = jobwirev1connect.NewAdminServiceClient(httpClient, c.brokerAddr, opts...)
