@@ -1,11 +1,13 @@
-"""The channel and the retry loop every unary call goes through."""
+"""The channel, its bearer token, and the retry loop every unary call goes through."""
 
 from __future__ import annotations
 
+import collections
 import logging
+import re
 import threading
 import time
-from typing import Callable, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Sequence, Tuple, TypeVar
 
 import grpc
 
@@ -36,6 +38,11 @@ MAX_RECONNECT_BACKOFF_MS = 1000
 
 ChannelOptions = Sequence[Tuple[str, object]]
 
+# What the broker accepts after "Bearer ": one run of visible ASCII. (gRPC
+# refuses other characters in a text metadata value, and the broker's
+# JOBWIRE_AUTH_TOKENS cannot hold whitespace.)
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
 T = TypeVar("T")
 
 
@@ -54,6 +61,68 @@ def make_channel(address: str, options: ChannelOptions | None = None) -> grpc.Ch
     }
     merged.update(dict(options or ()))
     return grpc.insecure_channel(address, options=list(merged.items()))
+
+
+def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
+    """``channel`` with ``authorization: Bearer <token>`` added to every call
+    made through it: unary and streaming, the Lease stream included.
+
+    Closing the returned channel closes ``channel``.
+    """
+    check_token(token)
+    return grpc.intercept_channel(channel, _BearerToken(token))
+
+
+def check_token(token: str) -> None:
+    """Raises ValueError for a token the broker could never accept."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise ValueError("token must be a non-empty string of visible ASCII characters without spaces")
+
+
+_Continuation = Callable[[grpc.ClientCallDetails, Any], Any]
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Appends the authorization metadata to each call's own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), self._header),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation: _Continuation, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: _Continuation, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
 
 
 def call_with_retry(

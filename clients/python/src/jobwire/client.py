@@ -17,7 +17,9 @@ from ._rpc import (
     DEFAULT_TIMEOUT,
     ChannelOptions,
     call_with_retry,
+    check_token,
     make_channel,
+    with_token,
 )
 from .errors import JobwireError
 from .v1 import (
@@ -141,6 +143,11 @@ class Client:
     Enqueue retries too, so a request the broker received just before the
     connection failed can be enqueued twice; give an ``idempotency_key`` when
     that matters. Thread-safe; close it (or use ``with``) when done.
+
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call, for
+    a broker started with JOBWIRE_AUTH_TOKENS. It applies to a ``channel``
+    passed in as well (the client wraps it, and leaves the caller's channel
+    unchanged), and to calls made through the ``channel`` property.
     """
 
     def __init__(
@@ -151,14 +158,19 @@ class Client:
         max_retries: int | None = DEFAULT_MAX_RETRIES,
         channel: grpc.Channel | None = None,
         channel_options: ChannelOptions | None = None,
+        token: str | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if token is not None:
+            check_token(token)
         self.address = address
         self.timeout = timeout
         self.max_retries = max_retries
         self._own_channel = channel is None
         self._channel = channel if channel is not None else make_channel(address, channel_options)
+        if token is not None:
+            self._channel = with_token(self._channel, token)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self._admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
 

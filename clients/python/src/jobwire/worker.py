@@ -54,7 +54,7 @@ from opentelemetry import trace
 from . import _payload, _tracing
 from ._backoff import Backoff
 from ._convert import DurationLike, duration_seconds, timestamp_seconds, to_duration
-from ._rpc import ChannelOptions, make_channel
+from ._rpc import ChannelOptions, check_token, make_channel, with_token
 from .errors import JobwireError, PermanentError
 from .v1 import job_pb2, worker_service_pb2, worker_service_pb2_grpc
 
@@ -214,6 +214,11 @@ class Worker:
     or ``stop()``; then it stops taking jobs, lets running ones finish for up
     to ``shutdown_timeout`` seconds, delivers owed acks and returns. A second
     signal stops waiting for handlers at once.
+
+    ``token`` is sent as ``authorization: Bearer <token>`` on the Lease stream
+    and on every Ack, Nack and Heartbeat, for a broker started with
+    JOBWIRE_AUTH_TOKENS; like Client's, it applies to a ``channel`` passed in
+    too. A refused token stops ``run()`` with JobwireError(UNAUTHENTICATED).
     """
 
     def __init__(
@@ -233,6 +238,7 @@ class Worker:
         reconnect_backoff: Backoff = DEFAULT_RECONNECT_BACKOFF,
         channel: grpc.Channel | None = None,
         channel_options: ChannelOptions | None = None,
+        token: str | None = None,
     ) -> None:
         if isinstance(queues, str):
             queues = [queues]
@@ -242,6 +248,8 @@ class Worker:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
         if shutdown_timeout < 0 or ack_flush_interval < 0 or rpc_timeout <= 0 or ack_batch_size < 1:
             raise ValueError("shutdown_timeout and ack_flush_interval must be >= 0, rpc_timeout and ack_batch_size > 0")
+        if token is not None:
+            check_token(token)
         self.address = address
         self.queues = list(queues)
         self.concurrency = concurrency
@@ -260,6 +268,8 @@ class Worker:
 
         self._own_channel = channel is None
         self._channel = channel if channel is not None else make_channel(address, channel_options)
+        if token is not None:
+            self._channel = with_token(self._channel, token)
         self._stub = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
 
         # Set by stop() and signal handlers: a plain attribute, see the module doc.
