@@ -1,6 +1,7 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { parseTimestamptz, parseTimestamptzSlow as parseDate } from "./db.js";
+import { createTestDatabase } from "../testing/index.js";
+import { createPool, parseTimestamptz, parseTimestamptzSlow as parseDate } from "./db.js";
 
 describe("parseTimestamptz", () => {
   it("is installed for timestamptz", () => {
@@ -41,6 +42,30 @@ describe("parseTimestamptz", () => {
       const offMin = k % 3 === 0 ? `:${pad((k % 4) * 15)}` : "";
       const s = `${pad(d.getUTCFullYear(), 4)}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}${frac}${off < 0 ? "-" : "+"}${pad(Math.abs(off))}${offMin}`;
       expect(parseTimestamptz(s), s).toEqual(parseDate(s));
+    }
+  });
+});
+
+describe("createPool", () => {
+  it("reports a checked-out connection that dies between queries, rather than crashing", async () => {
+    const errors: Error[] = [];
+    const pool = createPool(await createTestDatabase(), 2, (err) => errors.push(err));
+    const other = new pg.Client({ connectionString: await createTestDatabase() });
+    try {
+      const client = await pool.connect();
+      const { rows } = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+      // Checked out and idle: the pool's own idle listener is not attached now.
+      const died = new Promise<void>((resolve) => client.once("end", () => resolve()));
+      await other.connect();
+      await other.query("SELECT pg_terminate_backend($1)", [rows[0]!.pid]);
+      await died;
+      expect(errors.map((e) => (e as { code?: string }).code)).toContain("57P01");
+      client.release(errors[0]);
+      // The pool is still usable.
+      expect((await pool.query("SELECT 1 AS one")).rows[0].one).toBe(1);
+    } finally {
+      await other.end();
+      await pool.end();
     }
   });
 });

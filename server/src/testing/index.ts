@@ -115,6 +115,9 @@ export async function startTestBroker(
   const app = await startApp(testConfig(databaseUrl, overrides), { log, tracing: opts.tracing });
   const transport = createGrpcTransport({ baseUrl: app.url });
   const db = new pg.Pool({ connectionString: databaseUrl, max: 3 });
+  // Tests stop databases under brokers (outage.test.ts): a dying connection must not crash the run.
+  db.on("error", () => {});
+  db.on("connect", (client) => client.on("error", () => {}));
   return {
     app,
     url: app.url,
