@@ -118,7 +118,9 @@ describe("leased-row statements pair tokens with their own rows", () => {
     // b's token under a's id, and a's id written with leading zeros.
     const crossed = { id: a!.id, token: b!.token };
     const padded = { id: `00${c!.id}`, token: c!.token };
-    const beat = await store.heartbeat([stale, a!, crossed, padded], null);
+    // c twice in one call, written two ways: a stale token and the current one.
+    const cStale = { id: c!.id, token: "00000000-0000-4000-8000-000000000001" };
+    const beat = await store.heartbeat([padded, stale, a!, crossed, cStale], null);
     expect([...beat.keys()].sort()).toEqual([leaseKey(a!), leaseKey(padded)].sort());
     const acked = await store.ack([crossed, a!, stale, b!, padded]);
     expect([...acked].sort()).toEqual([leaseKey(a!), leaseKey(b!), leaseKey(padded)].sort());
