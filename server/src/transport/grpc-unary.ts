@@ -36,6 +36,8 @@ interface Route {
   impl: AnyUnaryImpl;
   decode: (bytes: Uint8Array) => unknown;
   encode: (message: never) => Uint8Array;
+  /** The interceptors around the implementation, composed once. */
+  chain: (r: UnaryRequest) => Promise<UnaryResponse>;
 }
 
 export interface UnaryServiceEntry {
@@ -60,13 +62,17 @@ export function grpcUnaryHandler(
   opts: GrpcUnaryOptions,
 ): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean {
   const routes = new Map<string, Route>();
+  const chain = opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
+    (next, interceptor) => interceptor(next as never) as never,
+    (r) => (r as unknown as LeanRequest).call.invoke(r),
+  );
   for (const { service, impl } of services) {
     for (const method of service.methods) {
       if (method.methodKind !== "unary" || typeof impl[method.localName] !== "function") continue;
       const m = method as DescMethodUnary;
       const decode = opts.decoders?.get(m) ?? ((bytes: Uint8Array) => fromBinary(m.input, bytes));
       const encode = opts.encoders?.get(m) ?? ((msg: never) => toBinary(m.output, msg));
-      routes.set(`/${service.typeName}/${method.name}`, { service, method: m, impl: impl[method.localName].bind(impl), decode, encode });
+      routes.set(`/${service.typeName}/${method.name}`, { service, method: m, impl: impl[method.localName].bind(impl), decode, encode, chain });
     }
   }
   return (req, res) => {
@@ -191,22 +197,8 @@ class UnaryCall implements HandlerContext {
       this.fail(err instanceof ConnectError ? err : new ConnectError(`cannot decode ${method.input.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
       return;
     }
-    const call = this.opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
-      (next, interceptor) => interceptor(next as never) as never,
-      (r) => this.invoke(r),
-    );
     try {
-      const res = await call({
-        stream: false,
-        service: this.route.service,
-        method,
-        requestMethod: "POST",
-        url: this.url,
-        signal: this.signal,
-        header: this.requestHeader,
-        contextValues: this.values,
-        message,
-      } as UnaryRequest);
+      const res = await this.route.chain(new LeanRequest(this, message) as unknown as UnaryRequest);
       this.reply(res);
     } catch (err) {
       this.fail(toConnectError(err, this.opts.log, method.name));
@@ -226,7 +218,7 @@ class UnaryCall implements HandlerContext {
     return new Uint8Array(body.buffer, body.byteOffset + 5, len);
   }
 
-  private async invoke(r: UnaryRequest): Promise<UnaryResponse> {
+  async invoke(r: UnaryRequest): Promise<UnaryResponse> {
     const out: DescMessage = this.route.method.output;
     const result = await this.route.impl(r.message, this);
     return {
@@ -285,6 +277,39 @@ class UnaryCall implements HandlerContext {
     if (this.controller !== undefined && !this.controller.signal.aborted) {
       this.controller.abort(reason ?? new ConnectError("the call ended", Code.Canceled));
     }
+  }
+}
+
+/**
+ * The request the interceptors see. Its signal and header are built only
+ * if an interceptor reads them (the default broker has no interceptors).
+ */
+class LeanRequest {
+  readonly stream = false;
+  readonly requestMethod = "POST";
+
+  constructor(
+    readonly call: UnaryCall,
+    readonly message: unknown,
+  ) {}
+
+  get service(): DescService {
+    return this.call.service;
+  }
+  get method(): DescMethodUnary {
+    return this.call.method;
+  }
+  get url(): string {
+    return this.call.url;
+  }
+  get contextValues(): ContextValues {
+    return this.call.values;
+  }
+  get signal(): AbortSignal {
+    return this.call.signal;
+  }
+  get header(): Headers {
+    return this.call.requestHeader;
   }
 }
 
