@@ -32,8 +32,17 @@ export interface UnaryTransportOptions {
 const USER_AGENT = "jobwire-typescript";
 const NEVER = new AbortController().signal;
 
+/** The caller's timeout, carried on the request through the interceptors to send(). */
+const TIMEOUT = Symbol("jobwire.timeoutMs");
+type TimedRequest = UnaryRequest & { [TIMEOUT]?: number };
+
 export function withGrpcUnary(streams: Transport, opts: UnaryTransportOptions): Transport {
   const base = opts.baseUrl.replace(/\/+$/, "");
+  // Composed once: the path and the timeout travel on the request.
+  const chain = opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
+    (n, interceptor) => interceptor(n as never) as never,
+    (r) => send(opts, r, (r as TimedRequest)[TIMEOUT]),
+  );
   return {
     stream: (...args) => streams.stream(...args),
     unary<I extends DescMessage, O extends DescMessage>(
@@ -44,25 +53,26 @@ export function withGrpcUnary(streams: Transport, opts: UnaryTransportOptions): 
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
-      const path = `/${method.parent.typeName}/${method.name}`;
-      const next = opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
-        (n, interceptor) => interceptor(n as never) as never,
-        (r) => send(opts, path, r, timeoutMs),
-      );
       const message = isMessage(input, method.input) ? input : create(method.input, input as never);
-      return next({
+      const req: TimedRequest = {
         stream: false,
         service: method.parent,
         method,
         requestMethod: "POST",
-        url: base + path,
+        url: `${base}${pathOf(method)}`,
         signal: signal ?? NEVER,
         header: new Headers(header),
         contextValues: contextValues ?? createContextValues(),
         message,
-      } as UnaryRequest) as Promise<UnaryResponse<I, O>>;
+        [TIMEOUT]: timeoutMs,
+      } as TimedRequest;
+      return chain(req) as Promise<UnaryResponse<I, O>>;
     },
   };
+}
+
+function pathOf(method: DescMethodUnary): string {
+  return `/${method.parent.typeName}/${method.name}`;
 }
 
 /** HTTP statuses that carry no grpc-status, mapped as gRPC's spec says. */
@@ -113,7 +123,7 @@ function decodeGrpcMessage(m: string | null): string {
   }
 }
 
-async function send(opts: UnaryTransportOptions, path: string, req: UnaryRequest, timeoutMs: number | undefined): Promise<UnaryResponse> {
+async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: number | undefined): Promise<UnaryResponse> {
   const { method } = req;
   if (req.signal.aborted) throw ConnectError.from(req.signal.reason, Code.Canceled);
   const encode = opts.encoders?.get(method as DescMethodUnary);
@@ -141,7 +151,7 @@ async function send(opts: UnaryTransportOptions, path: string, req: UnaryRequest
 
   let stream: http2.ClientHttp2Stream;
   try {
-    stream = await opts.sessionManager.request("POST", path, headers, {});
+    stream = await opts.sessionManager.request("POST", pathOf(method), headers, {});
   } catch (err) {
     throw ConnectError.from(err, Code.Unavailable);
   }
