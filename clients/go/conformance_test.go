@@ -30,17 +30,24 @@ type greetArgs struct {
 	Name string `json:"name"`
 }
 
+// startGreeter starts a worker whose "greet" handler sends each job's
+// arguments on the returned channel.
+func (e *testEnv) startGreeter(cfg jobwire.WorkerConfig) <-chan greetArgs {
+	seen := make(chan greetArgs, 1)
+	e.startWorker(cfg, func(w *jobwire.Worker) {
+		jobwire.HandleJSON(w, "greet", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
+			seen <- args
+			return nil
+		})
+	})
+	return seen
+}
+
 func TestConformance(t *testing.T) {
 	t.Run("enqueue_and_process", func(t *testing.T) {
 		t.Parallel()
 		env := setup(t, "enqueue_and_process")
-		seen := make(chan greetArgs, 1)
-		env.startWorker(jobwire.WorkerConfig{Concurrency: 2}, func(w *jobwire.Worker) {
-			jobwire.HandleJSON(w, "greet", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
-				seen <- args
-				return nil
-			})
-		})
+		seen := env.startGreeter(jobwire.WorkerConfig{Concurrency: 2})
 
 		id := mustEnqueueJSON(env, "greet", map[string]string{"name": "ada"})
 

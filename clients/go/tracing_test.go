@@ -199,13 +199,7 @@ process.stdout.write(JSON.stringify({ jobId: res.results[0].jobId }) + "\n");
 func TestCrossLanguage_cross_language_trace_TypeScriptProducerGoWorker(t *testing.T) {
 	t.Parallel()
 	env := setup(t, "cross_language_trace")
-	seen := make(chan greetArgs, 1)
-	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
-		jobwire.HandleJSON(w, "greet", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
-			seen <- args
-			return nil
-		})
-	})
+	seen := env.startGreeter(jobwire.WorkerConfig{})
 
 	// The producer span of the other process, as its traceparent header.
 	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
@@ -254,13 +248,7 @@ func TestCrossLanguage_cross_language_trace_PythonProducerGoWorker(t *testing.T)
 		t.Skipf("no Python client virtualenv at %s", python)
 	}
 	env := setup(t, "cross_language_trace")
-	seen := make(chan greetArgs, 1)
-	env.startWorker(jobwire.WorkerConfig{}, func(w *jobwire.Worker) {
-		jobwire.HandleJSON(w, "greet", func(ctx context.Context, job *jobwire.Job, args greetArgs) error {
-			seen <- args
-			return nil
-		})
-	})
+	seen := env.startGreeter(jobwire.WorkerConfig{})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
