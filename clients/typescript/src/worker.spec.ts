@@ -26,6 +26,23 @@ function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
+/** A worker whose "t" handlers all wait on one gate; started() counts those that began. */
+function gatedWorker(fb: FakeBroker, concurrency: number): { w: Worker; release: ReturnType<typeof gate>; started: () => number } {
+  const release = gate();
+  let started = 0;
+  const w = newWorker(
+    fb,
+    {
+      t: async () => {
+        started++;
+        await release.promise;
+      },
+    },
+    { concurrency },
+  );
+  return { w, release, started: () => started };
+}
+
 describe("Worker (fake broker)", () => {
   it("opens with max_in_flight = concurrency and never runs more than that", async () => {
     const fb = fakeBroker();
@@ -165,21 +182,10 @@ describe("Worker (fake broker)", () => {
 
   it("heartbeats all held leases in one call before they expire", async () => {
     const fb = fakeBroker();
-    const release = gate();
-    let started = 0;
-    const w = newWorker(
-      fb,
-      {
-        t: async () => {
-          started++;
-          await release.promise;
-        },
-      },
-      { concurrency: 3 },
-    );
+    const { w, release, started } = gatedWorker(fb, 3);
     const done = w.run();
     const tokens = [fb.add({ leaseMs: 300 }), fb.add({ leaseMs: 300 }), fb.add({ leaseMs: 300 })];
-    await until(() => started === 3, 2000, "three started");
+    await until(() => started() === 3, 2000, "three started");
     await until(() => fb.heartbeats.some((b) => b.length === 3), 1000, "a heartbeat carrying all three tokens");
     expect(fb.heartbeats.find((b) => b.length === 3)?.sort()).toEqual([...tokens].sort());
     release.open();
@@ -312,22 +318,11 @@ describe("Worker (fake broker)", () => {
 
   it("stop() half-closes the stream, lets jobs finish, flushes acks, then resolves run()", async () => {
     const fb = fakeBroker();
-    const release = gate();
-    let started = 0;
-    const w = newWorker(
-      fb,
-      {
-        t: async () => {
-          started++;
-          await release.promise;
-        },
-      },
-      { concurrency: 2 },
-    );
+    const { w, release, started } = gatedWorker(fb, 2);
     const done = w.run();
     const t1 = fb.add();
     const t2 = fb.add();
-    await until(() => started === 2, 2000, "both started");
+    await until(() => started() === 2, 2000, "both started");
     const stopped = w.stop();
     await until(() => fb.openStreams === 0, 2000, "the broker ended the stream");
     fb.add(); // arrives after the stop: must not be delivered
@@ -338,7 +333,7 @@ describe("Worker (fake broker)", () => {
     release.open();
     await done;
     expect(fb.acks.flat().sort()).toEqual([t1, t2].sort());
-    expect(started).toBe(2);
+    expect(started()).toBe(2);
   });
 
   it("aborts handlers that outlive the shutdown timeout and nacks them for a prompt retry", async () => {
