@@ -90,7 +90,7 @@ export function grpcUnaryHandler(
 /** grpc-timeout: up to 8 digits and a unit. */
 const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 
-export function parseGrpcTimeout(value: string | undefined): number | undefined | Error {
+function parseGrpcTimeout(value: string | undefined): number | undefined | Error {
   if (value === undefined) return undefined;
   const m = /^(\d{1,8})([HMSmun])$/.exec(value);
   if (!m) return new Error(`invalid grpc-timeout header ${JSON.stringify(value)}`);
@@ -103,7 +103,7 @@ const GRPC_CONTENT_TYPE = "application/grpc+proto";
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
-export function encodeGrpcMessage(message: string): string {
+function encodeGrpcMessage(message: string): string {
   return encodeURIComponent(message);
 }
 
