@@ -17,7 +17,7 @@ import type {
 import { CronLoop } from "../maintenance/cron.js";
 import { Reaper } from "../maintenance/reaper.js";
 import { Scheduler } from "../maintenance/scheduler.js";
-import { leaseKey, type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
+import { type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
 import { Notifier } from "../store/notifier.js";
 import type { Schedule, ScheduleStore } from "../store/schedules.js";
 import { CronError, nextFire, parseCron } from "./cron.js";
@@ -101,10 +101,7 @@ export class Broker {
   ) {
     const parallel = Math.max(1, Math.floor(cfg.poolSize / 3));
     this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel);
-    this.acks = new Coalescer(async (refs) => {
-      const done = await store.ack(refs);
-      return refs.map((r) => done.has(leaseKey(r)));
-    }, COALESCE_MAX_ROWS, parallel);
+    this.acks = new Coalescer((refs) => store.ack(refs), COALESCE_MAX_ROWS, parallel);
     this.dispatcher = new Dispatcher(
       store,
       {
@@ -188,7 +185,8 @@ export class Broker {
   async ack(tokens: string[]): Promise<string[]> {
     const refs = this.decodeTokens("lease_tokens", tokens);
     const done = await this.acks.submit(refs);
-    const lost = tokens.filter((_, i) => !done[i]);
+    const lost: string[] = [];
+    for (let i = 0; i < tokens.length; i++) if (!done[i]) lost.push(tokens[i]!);
     this.hooks.acked?.(tokens.length - lost.length, lost.length);
     return lost;
   }
@@ -213,7 +211,7 @@ export class Broker {
     const extend = checkLeaseMs("extend_by", extendMs);
     const alive = await this.store.heartbeat(refs, extend);
     return tokens.map((token, i) => {
-      const hit = alive.get(leaseKey(refs[i]!));
+      const hit = alive[i];
       return hit
         ? { token, lost: false, expiresAt: hit.expiresAt, cancelRequested: hit.cancelRequested }
         : { token, lost: true, expiresAt: null, cancelRequested: false };
@@ -348,6 +346,12 @@ export class Broker {
   private decodeTokens(field: string, tokens: string[]): LeaseRef[] {
     if (tokens.length === 0) throw invalid(field, "must hold at least one token");
     if (tokens.length > MAX_TOKENS_PER_CALL) throw invalid(field, `holds ${tokens.length} tokens; the limit is ${MAX_TOKENS_PER_CALL}`);
-    return tokens.map((t, i) => this.decodeToken(`${field}[${i}]`, t));
+    const refs = new Array<LeaseRef>(tokens.length);
+    for (let i = 0; i < tokens.length; i++) {
+      const ref = decodeToken(tokens[i]!);
+      // The field path only on failure: building it per token showed in profiles.
+      refs[i] = ref ?? this.decodeToken(`${field}[${i}]`, tokens[i]!);
+    }
+    return refs;
   }
 }

@@ -27,11 +27,6 @@ export interface LeaseRef {
   token: string;
 }
 
-/** Identifies one lease (job and attempt) in result sets. */
-export function leaseKey(l: LeaseRef): string {
-  return `${l.id}.${l.token}`;
-}
-
 export interface ClaimedJob {
   job: Job;
   token: string;
@@ -287,30 +282,36 @@ const ACK = "SELECT id FROM jobwire.ack_leases($1::bigint[], $2::uuid[])";
 const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::uuid[], $3::int)";
 const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::uuid[])";
 
-/** A statement's worth of leases: ids distinct, and each id's lease by id. */
+/** A statement's worth of leases: ids distinct; at[k] is the input index of ids[k]. */
 interface LeaseRound {
   ids: string[];
   tokens: string[];
-  byId: Map<string, LeaseRef>;
+  at: number[];
+}
+
+/** An id as Postgres prints it: "007" is job 7. */
+function canonicalId(id: string): string {
+  return id.length > 1 && id.charCodeAt(0) === 48 ? BigInt(id).toString() : id;
 }
 
 /**
  * Splits leases into rounds in which every id appears once (see
- * 003_leased_rows.sql for why). Almost every call is one round. Ids are
- * compared as numbers ("007" is job 7). No sorting is needed for lock
- * order: the functions' index scans visit the ids in ascending order.
+ * 003_leased_rows.sql for why). Almost every call is one round. No sorting
+ * is needed for lock order: the functions' index scans visit the ids in
+ * ascending order.
  */
 function leasedRounds(leases: LeaseRef[]): LeaseRound[] {
   const rounds: LeaseRound[] = [];
   const seen = new Map<string, number>();
-  for (const l of leases) {
-    const id = BigInt(l.id).toString();
+  for (let i = 0; i < leases.length; i++) {
+    const l = leases[i]!;
+    const id = canonicalId(l.id);
     const k = seen.get(id) ?? 0;
     seen.set(id, k + 1);
-    const r = (rounds[k] ??= { ids: [], tokens: [], byId: new Map() });
+    const r = (rounds[k] ??= { ids: [], tokens: [], at: [] });
     r.ids.push(id);
     r.tokens.push(l.token);
-    r.byId.set(id, l);
+    r.at.push(i);
   }
   return rounds;
 }
@@ -548,45 +549,46 @@ export class JobStore {
 
   async release(leases: LeaseRef[]): Promise<string[]> {
     const queues = new Set<string>();
-    for (const { rows } of await this.leased<{ queue: string }>(RELEASE, "jobwire_release", leases)) {
-      for (const r of rows) queues.add(r.queue);
-    }
+    await this.leased<{ queue: string }>(RELEASE, "jobwire_release", leases, [], (r) => queues.add(r.queue));
     return [...queues];
   }
 
-  /** Completes the leases that are still current; returns them, keyed by leaseKey(). */
-  async ack(leases: LeaseRef[]): Promise<Set<string>> {
-    const acked = new Set<string>();
-    for (const { rows, round } of await this.leased(ACK, "jobwire_ack", leases)) {
-      for (const r of rows) acked.add(leaseKey(round.byId.get(r.id)!));
-    }
+  /** Completes the leases that are still current; acked[i] tells leases[i]. */
+  async ack(leases: LeaseRef[]): Promise<boolean[]> {
+    const acked = new Array<boolean>(leases.length).fill(false);
+    await this.leased(ACK, "jobwire_ack", leases, [], (_, i) => (acked[i] = true));
     return acked;
   }
 
-  /** Extends the leases that are still current; returns them, keyed by leaseKey(). */
-  async heartbeat(leases: LeaseRef[], extendMs: number | null): Promise<Map<string, { expiresAt: Date; cancelRequested: boolean }>> {
-    const extended = new Map<string, { expiresAt: Date; cancelRequested: boolean }>();
+  /** Extends the leases that are still current; extended[i] tells leases[i] (null: lost). */
+  async heartbeat(leases: LeaseRef[], extendMs: number | null): Promise<({ expiresAt: Date; cancelRequested: boolean } | null)[]> {
+    const extended = new Array<{ expiresAt: Date; cancelRequested: boolean } | null>(leases.length).fill(null);
     type Row = { lease_expires_at: Date; cancel_requested: boolean };
-    for (const { rows, round } of await this.leased<Row>(HEARTBEAT, "jobwire_heartbeat", leases, [extendMs])) {
-      for (const r of rows) extended.set(leaseKey(round.byId.get(r.id)!), { expiresAt: r.lease_expires_at, cancelRequested: r.cancel_requested });
-    }
+    await this.leased<Row>(HEARTBEAT, "jobwire_heartbeat", leases, [extendMs], (r, i) => {
+      extended[i] = { expiresAt: r.lease_expires_at, cancelRequested: r.cancel_requested };
+    });
     return extended;
   }
 
-  /** Runs a leased-row function once per round (see leasedRounds). */
+  /**
+   * Runs a leased-row function once per round (see leasedRounds) and calls
+   * each(row, i) for every row it returns, i being the row's index in leases.
+   */
   private async leased<R extends object>(
     sql: string,
     name: string,
     leases: LeaseRef[],
-    extra: unknown[] = [],
-  ): Promise<{ rows: (R & { id: string })[]; round: LeaseRound }[]> {
-    const out: { rows: (R & { id: string })[]; round: LeaseRound }[] = [];
+    extra: unknown[],
+    each: (row: R, i: number) => void,
+  ): Promise<void> {
     for (const round of leasedRounds(leases)) {
       const params = [arrayParam(round.ids, DIGITS), arrayParam(round.tokens, UUID), ...extra];
       const { rows } = await query<R & { id: string }>(this.pool, sql, params, name);
-      out.push({ rows, round });
+      if (rows.length === 0) continue;
+      const index = new Map<string, number>();
+      for (let k = 0; k < round.ids.length; k++) index.set(round.ids[k]!, round.at[k]!);
+      for (const r of rows) each(r, index.get(r.id)!);
     }
-    return out;
   }
 
   /** The ids among `ids` that are in one of `states`. */
