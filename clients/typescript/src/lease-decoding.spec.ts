@@ -1,6 +1,6 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { JobSchema } from "@jobwire/proto/jobwire/v1/job_pb";
-import { LeaseResponseSchema, LeasedJobSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { LeaseResponseSchema, LeasedJobSchema, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { describe, expect, it } from "vitest";
 import { DECODED_JOB_FIELDS, decodeLeasedJob, rawLeaseMethod } from "./lease-decoding.js";
 
@@ -21,10 +21,27 @@ const cases: [string, MessageInitShape<typeof JobSchema>][] = [
   ["a payload of 256 KiB", { payload: new Uint8Array(256 * 1024).map((_, i) => i % 253) }],
 ];
 
+/** The payload comes back as a Buffer (a Uint8Array); compare it as a plain one. */
+function plain(lj: LeasedJob): LeasedJob {
+  return lj.job ? { ...lj, job: { ...lj.job, payload: new Uint8Array(lj.job.payload) } } : lj;
+}
+
 describe("hand-written LeasedJob decoding", () => {
   it.each(cases)("reads %s exactly as protobuf-es does", (_name, init) => {
     const bytes = toBinary(LeasedJobSchema, create(LeasedJobSchema, { job: init, leaseToken: "1.tok", leaseExpiresAt: ts(42) }));
-    expect(decodeLeasedJob(bytes)).toEqual(fromBinary(LeasedJobSchema, bytes));
+    expect(plain(decodeLeasedJob(bytes))).toEqual(fromBinary(LeasedJobSchema, bytes));
+  });
+
+  it("replaces malformed UTF-8 in strings as TextDecoder does (protobuf-es would throw)", () => {
+    // Job.type (field 3) holding a lone continuation byte, a truncated
+    // 3-byte sequence, an overlong encoding, a surrogate and a cut 4-byte one.
+    const bad = [0x61, 0x80, 0x62, 0xe2, 0x82, 0x63, 0xc0, 0xaf, 0xed, 0xa0, 0x80, 0x64, 0xf0, 0x9f, 0x98];
+    const job = [0x1a, bad.length, ...bad];
+    const bytes = new Uint8Array([0x0a, job.length, ...job, 0x12, 0x01, 0x74]);
+    const job2 = decodeLeasedJob(bytes).job!;
+    expect(job2.type).toBe(new TextDecoder().decode(new Uint8Array(bad)));
+    expect(job2.type).toContain("\ufffd");
+    expect(() => fromBinary(LeasedJobSchema, bytes)).toThrow(/utf-8/);
   });
 
   it("skips fields it does not know, as a newer broker may send", () => {

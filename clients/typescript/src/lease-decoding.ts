@@ -54,6 +54,14 @@ export const RawLeaseService = {
   method: { lease: rawLeaseMethod },
 } as unknown as { typeName: string; methods: (typeof rawLeaseMethod)[]; method: { lease: typeof rawLeaseMethod } } & typeof WorkerService;
 
+/**
+ * Node's UTF-8 decoder behind Buffer#toString, callable on any Uint8Array
+ * without making a view first: about half the cost of TextDecoder on a
+ * subarray for the short strings of a job (six per job). Both replace
+ * malformed sequences with U+FFFD alike. TextDecoder where it is missing.
+ */
+const utf8Slice = (Buffer.prototype as unknown as { utf8Slice?: (this: Uint8Array, start: number, end: number) => string }).utf8Slice;
+
 class Reader {
   pos: number;
   constructor(
@@ -119,7 +127,7 @@ class Reader {
 
   string(): string {
     const n = this.varint();
-    const s = textDecoder.decode(this.buf.subarray(this.pos, this.pos + n));
+    const s = utf8Slice !== undefined ? utf8Slice.call(this.buf, this.pos, this.pos + n) : textDecoder.decode(this.buf.subarray(this.pos, this.pos + n));
     this.pos += n;
     return s;
   }
@@ -246,8 +254,10 @@ function job(r: Reader, end: number): Job {
       case 1: j.id = r.string(); break;
       case 2: j.queue = r.string(); break;
       case 3: j.type = r.string(); break;
-      // A copy, so the job does not pin the whole batch's buffer.
-      case 4: j.payload = r.bytesView().slice(); break;
+      // A copy, so the job does not pin the whole batch's buffer; through
+      // Buffer.from, which puts small ones in Node's shared pool instead of
+      // allocating an ArrayBuffer per job.
+      case 4: j.payload = Buffer.from(r.bytesView()); break;
       case 5: j.contentType = r.string(); break;
       case 6: j.state = r.int32(); break;
       case 7: j.priority = r.int32(); break;

@@ -54,6 +54,10 @@ export interface NackSpec {
  */
 export const MAX_ACKS_IN_FLIGHT = 4;
 
+/** The two answers an Ack call gives per job, shared rather than made per job. */
+const ACKED: SettleResult = Object.freeze({ kind: "acked" });
+const LOST: SettleResult = Object.freeze({ kind: "lost" });
+
 /** Nack messages above this are cut; the broker keeps at most 64 KiB. */
 export const MAX_NACK_ERROR_BYTES = 60 * 1024;
 
@@ -155,7 +159,8 @@ export class Settler {
       );
       this.ackFailures = 0;
       const lost = new Set(res.lostLeaseTokens);
-      for (const a of batch) a.resolve(lost.has(a.token) ? { kind: "lost" } : { kind: "acked" });
+      if (lost.size === 0) for (const a of batch) a.resolve(ACKED);
+      else for (const a of batch) a.resolve(lost.has(a.token) ? LOST : ACKED);
     } catch (err) {
       const e = toJobwireError(err);
       if (this.giveUp.signal.aborted) {
@@ -197,7 +202,7 @@ export class Settler {
         return { kind: "nacked", state: res.state };
       } catch (err) {
         const e = toJobwireError(err);
-        if (e.code === Code.FailedPrecondition) return { kind: "lost" };
+        if (e.code === Code.FailedPrecondition) return LOST;
         if (this.giveUp.signal.aborted) return { kind: "abandoned", error: e };
         if (!isTransient(e) && e.code !== Code.DeadlineExceeded) {
           this.opts.logger.error(`nack failed: ${e.message}`);

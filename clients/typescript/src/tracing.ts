@@ -20,6 +20,7 @@ import {
   type TextMapSetter,
   type Tracer,
   INVALID_SPAN_CONTEXT,
+  ROOT_CONTEXT,
   type ProxyTracerProvider,
   context,
   propagation,
@@ -60,7 +61,7 @@ export function tracer(): Tracer {
 }
 
 /** The span handed out when OpenTelemetry is entirely off: non-recording, in no trace. */
-const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+export const OFF_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /**
  * True when no tracer provider and no propagator are registered. Every span
@@ -76,6 +77,21 @@ function otelOff(): boolean {
     provider.getDelegateTracer(TRACER_NAME) === undefined &&
     propagation.fields().length === 0
   );
+}
+
+const PROBE_KEY = Symbol("jobwire.probe");
+const PROBE_CONTEXT = ROOT_CONTEXT.setValue(PROBE_KEY, true);
+
+/**
+ * True when OpenTelemetry is off (otelOff) and no context manager is
+ * registered either, so context.with() is a plain call and context.active()
+ * is always the root: a job's span context then has nothing to carry and the
+ * worker skips making one. A registered context manager shows by carrying a
+ * value through with(). Cheap, but not free: the worker asks once per lease
+ * batch.
+ */
+export function tracingInert(): boolean {
+  return otelOff() && context.with(PROBE_CONTEXT, () => context.active()) !== PROBE_CONTEXT;
 }
 
 const headerSetter: TextMapSetter<Record<string, string>> = {

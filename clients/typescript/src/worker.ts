@@ -33,7 +33,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { JobState, type Job } from "@jobwire/proto/jobwire/v1/job_pb";
 import { type LeaseRequest, LeaseRequestSchema, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
-import { ROOT_CONTEXT, type Span } from "@opentelemetry/api";
+import { type Context, ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from "./backoff.js";
@@ -53,7 +53,7 @@ import { decodeLeasedJob } from "./lease-decoding.js";
 import { decodePayload } from "./payload.js";
 import { PushQueue } from "./push-queue.js";
 import { type SettleResult, Settler } from "./settler.js";
-import { type Outcome, context, endConsumerSpan, errorMessage, startConsumerSpan } from "./tracing.js";
+import { OFF_SPAN, type Outcome, context, endConsumerSpan, errorMessage, startConsumerSpan, tracingInert } from "./tracing.js";
 
 export const DEFAULT_CONCURRENCY = 10;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
@@ -196,9 +196,11 @@ interface Held {
   /** When the handler finished (epoch ms). */
   settledAt: number;
   /** execute() is over: the slot is free. */
-  handlerEnded?: boolean;
+  handlerEnded: boolean;
   /** report() is over: the broker answered, or the worker gave up. */
-  reportEnded?: boolean;
+  reportEnded: boolean;
+  /** OpenTelemetry was inert when the job arrived (tracingInert): no span context to make or enter. */
+  inert: boolean;
 }
 
 interface Stream {
@@ -437,7 +439,8 @@ export class Worker {
         onHeader: onConnected,
       });
       for await (const res of responses) {
-        for (const bytes of res.jobs) this.accept(decodeLeasedJob(bytes), gen);
+        const inert = tracingInert();
+        for (const bytes of res.jobs) this.accept(decodeLeasedJob(bytes), gen, inert);
         if (res.jobs.length > 0) this.scheduleHeartbeat();
       }
     } catch (err) {
@@ -481,7 +484,7 @@ export class Worker {
    * `concurrency` handlers ever run at once. The overshoot is bounded by the
    * jobs that were running when the old stream broke.
    */
-  private accept(lj: LeasedJob, gen: number): void {
+  private accept(lj: LeasedJob, gen: number, inert: boolean): void {
     const job = lj.job;
     if (job === undefined || lj.leaseToken === "") {
       this.log.error("the broker sent a leased job without a job or token; ignoring it");
@@ -509,6 +512,9 @@ export class Worker {
       started: false,
       settling: false,
       settledAt: 0,
+      handlerEnded: false,
+      reportEnded: false,
+      inert,
     };
     this.held.set(h.token, h);
     if (h.cancelRequested) abortHeld(h, new JobCancelledError(`job ${job.id} was cancelled`));
@@ -539,19 +545,26 @@ export class Worker {
   private async execute(h: Held): Promise<void> {
     const job = h.job;
     try {
-      const { span, ctx: spanCtx } = startConsumerSpan({
-        queue: job.queue,
-        type: job.type,
-        jobId: job.id,
-        attempt: job.attempt,
-        workerId: this.workerId,
-        headers: job.headers,
-      });
+      // Inert OpenTelemetry: the handler gets the non-recording span, and
+      // there is no context to enter (with() would only call through).
+      let span = OFF_SPAN;
+      let spanCtx: Context | undefined;
+      if (!h.inert) {
+        ({ span, ctx: spanCtx } = startConsumerSpan({
+          queue: job.queue,
+          type: job.type,
+          jobId: job.id,
+          attempt: job.attempt,
+          workerId: this.workerId,
+          headers: job.headers,
+        }));
+      }
       if (this.hasEvents) this.onEvent({ type: "job_started", jobId: job.id, attempt: job.attempt });
       let failure: unknown;
       let ok = false;
       try {
-        await context.with(spanCtx, () => this.invoke(h, span));
+        if (spanCtx === undefined) await this.invoke(h, span);
+        else await context.with(spanCtx, () => this.invoke(h, span));
         ok = true;
       } catch (err) {
         failure = err ?? new Error("handler threw a nullish value");
@@ -561,7 +574,8 @@ export class Worker {
       h.settling = true;
       h.settledAt = Date.now();
       // Nacks go out in the attempt's context, so a tracing broker links them.
-      const r = context.with(spanCtx, () => this.report(h, span, ok, failure));
+      const r =
+        spanCtx === undefined ? this.report(h, span, ok, failure) : context.with(spanCtx, () => this.report(h, span, ok, failure));
       if (!h.reportEnded) this.reporting.set(h, r);
     } catch (err) {
       this.log.error(`job ${job.id}: internal error: ${errorMessage(err)}`);
@@ -617,7 +631,7 @@ export class Worker {
       } finally {
         this.held.delete(h.token);
       }
-      endConsumerSpan(span, outcome, ok ? undefined : failure);
+      if (span !== OFF_SPAN) endConsumerSpan(span, outcome, ok ? undefined : failure);
       if (this.hasEvents) this.onEvent({ type: "job_finished", jobId: h.job.id, attempt: h.job.attempt, outcome });
       if (outcome === "lost") abortHeld(h, new LeaseLostError(`lease on job ${h.job.id} was lost`));
     } catch (err) {
