@@ -46,6 +46,23 @@ describe("parseTimestamptz", () => {
   });
 });
 
+describe("parseTimestamptz's memory of recent texts", () => {
+  it("answers repeats with equal but separate Dates, and forgets nothing it should not", () => {
+    const a = "2026-11-24 05:40:36.123456+00";
+    const b = "2026-11-24 05:41:06.5+00";
+    const c = "2026-11-24 05:40:36.123456+01";
+    const seq = [a, a, b, a, b, b, c, a, c, b, a, "infinity", a, "-infinity", c];
+    const got = seq.map((s) => parseTimestamptz(s));
+    seq.forEach((s, i) => expect(got[i], `${i}: ${s}`).toEqual(parseDate(s)));
+    // A caller that changes its Date must not change anyone else's.
+    const first = got[0] as Date;
+    first.setTime(0);
+    expect(got[1]).toEqual(parseDate(a));
+    expect(parseTimestamptz(a)).toEqual(parseDate(a));
+    expect(new Set(got.filter((d) => d instanceof Date)).size).toBe(got.filter((d) => d instanceof Date).length);
+  });
+});
+
 describe("createPool", () => {
   it("reports a checked-out connection that dies between queries, rather than crashing", async () => {
     const errors: Error[] = [];

@@ -37,6 +37,25 @@ function two(s: string, i: number): number {
  * (the spec compares them).
  */
 export function parseTimestamptz(s: string): Date | number | null {
+  // The rows of one claim mostly repeat two instants (one insert's
+  // created_at and run_at; now() plus the lease), so the last two texts read
+  // are remembered: a new Date from the cached time, never a shared Date.
+  if (s === recentText[0]) return new Date(recentTime[0]!);
+  if (s === recentText[1]) return new Date(recentTime[1]!);
+  const d = parseTimestamptzFresh(s);
+  if (d instanceof Date) {
+    recentText[recentNext] = s;
+    recentTime[recentNext] = d.getTime();
+    recentNext ^= 1;
+  }
+  return d;
+}
+
+const recentText = ["", ""];
+const recentTime = [0, 0];
+let recentNext = 0;
+
+function parseTimestamptzFresh(s: string): Date | number | null {
   const n = s.length;
   if (n < 22 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45 || s.charCodeAt(10) !== 32 || s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58) {
     return parseTimestamptzSlow(s);

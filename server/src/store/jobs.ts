@@ -245,6 +245,11 @@ function claimedJob(r: ClaimRow, workerId: string): Job {
   };
 }
 
+/** Delivery order: priority first (higher first), then due time, then id. */
+function claimOrder(a: ClaimRow, b: ClaimRow): number {
+  return b.priority - a.priority || a.run_at.getTime() - b.run_at.getTime() || cmpId(a.id, b.id);
+}
+
 /** The lease length a claimed row gets (see CLAIM). */
 const LEASE_MS = "coalesce(j.lease_ms, $3::int, (cfg.lease_ms ->> j.queue)::int, $4::int)";
 
@@ -542,8 +547,12 @@ export class JobStore {
 
   async claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {
     const { rows } = await query<ClaimRow>(this.pool, CLAIM, [queues, limit, workerLeaseMs, defaultLeaseMs, workerId], "jobwire_claim");
-    // RETURNING has no defined order; deliver in claim order.
-    rows.sort((a, b) => b.priority - a.priority || a.run_at.getTime() - b.run_at.getTime() || cmpId(a.id, b.id));
+    // RETURNING has no defined order; deliver in claim order. It usually
+    // comes back in that order already (primary-key order, one priority):
+    // check in one pass before sorting.
+    let sorted = true;
+    for (let i = 1; i < rows.length && sorted; i++) sorted = claimOrder(rows[i - 1]!, rows[i]!) <= 0;
+    if (!sorted) rows.sort(claimOrder);
     return rows.map((r) => ({ job: claimedJob(r, workerId), token: r.lease_token, expiresAt: r.lease_expires_at! }));
   }
 
