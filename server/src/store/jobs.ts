@@ -439,9 +439,13 @@ WITH target AS (
 )
 SELECT m.id, m.queue, m.headers, pg_notify('jobwire', 'a:' || m.queue) AS notified FROM moved m`;
 
+// "state IN ('dead', 'cancelled')" is implied by $2 (always a subset) but
+// written out, so that a plan made without $2's value (a prepared
+// statement's generic plan) can still prove it and read jobs_finished_idx
+// instead of the whole history.
 const SELECT_REPLAYABLE = `
 SELECT id FROM jobwire.jobs j
-WHERE j.queue = $1 AND j.state = ANY($2::jobwire.job_state[])
+WHERE j.queue = $1 AND j.state IN ('dead', 'cancelled') AND j.state = ANY($2::jobwire.job_state[])
   AND ($3::text IS NULL OR j.type = $3)
   AND ($4::text IS NULL OR strpos(j.errors -> -1 ->> 'message', $4) > 0)
   AND ($5::timestamptz IS NULL OR j.finished_at >= $5)
@@ -469,11 +473,21 @@ SELECT queue, extract(epoch FROM now() - min(run_at)) * 1000 AS age_ms FROM jobw
 WHERE state = 'available' AND (cardinality($1::text[]) = 0 OR queue = ANY($1::text[]))
 GROUP BY queue`;
 
-/** Backlog gauges: only states with a partial index, never the completed history. */
+/**
+ * Backlog gauges: only states with a partial index, never the completed
+ * history. One arm per partial index, each with exactly its predicate: as
+ * one "state IN (...)" over five states, no index matched it and every
+ * scrape read the whole table, history included (plans.spec.ts).
+ */
 const METRIC_COUNTS = `
 SELECT queue, state::text, count(*)::int AS n FROM jobwire.jobs
-WHERE state IN ('scheduled', 'available', 'running', 'retryable', 'dead')
-GROUP BY queue, state`;
+WHERE state IN ('scheduled', 'retryable') GROUP BY queue, state
+UNION ALL
+SELECT queue, 'available', count(*)::int FROM jobwire.jobs WHERE state = 'available' GROUP BY queue
+UNION ALL
+SELECT queue, 'running', count(*)::int FROM jobwire.jobs WHERE state = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, 'dead', count(*)::int FROM jobwire.jobs WHERE state IN ('dead', 'cancelled') AND state = 'dead' GROUP BY queue`;
 
 const UPSERT_QUEUE = `
 INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, updated_at) VALUES ($1, $2, $3, $4, now())
