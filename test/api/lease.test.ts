@@ -43,6 +43,51 @@ describe("Lease", () => {
     }
   });
 
+  it("wakes one idle stream per NOTIFY, not every stream on the queue", async () => {
+    const queue = uniqueQueue();
+    const { store, dispatcher } = tb.app.broker;
+    const claim = store.claim;
+    let claims = 0;
+    store.claim = (...args) => {
+      if (args[0].includes(queue)) claims++;
+      return claim.apply(store, args);
+    };
+    const streams = [0, 1].map(() => new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 5 }));
+    const bothIdle = () => eventually(async () => (dispatcher.idleStreamsOn(queue) === 2 ? true : undefined));
+    try {
+      await bothIdle();
+      const before = claims;
+      await enqueue(tb, { queue });
+      await eventually(async () => (streams[0]!.pending + streams[1]!.pending === 1 ? true : undefined));
+      // Every claim in flight has ended once both sleep again.
+      await bothIdle();
+      expect(claims - before).toBe(1);
+      // The next one goes to the other stream.
+      await enqueue(tb, { queue });
+      await eventually(async () => (streams[0]!.pending === 1 && streams[1]!.pending === 1 ? true : undefined));
+      await bothIdle();
+      expect(claims - before).toBe(2);
+    } finally {
+      store.claim = claim;
+      for (const s of streams) s.kill();
+    }
+  });
+
+  it("spreads a burst over idle streams when one stream's credit is not enough, without polling", async () => {
+    const queue = uniqueQueue();
+    const streams = [0, 1, 2].map(() => new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 3 }));
+    try {
+      await eventually(async () => (tb.app.broker.dispatcher.idleStreamsOn(queue) === 3 ? true : undefined));
+      // One Enqueue call: one statement, one NOTIFY, one stream woken.
+      await enqueue(tb, ...Array.from({ length: 9 }, () => ({ queue })));
+      // The poll interval is 60 s: only the chain of full claims brings the others.
+      const got = await Promise.all(streams.map((s) => s.take(3, 5000)));
+      expect(new Set(got.flat().map((l) => l.job!.id)).size).toBe(9);
+    } finally {
+      for (const s of streams) s.kill();
+    }
+  });
+
   it("delivers in priority, then run_at, then id order", async () => {
     const queue = uniqueQueue();
     const ids = await enqueue(tb, { queue, priority: 0 }, { queue, priority: 10 }, { queue, priority: 0 }, { queue, priority: 5 });

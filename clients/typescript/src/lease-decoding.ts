@@ -254,10 +254,11 @@ function job(r: Reader, end: number): Job {
       case 1: j.id = r.string(); break;
       case 2: j.queue = r.string(); break;
       case 3: j.type = r.string(); break;
-      // A copy, so the job does not pin the whole batch's buffer; through
-      // Buffer.from, which puts small ones in Node's shared pool instead of
-      // allocating an ArrayBuffer per job.
-      case 4: j.payload = Buffer.from(r.bytesView()); break;
+      // A copy, so the job does not pin the whole batch's buffer. A plain
+      // Uint8Array with its own ArrayBuffer: handlers get it as rawPayload,
+      // and a Buffer from Node's shared pool would differ in deep equality
+      // and expose other jobs' bytes through .buffer.
+      case 4: j.payload = r.bytesView().slice(); break;
       case 5: j.contentType = r.string(); break;
       case 6: j.state = r.int32(); break;
       case 7: j.priority = r.int32(); break;

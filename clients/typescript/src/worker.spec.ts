@@ -75,6 +75,42 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("returns credit in batches while the broker still holds half of it, at once when it holds less", async () => {
+    const fb = fakeBroker();
+    let handled = 0;
+    let running = 0;
+    let peak = 0;
+    const w = newWorker(
+      fb,
+      {
+        t: async () => {
+          peak = Math.max(peak, ++running);
+          await new Promise((r) => setImmediate(r));
+          running--;
+          handled++;
+        },
+      },
+      { concurrency: 10 },
+    );
+    const done = w.run();
+    // One job at a time: the broker's credit drains by one per job.
+    for (let i = 1; i <= 20; i++) {
+      fb.add();
+      await until(() => handled === i, 2000, `job ${i} handled`);
+    }
+    // Credit goes back when the broker would hold less than 5: every 5 or 6 jobs, not every job.
+    expect(fb.credits.length).toBeGreaterThanOrEqual(3);
+    expect(fb.credits.length).toBeLessThanOrEqual(4);
+    expect(Math.min(...fb.credits)).toBeGreaterThanOrEqual(5);
+    // Under load (more jobs than slots) every slot is refilled as it frees up.
+    for (let i = 0; i < 50; i++) fb.add();
+    await until(() => handled === 70, 2000, "fifty more handled");
+    expect(peak).toBe(10);
+    expect(fb.credits.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(70);
+    await w.stop();
+    await done;
+  });
+
   it("does not warn of a lost lease when a heartbeat crosses the job's own ack", async () => {
     const fb = fakeBroker();
     const warnings: string[] = [];

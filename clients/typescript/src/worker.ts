@@ -207,6 +207,11 @@ interface Stream {
   gen: number;
   requests: PushQueue<LeaseRequest>;
   abort: AbortController;
+  /** The credit the broker holds for this stream: max_in_flight, less the jobs it sent, plus the credit returned. */
+  brokerCredit: number;
+  /** Credit owed to the broker and not sent yet (see returnCredit). */
+  owed: number;
+  creditQueued: boolean;
 }
 
 /** Most lease tokens per Heartbeat call; the broker's limit is 10,000. */
@@ -240,7 +245,6 @@ export class Worker {
   private readonly reporting = new Map<Held, Promise<void>>();
   private stream: Stream | undefined;
   private streamGen = 0;
-  private pendingCredit = 0;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private heartbeatAt = Infinity;
   private heartbeatInFlight = false;
@@ -407,8 +411,8 @@ export class Worker {
     const gen = ++this.streamGen;
     const requests = new PushQueue<LeaseRequest>();
     const abort = new AbortController();
-    this.stream = { gen, requests, abort };
-    this.pendingCredit = 0;
+    const stream: Stream = { gen, requests, abort, brokerCredit: this.concurrency, owed: 0, creditQueued: false };
+    this.stream = stream;
     requests.push(
       create(LeaseRequestSchema, {
         msg: {
@@ -440,7 +444,9 @@ export class Worker {
       });
       for await (const res of responses) {
         const inert = tracingInert();
+        stream.brokerCredit -= res.jobs.length;
         for (const bytes of res.jobs) this.accept(decodeLeasedJob(bytes), gen, inert);
+        this.flushCredit(stream);
         if (res.jobs.length > 0) this.scheduleHeartbeat();
       }
     } catch (err) {
@@ -456,21 +462,35 @@ export class Worker {
   }
 
   /**
-   * Returns one credit to the stream that delivered a job, coalescing the
-   * credits of one tick into one message. Jobs from an older stream return
-   * nothing: their credit died with it.
+   * Owes one credit to the stream that delivered a job. Jobs from an older
+   * stream return nothing: their credit died with it.
    */
   private returnCredit(gen: number): void {
     const s = this.stream;
-    if (s === undefined || s.gen !== gen || s.requests.isClosed) return;
-    this.pendingCredit++;
-    if (this.pendingCredit > 1) return;
+    if (s === undefined || s.gen !== gen) return;
+    s.owed++;
+    this.flushCredit(s);
+  }
+
+  /**
+   * Sends what is owed once the broker's credit for the stream falls below
+   * half of max_in_flight, coalescing a tick's credits into one message.
+   * Above that the broker can send work to every slot it knows is free, and
+   * more credit would not change what it does; a message per finished job
+   * cost both ends CPU per job at low rates (one HTTP/2 frame, encoded,
+   * sent, read and decoded). At full load the broker's credit stays low,
+   * so credit goes back as soon as slots free up, as before.
+   */
+  private flushCredit(s: Stream): void {
+    if (s.owed === 0 || s.creditQueued || s.brokerCredit * 2 >= this.concurrency) return;
+    s.creditQueued = true;
     queueMicrotask(() => {
-      const n = this.pendingCredit;
-      this.pendingCredit = 0;
-      if (n > 0 && this.stream === s) {
-        s.requests.push(create(LeaseRequestSchema, { msg: { case: "credit", value: { count: n } } }));
-      }
+      s.creditQueued = false;
+      const n = s.owed;
+      if (n === 0 || this.stream !== s || s.requests.isClosed) return;
+      s.owed = 0;
+      s.brokerCredit += n;
+      s.requests.push(create(LeaseRequestSchema, { msg: { case: "credit", value: { count: n } } }));
     });
   }
 

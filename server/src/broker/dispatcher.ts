@@ -33,6 +33,13 @@ export type LeaseBatch = Lease[];
  * claim is in flight are counted, not lost: the stream claims once more
  * instead of sleeping. Many NOTIFYs during one claim collapse into one
  * extra claim, which is the debounce.
+ *
+ * A NOTIFY wakes one idle stream, not all: the others would claim the same
+ * job and find nothing (at 500 jobs/s with two workers, 1.56 claims per job
+ * instead of one). Streams in the middle of a claim, or without credit,
+ * still count the wake-up as before, so none misses work. When a woken
+ * stream's claim comes back full there may be more, and it wakes the next
+ * idle stream on its queues: a burst spreads over the streams in a chain.
  */
 export class Dispatcher {
   private readonly sessions = new Set<LeaseSession>();
@@ -49,7 +56,7 @@ export class Dispatcher {
 
   open(o: LeaseOpenInput): LeaseSession {
     if (this.draining) throw new BrokerError("unavailable", "the broker is shutting down; reconnect to another replica");
-    const s = new LeaseSession(o, this.store, this.cfg, this.log, this.onLeased, () => this.remove(s));
+    const s = new LeaseSession(o, this.store, this.cfg, this.log, this.onLeased, () => this.remove(s), () => this.wakeNextIdle(s));
     this.sessions.add(s);
     for (const q of o.queues) {
       let set = this.byQueue.get(q);
@@ -60,10 +67,37 @@ export class Dispatcher {
     return s;
   }
 
-  /** Jobs became available on a queue (NOTIFY, or a local change). */
+  /** Jobs became available on a queue (NOTIFY, or a local change): wakes one idle stream (see above). */
   wakeQueue(queue: string): void {
     const set = this.byQueue.get(queue);
-    if (set) for (const s of set) s.wake();
+    if (!set) return;
+    let chosen: LeaseSession | undefined;
+    for (const s of set) {
+      if (s.idle) chosen ??= s;
+      else s.wake();
+    }
+    if (chosen) this.wakeIdle(set, chosen);
+  }
+
+  /** After a full claim by `from`: one more idle stream on its queues, if any, looks too. */
+  private wakeNextIdle(from: LeaseSession): void {
+    for (const q of from.queues) {
+      const set = this.byQueue.get(q);
+      if (!set) continue;
+      for (const s of set) {
+        if (s !== from && s.idle) {
+          this.wakeIdle(set, s);
+          return;
+        }
+      }
+    }
+  }
+
+  /** Wakes s and moves it to the back of its queue's set, so the next wake-up picks another stream first. */
+  private wakeIdle(set: Set<LeaseSession>, s: LeaseSession): void {
+    set.delete(s);
+    set.add(s);
+    s.wake();
   }
 
   wakeAll(): void {
@@ -72,6 +106,13 @@ export class Dispatcher {
 
   get openStreams(): number {
     return this.sessions.size;
+  }
+
+  /** Streams on `queue` asleep with credit after finding it empty. */
+  idleStreamsOn(queue: string): number {
+    let n = 0;
+    for (const s of this.byQueue.get(queue) ?? []) if (s.idle) n++;
+    return n;
   }
 
   /** Stops handing out leases and ends every stream with UNAVAILABLE. */
@@ -115,6 +156,8 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
     private readonly log: Logger,
     private readonly onLeased: (leases: Lease[]) => void,
     private readonly onEnd: () => void,
+    /** The last claim came back full: there may be more for another stream. */
+    private readonly onFullClaim: () => void = () => {},
   ) {
     this.queues = open.queues;
     this.credit = open.maxInFlight;
@@ -140,6 +183,11 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
   addCredit(n: number): void {
     this.credit = Math.min(this.maxCredit, this.credit + n);
     if (!this.drained || this.wakeSeq !== this.claimSeq) this.kick();
+  }
+
+  /** Asleep after finding its queues empty, with credit to take work: a wake-up would start a claim. */
+  get idle(): boolean {
+    return this.wakeResolve !== null && this.drained && this.credit > 0 && !this.ended;
   }
 
   /** Work may be available (NOTIFY, or a local change). */
@@ -194,6 +242,7 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
         return;
       }
       this.drained = got.length < want;
+      if (!this.drained) this.onFullClaim();
       if (got.length > 0) {
         this.credit -= got.length;
         this.outbox.push(got);
