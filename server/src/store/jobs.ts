@@ -181,35 +181,20 @@ WHERE NOT j.idempotency_released`;
 // Leasing
 
 /**
- * Claims up to $2 available jobs from the queues in $1 for one stream.
+ * Claims up to $2 available jobs from the queues in $1 for one stream: a SQL
+ * function (migrations/004_claim_function.sql), planned once per session.
+ * A row is claimed by exactly one statement: FOR UPDATE SKIP LOCKED, and
+ * the lock re-checks state = 'available'.
  *
- * Each queue is read through jobs_claim_idx in delivery order (LATERAL, one
- * index range per queue, so several queues never force a sort of the whole
- * backlog); SKIP LOCKED lets concurrent claimers pass each other's rows
- * instead of queueing behind them. A row is claimed by exactly one
- * statement: the UPDATE re-checks state = 'available' under the row lock.
- *
- * Lease length: the job's own, else the worker's ($3), else the queue's, else
- * the broker default ($4).
- *
- * The claimed ids reach the UPDATE as an array (= ANY (ARRAY(...))), which
- * always plans as primary-key lookups. Joined to the CTE instead, Postgres
- * misjudged the join once the backlog grew and hashed a sequential scan of
- * the whole table: 43 ms per 500-job claim over 50,000 available jobs,
- * against ~5 ms this way. The queues' lease lengths come in as one jsonb
- * object (cfg, one row), not a lookup per claimed row: the per-row form
- * cost a second primary-key scan and two queue probes per job.
+ * Its UPDATE once found the claimed rows through a join to the CTE that
+ * locked them; once the backlog grew, Postgres hashed a sequential scan of
+ * the whole table for it: 43 ms per 500-job claim over 50,000 available
+ * jobs, against ~5 ms with the rows passed as an array (of ids then, of
+ * row addresses now).
  */
-/**
- * What a claim returns: only what it did not set itself (state, finished_at,
- * cancel_requested and worker_id are known; claimedJob fills them in), and
- * the error history only when there is one. Fewer columns to print in
- * Postgres and parse in the broker, for every job delivered.
- */
-const CLAIM_COLUMNS = `j.id, j.queue, j.type, j.payload, j.content_type, j.priority, j.attempt, j.max_attempts,
-  j.run_at, j.created_at, j.headers, j.idempotency_key, nullif(j.errors, '[]') AS errors, j.lease_expires_at,
-  j.lease_ms, j.lease_token`;
+const CLAIM = "SELECT * FROM jobwire.claim_jobs($1::text[], $2::int, $3::int, $4::int, $5::text)";
 
+/** A claimed row: the columns claim_jobs returns (what the claim did not set itself; errors null when empty). */
 type ClaimRow = Omit<JobRow, "state" | "finished_at" | "cancel_requested" | "worker_id" | "errors"> & {
   errors: JobRow["errors"] | null;
   lease_token: string;
@@ -249,34 +234,6 @@ function claimedJob(r: ClaimRow, workerId: string): Job {
 function claimOrder(a: ClaimRow, b: ClaimRow): number {
   return b.priority - a.priority || a.run_at.getTime() - b.run_at.getTime() || cmpId(a.id, b.id);
 }
-
-/** The lease length a claimed row gets (see CLAIM). */
-const LEASE_MS = "coalesce(j.lease_ms, $3::int, (cfg.lease_ms ->> j.queue)::int, $4::int)";
-
-const CLAIM = `
-WITH next AS (
-  SELECT c.id FROM unnest($1::text[]) AS qn(name)
-  CROSS JOIN LATERAL (
-    SELECT j.id, j.priority, j.run_at FROM jobwire.jobs j
-    WHERE j.state = 'available' AND j.queue = qn.name
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-  ) c
-  ORDER BY c.priority DESC, c.run_at, c.id
-  LIMIT $2
-), cfg AS (
-  SELECT coalesce(jsonb_object_agg(q.name, q.lease_ms), '{}') AS lease_ms
-  FROM jobwire.queues q WHERE q.name = ANY ($1::text[]) AND q.lease_ms IS NOT NULL
-)
-UPDATE jobwire.jobs j
-SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
-    leased_for_ms = ${LEASE_MS},
-    lease_expires_at = now() + ${LEASE_MS} * interval '1 millisecond',
-    worker_id = $5, cancel_requested = false
-FROM cfg
-WHERE j.id = ANY (ARRAY(SELECT id FROM next)) AND j.state = 'available'
-RETURNING ${CLAIM_COLUMNS}`;
 
 /**
  * Ack, heartbeat and release are SQL functions (migrations/003_leased_rows.sql):

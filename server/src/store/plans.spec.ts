@@ -46,9 +46,12 @@ function newJob(queue: string, idempotencyKey: string | null = null): NewJob {
 /** Statements that read every row by design: the dashboard's counts per state, the completed history included. */
 const WHOLE_TABLE = new Set(["jobwire_queue_counts"]);
 
-/** The index each of these must start from: a scan of the primary key would read the whole history just as well. */
+/**
+ * The index each of these must start from: a scan of the primary key would
+ * read the whole history just as well. (The claim is a function whose plan
+ * store.spec checks.)
+ */
 const START_FROM: Record<string, RegExp> = {
-  jobwire_claim: /Index Scan (using|on) jobs_claim_idx/,
   jobwire_reap: /Index Scan (using|on) jobs_running_idx/,
   jobwire_promote: /Index Scan (using|on) jobs_due_idx/,
   jobwire_select_replayable: /Index Scan (using|on) jobs_finished_idx/,

@@ -169,6 +169,51 @@ describe("leased-row statements pair tokens with their own rows", () => {
   });
 });
 
+describe("the claim's plan, made once per session", () => {
+  it("reads the claim index, then the locked rows by address, whatever the table looked like when it was planned", async () => {
+    for (const history of [0, 30_000]) {
+      // A fresh database: an empty jobs table that ANALYZE has never seen, or a large history.
+      const db = new pg.Pool({ connectionString: await createTestDatabase(), max: 1 });
+      const client = await db.connect();
+      const plans: string[] = [];
+      client.on("notice", (n) => {
+        if (n.message?.includes("UPDATE jobwire.jobs")) plans.push(n.message);
+      });
+      try {
+        if (history > 0) {
+          await client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
+                              SELECT 'c', 't', 'completed', 1, '\\x', now() FROM generate_series(1, $1::int)`, [history]);
+          await client.query("ANALYZE jobwire.jobs");
+        }
+        const addAvailable = (n: number) =>
+          client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
+                        SELECT 'c', 't', 'available', 1, '\\x' FROM generate_series(1, $1::int)`, [n]);
+        await client.query("LOAD 'auto_explain'");
+        for (const set of ["log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"]) await client.query(`SET auto_explain.${set}`);
+        await client.query("SET client_min_messages = log");
+        const claim = () => client.query("SELECT * FROM jobwire.claim_jobs('{c}', 10, NULL, 30000, 'w')");
+        // Planned now, on this table; then the backlog grows, with no ANALYZE, and the plan stays.
+        await addAvailable(5);
+        expect((await claim()).rowCount).toBe(5);
+        await addAvailable(20_000);
+        expect((await claim()).rowCount).toBe(10);
+      } finally {
+        client.release();
+        await db.end();
+      }
+      expect(plans, `history ${history}`).toHaveLength(2);
+      for (const plan of plans) {
+        expect(plan, `history ${history}`).toMatch(/Index Scan using jobs_claim_idx/);
+        expect(plan, `history ${history}`).toMatch(/Tid Scan on jobs/);
+        expect(plan, `history ${history}`).not.toMatch(/Seq Scan on jobs|Bitmap/);
+        // The claim index is read for its first rows only, not in full.
+        const read = /Index Scan using jobs_claim_idx on jobs \S+\s+\(cost=[^)]*\)\s+\(actual [^)]*rows=([\d.]+)/.exec(plan);
+        expect(Number(read?.[1]), plan).toBeLessThanOrEqual(10);
+      }
+    }
+  });
+});
+
 describe("indexes", () => {
   it("the claim reads jobs_claim_idx, whatever the size of the history", async () => {
     await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
