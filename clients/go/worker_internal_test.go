@@ -146,3 +146,42 @@ func TestCreditAccounting(t *testing.T) {
 	}
 	r.mu.Unlock()
 }
+
+// Credit is held back while the broker holds at least half of Concurrency,
+// and goes back in one message once jobs arriving bring it below half.
+func TestCreditReturnedInBatches(t *testing.T) {
+	r := newTestRun(t, WorkerConfig{Concurrency: 10})
+	sess := &leaseSession{creditSignal: make(chan struct{}, 1), done: make(chan struct{})}
+	r.session, r.outstanding = sess, 10
+
+	var grants []int
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := 0; i < 20; i++ {
+		// One job at a time, as dispatch and releaseSlot drive the books.
+		before := sess.pendingCredit
+		r.outstanding--
+		r.running++
+		r.grantLocked()
+		r.running--
+		r.grantLocked()
+		if n := sess.pendingCredit; n != before {
+			grants = append(grants, n-before)
+		}
+		if r.running+len(r.waiting)+r.outstanding > r.cfg.Concurrency {
+			t.Fatalf("job %d: running %d + waiting %d + outstanding %d exceed the concurrency", i, r.running, len(r.waiting), r.outstanding)
+		}
+	}
+	// Twenty jobs, one at a time: a few grants of several credits each, not twenty of one.
+	if len(grants) < 3 || len(grants) > 4 {
+		t.Fatalf("grants %v: want 3 or 4", grants)
+	}
+	for _, g := range grants {
+		if g < 5 {
+			t.Fatalf("grants %v: each should return at least half the concurrency", grants)
+		}
+	}
+	if r.outstanding*2 < r.cfg.Concurrency {
+		t.Fatalf("the broker was left with %d credit", r.outstanding)
+	}
+}

@@ -217,6 +217,8 @@ func (r *workerRun) dispatch(leased []*jobwirev1.LeasedJob) {
 			r.waiting = append(r.waiting, aj)
 		}
 	}
+	// Credit held back while the broker had plenty goes now if it runs low.
+	r.grantLocked()
 	r.mu.Unlock()
 	for _, aj := range start {
 		go r.execute(aj)
@@ -246,8 +248,14 @@ func (r *workerRun) releaseSlot() {
 // grantLocked grants the stream whatever credit keeps
 // running + waiting + outstanding credit at Concurrency; so the worker never
 // asks for more jobs than it has slots. Callers hold r.mu.
+//
+// Credit is held back while the broker still holds at least half of
+// Concurrency: it can already fill every slot it knows is free, and a
+// credit message per finished job costs both ends CPU at low rates. At
+// full load the broker's credit stays low, so freed slots go back at once.
+// dispatch grants again as jobs arrive and the broker's credit falls.
 func (r *workerRun) grantLocked() {
-	if r.session == nil || r.draining {
+	if r.session == nil || r.draining || r.outstanding*2 >= r.cfg.Concurrency {
 		return
 	}
 	free := r.cfg.Concurrency - r.running - len(r.waiting) - r.outstanding

@@ -21,7 +21,11 @@ The threads, and what each owns:
 
 What must stay true:
   * Jobs delivered but not finished (``_busy``) plus the credit the current
-    stream holds equals ``concurrency`` once the stream has settled. A new
+    stream holds (``_broker_credit``) plus the credit owed to it and not yet
+    sent (``_owed``) equals ``concurrency`` once the stream has settled.
+    Owed credit is sent only once the broker holds less than half of
+    ``concurrency``: above that it can fill every slot it knows is free, and
+    a credit message per finished job costs both ends CPU at low rates. A new
     stream opens with max_in_flight = concurrency, which grants that much
     credit again while jobs from the old stream may still be running; the
     overlap is recorded in ``_excess`` and paid back by sending no credit for
@@ -290,6 +294,8 @@ class Worker:
         self._held: dict[str, _Lease] = {}
         self._busy = 0
         self._excess = 0
+        self._broker_credit = 0
+        self._owed = 0
         self._requests: queue.SimpleQueue | None = None
         self._call: Any = None
         self._work: queue.SimpleQueue = queue.SimpleQueue()
@@ -393,6 +399,8 @@ class Worker:
                 # The new stream grants `concurrency` credit on top of the
                 # slots still busy with earlier streams' jobs.
                 self._excess = self._busy
+                self._broker_credit = self.concurrency
+                self._owed = 0
                 self._requests = requests
             opening = worker_service_pb2.LeaseRequest(
                 open=worker_service_pb2.LeaseOpen(
@@ -413,6 +421,10 @@ class Worker:
                     self.connected.set()
                     for leased in response.jobs:
                         self._accept(leased)
+                    if response.jobs:
+                        with self._lock:
+                            self._broker_credit -= len(response.jobs)
+                            self._flush_credit_locked()
             except grpc.RpcError as err:
                 broke = err
             finally:
@@ -574,9 +586,24 @@ class Worker:
                 self._held.pop(lease.token, None)
             if self._excess > 0:
                 self._excess -= 1
-            elif self._requests is not None and not self._stopping.is_set():
-                self._requests.put(worker_service_pb2.LeaseRequest(credit=worker_service_pb2.LeaseCredit(count=1)))
+            else:
+                self._owed += 1
+                self._flush_credit_locked()
             self._slots_changed.notify_all()
+
+    def _flush_credit_locked(self) -> None:
+        """Sends the owed credit once the broker holds less than half of the
+        concurrency (see the module docstring). Caller holds self._lock."""
+        if (
+            self._owed == 0
+            or self._broker_credit * 2 >= self.concurrency
+            or self._requests is None
+            or self._stopping.is_set()
+        ):
+            return
+        self._requests.put(worker_service_pb2.LeaseRequest(credit=worker_service_pb2.LeaseCredit(count=self._owed)))
+        self._broker_credit += self._owed
+        self._owed = 0
 
     # -- the outbox: acks and nacks -------------------------------------------------
 
