@@ -19,7 +19,9 @@ beforeAll(async () => {
   // One connection, so that every statement is prepared on it, and only
   // generic plans on it.
   pool = createPool(await createTestDatabase(), 1, (err) => connectionErrors.push(err));
-  pool.on("connect", (c) => void c.query("SET plan_cache_mode = force_generic_plan"));
+  pool.on("connect", (c) => {
+    c.query("SET plan_cache_mode = force_generic_plan").catch((err: Error) => connectionErrors.push(err));
+  });
 });
 afterAll(async () => {
   await pool.end();
