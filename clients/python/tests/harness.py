@@ -167,20 +167,27 @@ def wait_event(event: threading.Event, what: str, timeout: float = WAIT_TIMEOUT)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@contextlib.contextmanager
-def running(worker: jobwire.Worker, stop_timeout: float = 60.0) -> Iterator[jobwire.Worker]:
-    """Runs worker.run() on a thread for the block, then stops it and checks
-    that run() returned cleanly."""
+def run_on_thread(worker: jobwire.Worker) -> tuple[threading.Thread, list[BaseException]]:
+    """Starts worker.run() on a daemon thread; what it raises lands in the
+    returned list for the caller to check."""
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
             worker.run()
-        except BaseException as err:  # noqa: BLE001 - reported below
+        except BaseException as err:  # noqa: BLE001 - the caller checks
             errors.append(err)
 
     thread = threading.Thread(target=target, name="test-worker-run", daemon=True)
     thread.start()
+    return thread, errors
+
+
+@contextlib.contextmanager
+def running(worker: jobwire.Worker, stop_timeout: float = 60.0) -> Iterator[jobwire.Worker]:
+    """Runs worker.run() on a thread for the block, then stops it and checks
+    that run() returned cleanly."""
+    thread, errors = run_on_thread(worker)
     try:
         yield worker
     finally:

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 import jobwire
-from harness import WAIT_TIMEOUT, Broker, broker_data_dir, fresh_queue, running, wait_event, wait_for_state
+from harness import WAIT_TIMEOUT, Broker, broker_data_dir, fresh_queue, run_on_thread, running, wait_event, wait_for_state
 from jobwire import JobState, JobwireError
 
 # The broker wants tokens of at least 16 characters.
@@ -76,16 +76,7 @@ def test_token_applies_to_a_channel_passed_in(auth_broker):
 
 def test_worker_without_a_token_stops_with_unauthenticated(auth_broker):
     worker = jobwire.Worker(auth_broker.address, [fresh_queue("auth_worker")], 1, {"auth": lambda job: None})
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as err:  # noqa: BLE001 - checked below
-            errors.append(err)
-
-    thread = threading.Thread(target=target, name="test-worker-run", daemon=True)
-    thread.start()
+    thread, errors = run_on_thread(worker)
     thread.join(WAIT_TIMEOUT)
     if thread.is_alive():
         worker.stop()

@@ -12,7 +12,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 import jobwire
-from harness import WAIT_TIMEOUT, fresh_queue, running, wait_event, wait_for_state, wait_until
+from harness import WAIT_TIMEOUT, fresh_queue, run_on_thread, running, wait_event, wait_for_state, wait_until
 from jobwire import JobState, PermanentError, RetryPolicy
 from jobwire.v1 import worker_service_pb2, worker_service_pb2_grpc
 
@@ -217,16 +217,7 @@ def test_conformance_graceful_shutdown(broker, client, caplog):
         finished.append(job.id)
 
     worker = make_worker(broker, q, {"slowish": slowish}, concurrency=2)
-    run_errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as err:  # noqa: BLE001
-            run_errors.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, run_errors = run_on_thread(worker)
     try:
         ids = [r.id for r in client.enqueue_many([{"type": "slowish", "queue": q}, {"type": "slowish", "queue": q}])]
         wait_event(both_started, "both handlers to start")

@@ -85,6 +85,22 @@ async function insertRunning(queue: string, n: number): Promise<{ id: string; le
   return rows;
 }
 
+/**
+ * Turns on auto_explain (with actual row counts) for statements nested in
+ * functions on this connection, and collects the plans of the UPDATEs of
+ * jobwire.jobs that it reports.
+ */
+async function explainNestedUpdates(client: pg.ClientBase): Promise<string[]> {
+  const plans: string[] = [];
+  client.on("notice", (n) => {
+    if (n.message?.includes("UPDATE jobwire.jobs")) plans.push(n.message);
+  });
+  await client.query("LOAD 'auto_explain'");
+  for (const set of ["log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"]) await client.query(`SET auto_explain.${set}`);
+  await client.query("SET client_min_messages = log");
+  return plans;
+}
+
 describe("leased-row statements", () => {
   it("never deadlock, however their token lists are ordered", async () => {
     const store = new JobStore(pool);
@@ -139,14 +155,9 @@ describe("leased-row statements pair tokens with their own rows", () => {
     const tokens = rows.map((r) => r.lease_token);
     // auto_explain shows the plan of the UPDATE inside each function.
     const client = await pool.connect();
-    const plans: string[] = [];
-    client.on("notice", (n) => {
-      if (n.message?.includes("UPDATE jobwire.jobs")) plans.push(n.message);
-    });
+    let plans: string[] = [];
     try {
-      await client.query("LOAD 'auto_explain'");
-      for (const set of ["log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"]) await client.query(`SET auto_explain.${set}`);
-      await client.query("SET client_min_messages = log");
+      plans = await explainNestedUpdates(client);
       for (const call of [
         "SELECT * FROM jobwire.heartbeat_leases($1, $2, NULL)",
         "SELECT * FROM jobwire.release_leases($1, $2)",
@@ -175,10 +186,7 @@ describe("the claim's plan, made once per session", () => {
       // A fresh database: an empty jobs table that ANALYZE has never seen, or a large history.
       const db = new pg.Pool({ connectionString: await createTestDatabase(), max: 1 });
       const client = await db.connect();
-      const plans: string[] = [];
-      client.on("notice", (n) => {
-        if (n.message?.includes("UPDATE jobwire.jobs")) plans.push(n.message);
-      });
+      let plans: string[] = [];
       try {
         if (history > 0) {
           await client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
@@ -188,9 +196,7 @@ describe("the claim's plan, made once per session", () => {
         const addAvailable = (n: number) =>
           client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
                         SELECT 'c', 't', 'available', 1, '\\x' FROM generate_series(1, $1::int)`, [n]);
-        await client.query("LOAD 'auto_explain'");
-        for (const set of ["log_min_duration = 0", "log_nested_statements = on", "log_analyze = on"]) await client.query(`SET auto_explain.${set}`);
-        await client.query("SET client_min_messages = log");
+        plans = await explainNestedUpdates(client);
         const claim = () => client.query("SELECT * FROM jobwire.claim_jobs('{c}', 10, NULL, 30000, 'w')");
         // Planned now, on this table; then the backlog grows, with no ANALYZE, and the plan stays.
         await addAvailable(5);
