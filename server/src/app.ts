@@ -42,7 +42,7 @@ export interface AppOptions {
 /** Calls every hook set's handler for each event. */
 function mergeHooks(all: BrokerHooks[]): BrokerHooks {
   const out: BrokerHooks = {};
-  for (const key of ["enqueued", "leased", "acked", "failed", "replayed"] as const) {
+  for (const key of ["enqueued", "leased", "acked", "failed", "replayed", "pruned"] as const) {
     const fns = all.map((h) => h[key]).filter((f): f is NonNullable<typeof f> => f !== undefined);
     if (fns.length) out[key] = ((...args: unknown[]) => fns.forEach((f) => (f as (...a: unknown[]) => void)(...args))) as never;
   }
@@ -70,7 +70,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     } finally {
       client.release();
     }
-    const store = new JobStore(pool);
+    const store = new JobStore(pool, { completedRetentionMs: config.completedRetentionMs });
     const metrics = new Metrics(store, () => broker?.dispatcher.openStreams ?? 0);
     const tracing = opts.tracing ?? stopTracing !== null;
     const hooks = [metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])];

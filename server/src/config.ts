@@ -39,6 +39,13 @@ export const DEFAULT_KEEPALIVE_MS = 15_000;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 /** Most jobs claimed by one statement for one stream. */
 export const DEFAULT_CLAIM_BATCH = 500;
+/** How long completed jobs stay as history when their queue sets no retention; 0 deletes them at ack. */
+export const DEFAULT_COMPLETED_RETENTION_MS = 24 * 3600_000;
+export const MAX_RETENTION_MS = 3650 * 24 * 3600_000;
+/** How often the pruner looks for completed jobs past their retention. */
+export const DEFAULT_PRUNER_INTERVAL_MS = 10_000;
+/** Jobs the pruner deletes per statement; a full batch runs the next one at once. */
+export const DEFAULT_PRUNER_BATCH = 5000;
 /** Postgres connections held by the broker (the LISTEN connection is extra). */
 export const DEFAULT_POOL_SIZE = 10;
 
@@ -65,6 +72,9 @@ export interface Config {
   keepaliveMs: number;
   shutdownTimeoutMs: number;
   claimBatch: number;
+  completedRetentionMs: number;
+  prunerIntervalMs: number;
+  prunerBatch: number;
   /**
    * When set, every RPC must carry "authorization: Bearer <token>" (one of
    * a comma-separated list, so tokens can be rotated). Health and metrics
@@ -125,6 +135,9 @@ const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[key
   { key: "keepaliveMs", env: "JOBWIRE_KEEPALIVE_MS", parse: int(100, 3600_000), def: DEFAULT_KEEPALIVE_MS },
   { key: "shutdownTimeoutMs", env: "JOBWIRE_SHUTDOWN_TIMEOUT_MS", parse: int(0, 3600_000), def: DEFAULT_SHUTDOWN_TIMEOUT_MS },
   { key: "claimBatch", env: "JOBWIRE_CLAIM_BATCH", parse: int(1, 10_000), def: DEFAULT_CLAIM_BATCH },
+  { key: "completedRetentionMs", env: "JOBWIRE_COMPLETED_RETENTION_MS", parse: int(0, MAX_RETENTION_MS), def: DEFAULT_COMPLETED_RETENTION_MS },
+  { key: "prunerIntervalMs", env: "JOBWIRE_PRUNER_INTERVAL_MS", parse: int(10, 3600_000), def: DEFAULT_PRUNER_INTERVAL_MS },
+  { key: "prunerBatch", env: "JOBWIRE_PRUNER_BATCH", parse: int(1, 100_000), def: DEFAULT_PRUNER_BATCH },
   { key: "authTokens", env: "JOBWIRE_AUTH_TOKENS", parse: tokens, def: [] },
   { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info" },
 ];

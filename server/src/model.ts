@@ -127,6 +127,8 @@ export interface QueueConfig {
   maxAttempts: number | null;
   leaseMs: number | null;
   retry: RetryPolicy | null;
+  /** How long completed jobs stay as history; 0 deletes them at ack; null: the broker's default. */
+  completedRetentionMs: number | null;
 }
 
 export interface QueueStats {

@@ -157,6 +157,8 @@ export interface QueueConfig {
   retry?: JobRetryPolicy;
   maxAttempts?: number;
   leaseDurationMs?: number;
+  /** How long completed jobs stay as history; 0 deletes them at ack. Default: the broker's (24 h). */
+  completedRetentionMs?: number;
 }
 
 /**
@@ -317,6 +319,7 @@ export class JobwireClient {
             ...(cfg.retry ? { retry: buildRetryPolicy(cfg.retry) } : {}),
             ...(cfg.maxAttempts !== undefined ? { maxAttempts: cfg.maxAttempts } : {}),
             ...(cfg.leaseDurationMs !== undefined ? { leaseDuration: msToDuration(cfg.leaseDurationMs) } : {}),
+            ...(cfg.completedRetentionMs !== undefined ? { completedRetention: msToDuration(cfg.completedRetentionMs) } : {}),
           },
           o,
         ),

@@ -15,6 +15,7 @@ import type {
   RetryPolicy,
 } from "../model.js";
 import { CronLoop } from "../maintenance/cron.js";
+import { Pruner } from "../maintenance/pruner.js";
 import { Reaper } from "../maintenance/reaper.js";
 import { Scheduler } from "../maintenance/scheduler.js";
 import { type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
@@ -30,6 +31,7 @@ import {
   checkText,
   checkJobSpecs,
   checkLeaseMs,
+  checkRetentionMs,
   checkLeaseOpen,
   checkMaxAttempts,
   checkQueue,
@@ -57,6 +59,8 @@ export interface BrokerHooks {
   leased?(leases: Lease[]): void;
   acked?(count: number, lost: number): void;
   failed?(jobs: FailedJob[], cause: "nack" | "lease_expired"): void;
+  /** Completed jobs deleted by the pruner after their retention. */
+  pruned?(count: number): void;
   replayed?(jobs: { id: string; queue: string; headers: Record<string, string> }[]): void;
 }
 
@@ -79,11 +83,12 @@ export interface ListInput {
 /**
  * The broker's domain: every operation producers, workers and operators
  * can ask for, in plain types. It validates input, calls the store, and
- * keeps the background loops (dispatcher, reaper, scheduler) running.
+ * keeps the background loops (dispatcher, reaper, scheduler, pruner) running.
  */
 export class Broker {
   readonly dispatcher: Dispatcher;
   readonly reaper: Reaper;
+  readonly pruner: Pruner;
   readonly scheduler: Scheduler;
   readonly cron: CronLoop;
   private readonly notifier: Notifier;
@@ -117,6 +122,7 @@ export class Broker {
       this.afterFailure(jobs, "lease_expired"),
     );
     this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log);
+    this.pruner = new Pruner(store, { intervalMs: cfg.prunerIntervalMs, batch: cfg.prunerBatch }, log, (n) => hooks.pruned?.(n));
     this.cron = new CronLoop(schedules, { intervalMs: cfg.schedulerIntervalMs, batch: 100 }, log);
     this.notifier = new Notifier(
       databaseUrl,
@@ -136,6 +142,7 @@ export class Broker {
     await this.notifier.start();
     this.reaper.start();
     this.scheduler.start();
+    this.pruner.start();
     this.cron.start();
   }
 
@@ -146,7 +153,7 @@ export class Broker {
 
   async stop(): Promise<void> {
     await this.dispatcher.drain();
-    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.cron.stop(), this.notifier.stop()]);
+    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.pruner.stop(), this.cron.stop(), this.notifier.stop()]);
   }
 
   // --- producers ------------------------------------------------------------
@@ -280,13 +287,14 @@ export class Broker {
     return this.store.stats(queues);
   }
 
-  async setQueueConfig(c: { queue: string; maxAttempts: number | null; leaseMs: number | null; retry: RetryPolicy | null }): Promise<void> {
+  async setQueueConfig(c: Omit<QueueConfig, "completedRetentionMs"> & { completedRetentionMs?: number | null }): Promise<void> {
     checkQueue("queue", c.queue);
     const cfg: QueueConfig = {
       queue: c.queue,
       maxAttempts: checkMaxAttempts("max_attempts", c.maxAttempts),
       leaseMs: checkLeaseMs("lease_duration", c.leaseMs),
       retry: checkRetry("retry", c.retry),
+      completedRetentionMs: checkRetentionMs("completed_retention", c.completedRetentionMs ?? null),
     };
     await this.store.setQueueConfig(cfg);
   }

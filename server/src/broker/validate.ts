@@ -1,6 +1,6 @@
 import { invalid, BrokerError } from "../errors.js";
 import type { Config } from "../config.js";
-import { MAX_LEASE_MS, MIN_LEASE_MS } from "../config.js";
+import { MAX_LEASE_MS, MAX_RETENTION_MS, MIN_LEASE_MS } from "../config.js";
 import type { NewJob, RetryPolicy } from "../model.js";
 
 /**
@@ -61,6 +61,13 @@ export function checkLeaseMs(field: string, ms: number | null): number | null {
   if (!(ms >= MIN_LEASE_MS && ms <= MAX_LEASE_MS)) {
     throw invalid(field, `must be between ${MIN_LEASE_MS}ms and ${MAX_LEASE_MS / 3600_000}h, got ${ms}ms`);
   }
+  return Math.round(ms);
+}
+
+/** Whole milliseconds, from zero (delete at ack) to ten years. */
+export function checkRetentionMs(field: string, ms: number | null): number | null {
+  if (ms === null) return null;
+  if (!(ms >= 0 && ms <= MAX_RETENTION_MS)) throw invalid(field, `must be between 0 and 3650 days, got ${ms}ms`);
   return Math.round(ms);
 }
 

@@ -240,7 +240,7 @@ function claimOrder(a: ClaimRow, b: ClaimRow): number {
  * they lock rows in id order, so that two of them over the same rows cannot
  * deadlock, and they find rows by primary key with no join, at O(tokens).
  */
-const ACK = "SELECT id FROM jobwire.ack_leases($1::bigint[], $2::uuid[])";
+const ACK = "SELECT id FROM jobwire.ack_leases($1::bigint[], $2::uuid[], $3::bigint)";
 const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::uuid[], $3::int)";
 const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::uuid[])";
 
@@ -447,9 +447,9 @@ UNION ALL
 SELECT queue, 'dead', count(*)::int FROM jobwire.jobs WHERE state IN ('dead', 'cancelled') AND state = 'dead' GROUP BY queue`;
 
 const UPSERT_QUEUE = `
-INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, updated_at) VALUES ($1, $2, $3, $4, now())
+INSERT INTO jobwire.queues (name, max_attempts, lease_ms, retry, completed_retention_ms, updated_at) VALUES ($1, $2, $3, $4, $5, now())
 ON CONFLICT (name) DO UPDATE SET max_attempts = EXCLUDED.max_attempts, lease_ms = EXCLUDED.lease_ms,
-  retry = EXCLUDED.retry, updated_at = now()`;
+  retry = EXCLUDED.retry, completed_retention_ms = EXCLUDED.completed_retention_ms, updated_at = now()`;
 
 
 type InsertRow = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
@@ -504,8 +504,38 @@ export async function insertJobs(c: pg.PoolClient, jobs: NewJob[]): Promise<Enqu
   });
 }
 
+/**
+ * Completed jobs due for pruning (migrations/005_retention.sql), oldest
+ * first. SKIP LOCKED, so replicas split the work and the pruner never waits
+ * on a row another statement holds.
+ */
+const PRUNE_COMPLETED = `
+WITH doomed AS (
+  SELECT ctid FROM jobwire.jobs
+  WHERE state = 'completed' AND prune_at <= now()
+  ORDER BY prune_at
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM jobwire.jobs j WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM doomed)) RETURNING 1
+)
+SELECT count(*)::int AS n FROM gone`;
+
+export interface JobStoreOptions {
+  /**
+   * How long a completed job stays as history when its queue sets no
+   * retention of its own; 0 deletes it in the ack.
+   */
+  completedRetentionMs: number;
+}
+
+export const DEFAULT_STORE_OPTIONS: JobStoreOptions = { completedRetentionMs: 24 * 3600_000 };
+
 export class JobStore {
-  constructor(readonly pool: pg.Pool) {}
+  constructor(
+    readonly pool: pg.Pool,
+    private readonly opts: JobStoreOptions = DEFAULT_STORE_OPTIONS,
+  ) {}
 
   async enqueue(jobs: NewJob[]): Promise<EnqueueResult[]> {
     if (jobs.every((j) => j.idempotencyKey === null)) {
@@ -536,7 +566,7 @@ export class JobStore {
   /** Completes the leases that are still current; acked[i] tells leases[i]. */
   async ack(leases: LeaseRef[]): Promise<boolean[]> {
     const acked = new Array<boolean>(leases.length).fill(false);
-    await this.leased(ACK, "jobwire_ack", leases, [], (_, i) => (acked[i] = true));
+    await this.leased(ACK, "jobwire_ack", leases, [this.opts.completedRetentionMs], (_, i) => (acked[i] = true));
     return acked;
   }
 
@@ -591,6 +621,12 @@ export class JobStore {
       "jobwire_nack",
     );
     return rows[0] ? toFailed(rows[0]) : null;
+  }
+
+  /** Deletes up to `limit` completed jobs whose retention has passed; returns how many. */
+  async pruneCompleted(limit: number): Promise<number> {
+    const { rows } = await query<{ n: number }>(this.pool, PRUNE_COMPLETED, [limit], "jobwire_prune_completed");
+    return rows[0]?.n ?? 0;
   }
 
   async reapExpired(limit: number): Promise<FailedJob[]> {
@@ -688,7 +724,7 @@ export class JobStore {
   }
 
   async setQueueConfig(c: QueueConfig): Promise<void> {
-    await query(this.pool, UPSERT_QUEUE, [c.queue, c.maxAttempts, c.leaseMs, policyJson(c.retry)], "jobwire_upsert_queue");
+    await query(this.pool, UPSERT_QUEUE, [c.queue, c.maxAttempts, c.leaseMs, policyJson(c.retry), c.completedRetentionMs], "jobwire_upsert_queue");
   }
 
 }

@@ -161,7 +161,9 @@ describe("leased-row statements pair tokens with their own rows", () => {
       for (const call of [
         "SELECT * FROM jobwire.heartbeat_leases($1, $2, NULL)",
         "SELECT * FROM jobwire.release_leases($1, $2)",
-        "SELECT * FROM jobwire.ack_leases($1, $2)",
+        // Keeping completed jobs (one UPDATE), and deleting them (rows locked first, then DELETE).
+        "SELECT * FROM jobwire.ack_leases($1, $2, 3600000)",
+        "SELECT * FROM jobwire.ack_leases($1, $2, 0)",
       ]) {
         await client.query("BEGIN");
         const { rowCount } = await client.query(call, [ids, tokens]);
@@ -172,7 +174,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
       await client.query("RESET ALL");
       client.release();
     }
-    expect(plans).toHaveLength(3);
+    expect(plans).toHaveLength(4);
     for (const plan of plans) {
       expect(plan).toMatch(/Index Scan using (jobs_pkey|jobs_running_idx)/);
       expect(plan).not.toMatch(/Nested Loop|Hash Join|Merge Join|Seq Scan|Bitmap/);

@@ -50,6 +50,7 @@ export class Metrics {
   readonly lostAcks = new Counter("jobwire_acks_lost_total", "Ack tokens refused because their lease was lost.");
   readonly failed = new Counter("jobwire_jobs_failed_total", "Failed attempts, by what happened next (retry, dead, cancelled) and why (nack, lease_expired).");
   readonly replayed = new Counter("jobwire_jobs_replayed_total", "Jobs revived by Replay.");
+  readonly pruned = new Counter("jobwire_jobs_pruned_total", "Completed jobs deleted by this replica's pruner after their retention.");
 
   constructor(
     private readonly store: JobStore,
@@ -75,6 +76,7 @@ export class Metrics {
       replayed: (jobs) => {
         for (const [queue, n] of count(jobs.map((j) => j.queue))) this.replayed.inc({ queue }, n);
       },
+      pruned: (n) => this.pruned.inc({}, n),
     };
   }
 
@@ -92,6 +94,7 @@ export class Metrics {
         this.lostAcks.render(),
         this.failed.render(),
         this.replayed.render(),
+        this.pruned.render(),
       ].join("\n") + "\n"
     );
   }

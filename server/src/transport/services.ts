@@ -266,6 +266,7 @@ export function adminService(broker: Broker, log: Logger): ServiceImpl<typeof Ad
         maxAttempts: req.maxAttempts ?? null,
         leaseMs: durationMs(req.leaseDuration),
         retry: retryFromPb(req.retry),
+        completedRetentionMs: durationMs(req.completedRetention),
       });
       return create(SetQueueConfigResponseSchema, {});
     }),

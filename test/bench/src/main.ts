@@ -90,7 +90,7 @@ async function main(): Promise<number> {
     const profArgs = (name: string) => (opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : []);
     for (const name of systemsToOpen) {
       progress.note(`starting ${name}...`);
-      systems.set(name, await openSystem(name, pgs, profArgs("broker")));
+      systems.set(name, await openSystem(name, pgs, profArgs("broker"), opts.keepHistory));
     }
     progress.clear();
     const broker = systems.get("jobwire")!.broker!;
@@ -102,7 +102,12 @@ async function main(): Promise<number> {
       source: sourceState(),
       postgres: { settings: pgs.settings, fsync: opts.durable ? "on" : "off (same for every system; --durable turns it on)" },
       options: opts,
-      jobwire: { broker: broker.settings, workerConcurrency: opts.concurrency, workers: opts.workers },
+      jobwire: {
+        broker: broker.settings,
+        workerConcurrency: opts.concurrency,
+        workers: opts.workers,
+        completedRetention: opts.keepHistory ? "broker default (24 h)" : "0: deleted at ack, as graphile-worker does",
+      },
       peers: {
         "graphile-worker": { version: "0.17.3", ...GRAPHILE_TUNING, workers: opts.workers },
         "pg-boss": { version: "10.4.2", ...pgBossTuning(), workers: opts.workers },
@@ -113,7 +118,8 @@ async function main(): Promise<number> {
     process.stdout.write(
       `jobwire ${src.commit}${src.modified.length ? ` + ${src.modified.length} modified files` : ""}, bench${opts.quick ? " (--quick)" : ""}: ${m.cpus} x ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}, Node ${m.node}, Postgres ${m.postgres}` +
         ` (fsync ${opts.durable ? "on" : "off"}, same settings for every system)\n` +
-        `${opts.workers} worker processes x concurrency ${opts.concurrency}; broker, workers, producers and Postgres share the ${m.cpus} cores\n\n`,
+        `${opts.workers} worker processes x concurrency ${opts.concurrency}; broker, workers, producers and Postgres share the ${m.cpus} cores\n` +
+        `jobwire completed-job retention: ${context.jobwire.completedRetention}\n\n`,
     );
     const report = new Report(opts, context);
     const ctx: Ctx = {

@@ -58,6 +58,12 @@ export interface Options {
   latencySeconds: number;
   bulkJobs: number;
   historyRows: number;
+  /**
+   * jobwire keeps completed jobs as history (the broker's default retention,
+   * 24 h). Without it the bench's queues have a retention of zero: a job is
+   * deleted when acked, as graphile-worker deletes its jobs.
+   */
+  keepHistory: boolean;
   /** fsync and synchronous_commit on (the default runs all systems with fsync off; see postgres.ts). */
   durable: boolean;
   /** CPU-profile the broker and jobwire's worker and producer processes (--cpu-prof); collect pg_stat_statements and auto_explain plans. */
@@ -85,6 +91,8 @@ export const USAGE = `usage: npm run bench -- [flags]
   --bulk-jobs N       jobs for bulk enqueue (default ${DEFAULT_BULK_JOBS})
   --history-rows N    completed jobs in the table for the history scenario (default ${DEFAULT_HISTORY_ROWS})
   --quick             small sizes for CI: ${QUICK.jobs} jobs, ${QUICK.steadySeconds} s windows, ${QUICK.historyRows} history rows
+  --keep-history      jobwire keeps completed jobs (its default, 24 h retention) instead of deleting
+                      them at ack like graphile-worker (the bench's queues get completed_retention 0)
   --durable           run Postgres with fsync and synchronous_commit on (default off, for every system alike)
   --profile           --cpu-prof the broker and jobwire's workers and producers (into <out>/profiles/),
                       and collect pg_stat_statements (into the JSON) and auto_explain plans
@@ -112,7 +120,7 @@ function list<T extends string>(name: string, raw: string | undefined, allowed: 
 
 export function parseOptions(argv: readonly string[], defaultOut: string): Options | "help" {
   const flags = new Map<string, string | undefined>();
-  const booleans = new Set(["quick", "durable", "profile", "keep", "no-progress", "help"]);
+  const booleans = new Set(["quick", "keep-history", "durable", "profile", "keep", "no-progress", "help"]);
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "-h") return "help";
@@ -159,6 +167,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Optio
       : quick
         ? QUICK.historyRows
         : DEFAULT_HISTORY_ROWS,
+    keepHistory: flags.has("keep-history"),
     durable: flags.has("durable"),
     profile: flags.has("profile"),
     out: flags.get("out") ?? defaultOut,

@@ -340,9 +340,14 @@ class Client:
         retry: RetryPolicy | job_pb2.RetryPolicy | None = None,
         max_attempts: int | None = None,
         lease_duration: DurationLike | None = None,
+        completed_retention: DurationLike | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Sets a queue's defaults; what is left None keeps the broker's."""
+        """Sets a queue's defaults; what is left None keeps the broker's.
+
+        ``completed_retention`` is how long completed jobs stay as history;
+        zero deletes each job when it is acked.
+        """
         request = admin_service_pb2.SetQueueConfigRequest(queue=queue)
         if retry is not None:
             request.retry.CopyFrom(retry.to_proto() if isinstance(retry, RetryPolicy) else retry)
@@ -350,6 +355,8 @@ class Client:
             request.max_attempts = max_attempts
         if lease_duration is not None:
             request.lease_duration.CopyFrom(to_duration(lease_duration))
+        if completed_retention is not None:
+            request.completed_retention.CopyFrom(to_duration(completed_retention))
         self._call("SetQueueConfig", self._admin.SetQueueConfig, request, timeout)
 
     def _call(self, method: str, fn: Any, request: Any, timeout: float | None) -> Any:

@@ -301,6 +301,17 @@ export declare type SetQueueConfigRequest = Message<"jobwire.v1.SetQueueConfigRe
    * @generated from field: google.protobuf.Duration lease_duration = 4;
    */
   leaseDuration?: Duration | undefined;
+
+  /**
+   * How long completed jobs stay as history before the broker deletes them.
+   * Zero deletes a job when it is acked (a job whose idempotency key is
+   * still live keeps its row until the key expires). Unset: the broker's
+   * default, JOBWIRE_COMPLETED_RETENTION_MS (24 hours). A change applies to
+   * jobs completed after it. Dead and cancelled jobs are never deleted.
+   *
+   * @generated from field: google.protobuf.Duration completed_retention = 5;
+   */
+  completedRetention?: Duration | undefined;
 };
 
 /**
@@ -502,8 +513,8 @@ export declare const AdminService: GenService<{
     output: typeof GetQueueStatsResponseSchema;
   },
   /**
-   * Sets a queue's defaults: retry policy, max attempts, lease duration.
-   * Fields left unset keep the broker defaults.
+   * Sets a queue's defaults: retry policy, max attempts, lease duration,
+   * retention of completed jobs. Fields left unset keep the broker defaults.
    *
    * @generated from rpc jobwire.v1.AdminService.SetQueueConfig
    */

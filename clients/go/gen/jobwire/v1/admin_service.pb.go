@@ -571,8 +571,14 @@ type SetQueueConfigRequest struct {
 	Retry         *RetryPolicy           `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
 	MaxAttempts   *int32                 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
 	LeaseDuration *durationpb.Duration   `protobuf:"bytes,4,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// How long completed jobs stay as history before the broker deletes them.
+	// Zero deletes a job when it is acked (a job whose idempotency key is
+	// still live keeps its row until the key expires). Unset: the broker's
+	// default, JOBWIRE_COMPLETED_RETENTION_MS (24 hours). A change applies to
+	// jobs completed after it. Dead and cancelled jobs are never deleted.
+	CompletedRetention *durationpb.Duration `protobuf:"bytes,5,opt,name=completed_retention,json=completedRetention,proto3" json:"completed_retention,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SetQueueConfigRequest) Reset() {
@@ -629,6 +635,13 @@ func (x *SetQueueConfigRequest) GetMaxAttempts() int32 {
 func (x *SetQueueConfigRequest) GetLeaseDuration() *durationpb.Duration {
 	if x != nil {
 		return x.LeaseDuration
+	}
+	return nil
+}
+
+func (x *SetQueueConfigRequest) GetCompletedRetention() *durationpb.Duration {
+	if x != nil {
+		return x.CompletedRetention
 	}
 	return nil
 }
@@ -1060,12 +1073,13 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\tcancelled\x18\b \x01(\x03R\tcancelled\x12K\n" +
 	"\x14oldest_available_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x12oldestAvailableAge\"G\n" +
 	"\x15GetQueueStatsResponse\x12.\n" +
-	"\x06queues\x18\x01 \x03(\v2\x16.jobwire.v1.QueueStatsR\x06queues\"\xd7\x01\n" +
+	"\x06queues\x18\x01 \x03(\v2\x16.jobwire.v1.QueueStatsR\x06queues\"\xa3\x02\n" +
 	"\x15SetQueueConfigRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12-\n" +
 	"\x05retry\x18\x02 \x01(\v2\x17.jobwire.v1.RetryPolicyR\x05retry\x12&\n" +
 	"\fmax_attempts\x18\x03 \x01(\x05H\x00R\vmaxAttempts\x88\x01\x01\x12@\n" +
-	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDurationB\x0f\n" +
+	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12J\n" +
+	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetentionB\x0f\n" +
 	"\r_max_attempts\"\x18\n" +
 	"\x16SetQueueConfigResponse\"\x89\x02\n" +
 	"\bSchedule\x12\x12\n" +
@@ -1143,31 +1157,32 @@ var file_jobwire_v1_admin_service_proto_depIdxs = []int32{
 	6,  // 6: jobwire.v1.GetQueueStatsResponse.queues:type_name -> jobwire.v1.QueueStats
 	21, // 7: jobwire.v1.SetQueueConfigRequest.retry:type_name -> jobwire.v1.RetryPolicy
 	20, // 8: jobwire.v1.SetQueueConfigRequest.lease_duration:type_name -> google.protobuf.Duration
-	22, // 9: jobwire.v1.Schedule.job:type_name -> jobwire.v1.JobSpec
-	17, // 10: jobwire.v1.Schedule.next_run_at:type_name -> google.protobuf.Timestamp
-	17, // 11: jobwire.v1.Schedule.last_run_at:type_name -> google.protobuf.Timestamp
-	10, // 12: jobwire.v1.SetScheduleRequest.schedule:type_name -> jobwire.v1.Schedule
-	10, // 13: jobwire.v1.SetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
-	10, // 14: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
-	1,  // 15: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
-	3,  // 16: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	5,  // 17: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
-	8,  // 18: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
-	11, // 19: jobwire.v1.AdminService.SetSchedule:input_type -> jobwire.v1.SetScheduleRequest
-	13, // 20: jobwire.v1.AdminService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
-	15, // 21: jobwire.v1.AdminService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
-	2,  // 22: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
-	4,  // 23: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	7,  // 24: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
-	9,  // 25: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
-	12, // 26: jobwire.v1.AdminService.SetSchedule:output_type -> jobwire.v1.SetScheduleResponse
-	14, // 27: jobwire.v1.AdminService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
-	16, // 28: jobwire.v1.AdminService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	20, // 9: jobwire.v1.SetQueueConfigRequest.completed_retention:type_name -> google.protobuf.Duration
+	22, // 10: jobwire.v1.Schedule.job:type_name -> jobwire.v1.JobSpec
+	17, // 11: jobwire.v1.Schedule.next_run_at:type_name -> google.protobuf.Timestamp
+	17, // 12: jobwire.v1.Schedule.last_run_at:type_name -> google.protobuf.Timestamp
+	10, // 13: jobwire.v1.SetScheduleRequest.schedule:type_name -> jobwire.v1.Schedule
+	10, // 14: jobwire.v1.SetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
+	10, // 15: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
+	1,  // 16: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
+	3,  // 17: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	5,  // 18: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
+	8,  // 19: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
+	11, // 20: jobwire.v1.AdminService.SetSchedule:input_type -> jobwire.v1.SetScheduleRequest
+	13, // 21: jobwire.v1.AdminService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
+	15, // 22: jobwire.v1.AdminService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
+	2,  // 23: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
+	4,  // 24: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	7,  // 25: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
+	9,  // 26: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
+	12, // 27: jobwire.v1.AdminService.SetSchedule:output_type -> jobwire.v1.SetScheduleResponse
+	14, // 28: jobwire.v1.AdminService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
+	16, // 29: jobwire.v1.AdminService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_admin_service_proto_init() }

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobwire.v1 import job_pb2 as jobwire_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobwire/v1/admin_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xac\x01\n\x0cReplayFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_contains\x18\x03 \x01(\t\x12\x32\n\x0e\x66inished_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\rReplayRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.jobwire.v1.ReplayFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x19\n\x11include_cancelled\x18\x05 \x01(\x08\"3\n\x0eReplayResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"{\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x06states\x18\x03 \x03(\x0e\x32\x14.jobwire.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobwire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x14GetQueueStatsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\"\xd2\x01\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tretryable\x18\x05 \x01(\x03\x12\x11\n\tcompleted\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x37\n\x14oldest_available_age\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x15GetQueueStatsResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.QueueStats\"\xad\x01\n\x15SetQueueConfigRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x05retry\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.RetryPolicy\x12\x19\n\x0cmax_attempts\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\n\r_max_attempts\"\x18\n\x16SetQueueConfigResponse\"\xcf\x01\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12 \n\x03job\x18\x03 \x01(\x0b\x32\x13.jobwire.v1.JobSpec\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12/\n\x0bnext_run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x07 \x01(\t\"<\n\x12SetScheduleRequest\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"=\n\x13SetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"\x16\n\x14ListSchedulesRequest\"@\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule2\xc4\x04\n\x0c\x41\x64minService\x12?\n\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12\x45\n\x08ListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12N\n\x0bSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobwire/v1/admin_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xac\x01\n\x0cReplayFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_contains\x18\x03 \x01(\t\x12\x32\n\x0e\x66inished_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\rReplayRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.jobwire.v1.ReplayFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x19\n\x11include_cancelled\x18\x05 \x01(\x08\"3\n\x0eReplayResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"{\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x06states\x18\x03 \x03(\x0e\x32\x14.jobwire.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobwire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x14GetQueueStatsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\"\xd2\x01\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tretryable\x18\x05 \x01(\x03\x12\x11\n\tcompleted\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x37\n\x14oldest_available_age\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x15GetQueueStatsResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.QueueStats\"\xe5\x01\n\x15SetQueueConfigRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x05retry\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.RetryPolicy\x12\x19\n\x0cmax_attempts\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x63ompleted_retention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\n\r_max_attempts\"\x18\n\x16SetQueueConfigResponse\"\xcf\x01\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12 \n\x03job\x18\x03 \x01(\x0b\x32\x13.jobwire.v1.JobSpec\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12/\n\x0bnext_run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x07 \x01(\t\"<\n\x12SetScheduleRequest\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"=\n\x13SetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"\x16\n\x14ListSchedulesRequest\"@\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule2\xc4\x04\n\x0c\x41\x64minService\x12?\n\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12\x45\n\x08ListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12N\n\x0bSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,23 +51,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETQUEUESTATSRESPONSE']._serialized_start=951
   _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1014
   _globals['_SETQUEUECONFIGREQUEST']._serialized_start=1017
-  _globals['_SETQUEUECONFIGREQUEST']._serialized_end=1190
-  _globals['_SETQUEUECONFIGRESPONSE']._serialized_start=1192
-  _globals['_SETQUEUECONFIGRESPONSE']._serialized_end=1216
-  _globals['_SCHEDULE']._serialized_start=1219
-  _globals['_SCHEDULE']._serialized_end=1426
-  _globals['_SETSCHEDULEREQUEST']._serialized_start=1428
-  _globals['_SETSCHEDULEREQUEST']._serialized_end=1488
-  _globals['_SETSCHEDULERESPONSE']._serialized_start=1490
-  _globals['_SETSCHEDULERESPONSE']._serialized_end=1551
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1553
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1590
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1592
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1616
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1618
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1640
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1642
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1706
-  _globals['_ADMINSERVICE']._serialized_start=1709
-  _globals['_ADMINSERVICE']._serialized_end=2289
+  _globals['_SETQUEUECONFIGREQUEST']._serialized_end=1246
+  _globals['_SETQUEUECONFIGRESPONSE']._serialized_start=1248
+  _globals['_SETQUEUECONFIGRESPONSE']._serialized_end=1272
+  _globals['_SCHEDULE']._serialized_start=1275
+  _globals['_SCHEDULE']._serialized_end=1482
+  _globals['_SETSCHEDULEREQUEST']._serialized_start=1484
+  _globals['_SETSCHEDULEREQUEST']._serialized_end=1544
+  _globals['_SETSCHEDULERESPONSE']._serialized_start=1546
+  _globals['_SETSCHEDULERESPONSE']._serialized_end=1607
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1609
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1646
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1648
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1672
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1674
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1696
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1698
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1762
+  _globals['_ADMINSERVICE']._serialized_start=1765
+  _globals['_ADMINSERVICE']._serialized_end=2345
 # @@protoc_insertion_point(module_scope)

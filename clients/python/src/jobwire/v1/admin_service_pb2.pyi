@@ -104,16 +104,18 @@ class GetQueueStatsResponse(_message.Message):
     def __init__(self, queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ...) -> None: ...
 
 class SetQueueConfigRequest(_message.Message):
-    __slots__ = ("queue", "retry", "max_attempts", "lease_duration")
+    __slots__ = ("queue", "retry", "max_attempts", "lease_duration", "completed_retention")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     LEASE_DURATION_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_RETENTION_FIELD_NUMBER: _ClassVar[int]
     queue: str
     retry: _job_pb2.RetryPolicy
     max_attempts: int
     lease_duration: _duration_pb2.Duration
-    def __init__(self, queue: _Optional[str] = ..., retry: _Optional[_Union[_job_pb2.RetryPolicy, _Mapping]] = ..., max_attempts: _Optional[int] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    completed_retention: _duration_pb2.Duration
+    def __init__(self, queue: _Optional[str] = ..., retry: _Optional[_Union[_job_pb2.RetryPolicy, _Mapping]] = ..., max_attempts: _Optional[int] = ..., lease_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., completed_retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SetQueueConfigResponse(_message.Message):
     __slots__ = ()

@@ -100,8 +100,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetQueueConfig(self, request, context):
-        """Sets a queue's defaults: retry policy, max attempts, lease duration.
-        Fields left unset keep the broker defaults.
+        """Sets a queue's defaults: retry policy, max attempts, lease duration,
+        retention of completed jobs. Fields left unset keep the broker defaults.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,8 +62,8 @@ type AdminServiceClient interface {
 	Replay(context.Context, *connect.Request[v1.ReplayRequest]) (*connect.Response[v1.ReplayResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	GetQueueStats(context.Context, *connect.Request[v1.GetQueueStatsRequest]) (*connect.Response[v1.GetQueueStatsResponse], error)
-	// Sets a queue's defaults: retry policy, max attempts, lease duration.
-	// Fields left unset keep the broker defaults.
+	// Sets a queue's defaults: retry policy, max attempts, lease duration,
+	// retention of completed jobs. Fields left unset keep the broker defaults.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
 	// Creates or replaces a recurring schedule. Each time its cron expression
 	// fires, the broker enqueues a job from its template, at most once per
@@ -185,8 +185,8 @@ type AdminServiceHandler interface {
 	Replay(context.Context, *connect.Request[v1.ReplayRequest]) (*connect.Response[v1.ReplayResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	GetQueueStats(context.Context, *connect.Request[v1.GetQueueStatsRequest]) (*connect.Response[v1.GetQueueStatsResponse], error)
-	// Sets a queue's defaults: retry policy, max attempts, lease duration.
-	// Fields left unset keep the broker defaults.
+	// Sets a queue's defaults: retry policy, max attempts, lease duration,
+	// retention of completed jobs. Fields left unset keep the broker defaults.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
 	// Creates or replaces a recurring schedule. Each time its cron expression
 	// fires, the broker enqueues a job from its template, at most once per

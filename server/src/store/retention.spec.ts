@@ -1,0 +1,145 @@
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase } from "../testing/index.js";
+import { JobStore } from "./jobs.js";
+
+/** Retention of completed jobs (migrations/005_retention.sql): the ack's delete-or-keep, and the pruner. */
+let pool: pg.Pool;
+beforeAll(async () => {
+  pool = new pg.Pool({ connectionString: await createTestDatabase(), max: 4 });
+});
+afterAll(async () => {
+  await pool.end();
+});
+
+const HOUR = 3600_000;
+
+/** n running jobs in `queue` (with an idempotency key expiring in `keyTtl` when given). */
+async function running(queue: string, n: number, keyTtl?: string): Promise<{ id: string; token: string }[]> {
+  const { rows } = await pool.query<{ id: string; token: string }>(
+    `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms,
+                               idempotency_key, idempotency_expires_at)
+     SELECT $1, 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000,
+            CASE WHEN $3::interval IS NOT NULL THEN 'k' || g || '-' || $1 || '-' || extract(epoch FROM $3::interval)::bigint END, now() + $3::interval
+     FROM generate_series(1, $2::int) g RETURNING id::text, lease_token::text AS token`,
+    [queue, n, keyTtl ?? null],
+  );
+  return rows;
+}
+
+async function rowsOf(ids: string[]): Promise<{ id: string; state: string; prune_in_h: number | null }[]> {
+  const { rows } = await pool.query(
+    `SELECT id::text, state::text, extract(epoch FROM prune_at - now()) / 3600 AS prune_in_h
+     FROM jobwire.jobs WHERE id = ANY($1::bigint[]) ORDER BY id`,
+    [ids],
+  );
+  return rows.map((r) => ({ ...r, prune_in_h: r.prune_in_h === null ? null : Number(r.prune_in_h) }));
+}
+
+async function setRetention(queue: string, ms: number | null): Promise<void> {
+  await new JobStore(pool).setQueueConfig({ queue, maxAttempts: null, leaseMs: null, retry: null, completedRetentionMs: ms });
+}
+
+describe("ack with retention", () => {
+  it("keeps completed jobs for the default retention, with prune_at set", async () => {
+    const store = new JobStore(pool, { completedRetentionMs: 2 * HOUR });
+    const jobs = await running("keep", 3);
+    expect(await store.ack(jobs)).toEqual([true, true, true]);
+    const rows = await rowsOf(jobs.map((j) => j.id));
+    expect(rows.map((r) => r.state)).toEqual(["completed", "completed", "completed"]);
+    for (const r of rows) expect(r.prune_in_h).toBeCloseTo(2, 1);
+  });
+
+  it("deletes acked jobs when the retention is zero, and refuses stale tokens all the same", async () => {
+    const store = new JobStore(pool, { completedRetentionMs: 0 });
+    const jobs = await running("drop", 4);
+    const stale = { id: jobs[3]!.id, token: "00000000-0000-4000-8000-000000000000" };
+    expect(await store.ack([jobs[0]!, jobs[1]!, jobs[2]!, stale])).toEqual([true, true, true, false]);
+    expect((await rowsOf(jobs.map((j) => j.id))).map((r) => [r.id, r.state])).toEqual([[jobs[3]!.id, "running"]]);
+    // A repeated ack of a deleted job is a lost lease, not an error.
+    expect(await store.ack([jobs[0]!])).toEqual([false]);
+  });
+
+  it("lets a queue's own retention win over the broker default, either way", async () => {
+    await setRetention("q-zero", 0);
+    await setRetention("q-hour", HOUR);
+    const keeping = new JobStore(pool, { completedRetentionMs: 5 * HOUR });
+    const dropping = new JobStore(pool, { completedRetentionMs: 0 });
+    const [z1, h1, d1] = [await running("q-zero", 1), await running("q-hour", 1), await running("q-default", 1)];
+    expect(await keeping.ack([...z1, ...h1, ...d1])).toEqual([true, true, true]);
+    expect(await rowsOf([z1[0]!.id])).toEqual([]);
+    expect((await rowsOf([h1[0]!.id]))[0]!.prune_in_h).toBeCloseTo(1, 1);
+    expect((await rowsOf([d1[0]!.id]))[0]!.prune_in_h).toBeCloseTo(5, 1);
+
+    const [z2, h2, d2] = [await running("q-zero", 1), await running("q-hour", 1), await running("q-default", 1)];
+    expect(await dropping.ack([...z2, ...h2, ...d2])).toEqual([true, true, true]);
+    expect(await rowsOf([z2[0]!.id, d2[0]!.id])).toEqual([]);
+    expect((await rowsOf([h2[0]!.id]))[0]!.state).toBe("completed");
+  });
+
+  it("keeps a job whose idempotency key is live until the key expires, so no duplicate gets in", async () => {
+    const store = new JobStore(pool, { completedRetentionMs: 0 });
+    const keyed = await running("keyed", 2, "3 hours");
+    const expired = await running("keyed", 1, "-1 minute");
+    const plain = await running("keyed", 1);
+    expect(await store.ack([...keyed, ...expired, ...plain])).toEqual([true, true, true, true]);
+    const rows = await rowsOf([...keyed, ...expired, ...plain].map((j) => j.id));
+    expect(rows.map((r) => r.id)).toEqual(keyed.map((j) => j.id));
+    for (const r of rows) {
+      expect(r.state).toBe("completed");
+      expect(r.prune_in_h).toBeCloseTo(3, 1);
+    }
+    // The key still deduplicates.
+    const again = await store.enqueue([
+      {
+        queue: "keyed", type: "t", payload: new Uint8Array(0), contentType: "", runAt: null, delayMs: 0, priority: 0,
+        maxAttempts: null, leaseMs: null, retry: null, idempotencyKey: "k1-keyed-10800", idempotencyTtlMs: HOUR, headers: {},
+      },
+    ]);
+    expect(again).toEqual([{ jobId: keyed[0]!.id, duplicate: true }]);
+  });
+
+  it("never deadlocks with heartbeats when one ack deletes some rows and keeps others", async () => {
+    const store = new JobStore(pool, { completedRetentionMs: 0 });
+    await setRetention("mixed-keep", HOUR);
+    const deadlocks = async () =>
+      Number((await pool.query("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")).rows[0].deadlocks);
+    const before = await deadlocks();
+    for (let round = 0; round < 6; round++) {
+      // Interleaved ids: every other row is kept, the rest are deleted.
+      const a = await running("mixed-drop", 60);
+      const b = await running("mixed-keep", 60);
+      const all = a.flatMap((x, i) => [x, b[i]!]);
+      const [acked] = await Promise.all([
+        store.ack([...all].reverse()),
+        store.heartbeat(all, null),
+        store.heartbeat([...all].reverse(), 30_000),
+      ]);
+      expect(acked.every(Boolean)).toBe(true);
+      expect(await rowsOf(a.map((j) => j.id))).toEqual([]);
+      expect((await rowsOf(b.map((j) => j.id))).every((r) => r.state === "completed")).toBe(true);
+    }
+    expect(await deadlocks()).toBe(before);
+  });
+});
+
+describe("pruneCompleted", () => {
+  it("deletes completed jobs past their prune_at, oldest first, and nothing else", async () => {
+    const store = new JobStore(pool);
+    await pool.query("DELETE FROM jobwire.jobs");
+    const { rows } = await pool.query<{ id: string; state: string }>(
+      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at, prune_at)
+       SELECT 'prune', 't', s::jobwire.job_state, 5, '\\x', now() - interval '2 days', p
+       FROM (VALUES ('completed', now() - interval '3 hours'), ('completed', now() - interval '1 hour'),
+                    ('completed', now() - interval '2 hours'), ('completed', now() + interval '1 hour'),
+                    ('completed', NULL), ('dead', now() - interval '1 hour'), ('cancelled', NULL)) v(s, p)
+       RETURNING id::text, state::text`,
+    );
+    expect(await store.pruneCompleted(2)).toBe(2);
+    expect(await store.pruneCompleted(2)).toBe(1);
+    expect(await store.pruneCompleted(2)).toBe(0);
+    const left = await pool.query<{ id: string }>("SELECT id::text FROM jobwire.jobs ORDER BY id");
+    // Kept: not yet due, no prune_at (written by hand, outside an ack), dead, cancelled.
+    expect(left.rows.map((r) => r.id)).toEqual([rows[3]!.id, rows[4]!.id, rows[5]!.id, rows[6]!.id]);
+  });
+});
