@@ -28,8 +28,11 @@ const (
 	// their leases expire and the broker delivers the jobs again.
 	DefaultShutdownGrace = 5 * time.Second
 	// DefaultAckFlushInterval is the longest a completed job waits before its
-	// ack is sent. Completions within the interval share one Ack call.
-	DefaultAckFlushInterval = 5 * time.Millisecond
+	// ack is sent. Completions within the interval share one Ack call, and
+	// each call costs both ends a whole RPC: the TypeScript runtime measured
+	// a tenth less CPU per job at 20ms than at 5ms under load. A slot frees
+	// when the handler returns, so the wait delays no job's start.
+	DefaultAckFlushInterval = 20 * time.Millisecond
 	// DefaultAckBatchSize is the most lease tokens sent in one Ack call.
 	DefaultAckBatchSize = 500
 	// DefaultFinalFlushTimeout bounds the last ack flush of a stopping worker

@@ -57,8 +57,15 @@ import { OFF_SPAN, type Outcome, context, endConsumerSpan, errorMessage, startCo
 
 export const DEFAULT_CONCURRENCY = 10;
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
-/** Acks wait this long for company before they are sent. */
-export const DEFAULT_ACK_FLUSH_MS = 5;
+/**
+ * Acks wait this long for company before they are sent. Each Ack call costs
+ * both ends a whole RPC: at 8,500 jobs/s per worker, 5 ms made calls of ~42
+ * jobs, and 20 ms cut the broker's CPU per job by a tenth and the worker's
+ * by as much (50,000-job burn-downs, CPU measured against Postgres's in the
+ * same run). Slots free when the handler returns, not at the ack, so this
+ * delays no job's start; it only holds each finished lease a little longer.
+ */
+export const DEFAULT_ACK_FLUSH_MS = 20;
 export const DEFAULT_ACK_MAX_BATCH = 500;
 export const DEFAULT_RPC_TIMEOUT_MS = 10_000;
 /**

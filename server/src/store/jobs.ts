@@ -240,7 +240,8 @@ function claimOrder(a: ClaimRow, b: ClaimRow): number {
  * they lock rows in id order, so that two of them over the same rows cannot
  * deadlock, and they find rows by primary key with no join, at O(tokens).
  */
-const ACK = "SELECT id FROM jobwire.ack_leases($1::bigint[], $2::uuid[], $3::bigint)";
+/** Returns the ids it could not ack (see migrations/005_retention.sql). */
+const ACK = "SELECT lost_id AS id FROM jobwire.ack_leases($1::bigint[], $2::uuid[], $3::bigint)";
 const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::uuid[], $3::int)";
 const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::uuid[])";
 
@@ -565,8 +566,9 @@ export class JobStore {
 
   /** Completes the leases that are still current; acked[i] tells leases[i]. */
   async ack(leases: LeaseRef[]): Promise<boolean[]> {
-    const acked = new Array<boolean>(leases.length).fill(false);
-    await this.leased(ACK, "jobwire_ack", leases, [this.opts.completedRetentionMs], (_, i) => (acked[i] = true));
+    const acked = new Array<boolean>(leases.length).fill(true);
+    // The statement names the leases it could not ack.
+    await this.leased(ACK, "jobwire_ack", leases, [this.opts.completedRetentionMs], (_, i) => (acked[i] = false));
     return acked;
   }
 

@@ -21,6 +21,7 @@ const SAMPLE_MS = 100;
 export async function runSteadyState(ctx: Ctx): Promise<void> {
   const s = system(ctx, "jobwire");
   const queue = freshQueue("steady");
+  await s.prepareQueue(queue);
   const seconds = ctx.opts.steadySeconds;
   const nProducers = ctx.opts.producers;
   await settleSystem(s);
