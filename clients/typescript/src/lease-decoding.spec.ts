@@ -2,7 +2,7 @@ import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/p
 import { JobSchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { LeaseResponseSchema, LeasedJobSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { describe, expect, it } from "vitest";
-import { DECODED_JOB_FIELDS, decodeLeasedJob, rawLeaseMethod } from "./lease-decoding.js";
+import { DECODED_JOB_FIELDS, LAZY_INFO_MAX_BYTES, decodeLease, decodeLeasedJob, fullJob, rawLeaseMethod } from "./lease-decoding.js";
 
 const ts = (ms: number) => ({ seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms - Math.floor(ms / 1000) * 1000) * 1e6 });
 
@@ -56,5 +56,38 @@ describe("hand-written LeasedJob decoding", () => {
 
   it("knows every field of jobwire.v1.Job", () => {
     expect(JobSchema.fields.map((f) => f.number).sort((a, b) => a - b)).toEqual(DECODED_JOB_FIELDS);
+  });
+});
+
+const msOf = (t: { seconds: bigint; nanos: number } | undefined) => (t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6);
+
+describe("the worker's LeaseView", () => {
+  it.each(cases)("of %s holds what decodeLeasedJob reads, and the whole job for job.info", (_name, init) => {
+    const bytes = toBinary(LeasedJobSchema, create(LeasedJobSchema, { job: init, leaseToken: "1.tok", leaseExpiresAt: ts(42) }));
+    const lj = decodeLeasedJob(bytes);
+    const j = lj.job!;
+    const v = decodeLease(bytes);
+    expect(v).toMatchObject({
+      hasJob: true, token: "1.tok", id: j.id, queue: j.queue, type: j.type, payload: j.payload, contentType: j.contentType,
+      priority: j.priority, attempt: j.attempt, maxAttempts: j.maxAttempts, headers: j.headers,
+      cancelRequested: j.cancelRequested,
+    });
+    expect(v.createdAtMs).toBe(msOf(j.createdAt));
+    expect(v.leaseDurationMs).toBe(msOf(j.leaseDuration));
+    expect(v.leaseExpiresAtMs).toBe(42);
+    expect(fullJob(v)).toEqual(j);
+    // Large jobs are decoded whole at once rather than pinning the batch.
+    expect(v.bytes === undefined).toBe(bytes.length > LAZY_INFO_MAX_BYTES);
+  });
+
+  it("reuses repeated strings only while the bytes match", () => {
+    const enc = (queue: string, type: string) =>
+      toBinary(LeasedJobSchema, create(LeasedJobSchema, { job: { queue, type, contentType: "application/json" }, leaseToken: "t" }));
+    const seq = [["emails", "send"], ["emails", "send"], ["emailz", "send"], ["e", "sent"], ["emails", "send"], ["ключ", "✓"], ["ключ", "✓"]];
+    for (const [queue, type] of seq) expect(decodeLease(enc(queue!, type!))).toMatchObject({ queue, type, contentType: "application/json" });
+  });
+
+  it("marks a LeasedJob without a job", () => {
+    expect(decodeLease(toBinary(LeasedJobSchema, create(LeasedJobSchema, { leaseToken: "t" })))).toMatchObject({ hasJob: false, token: "t" });
   });
 });

@@ -31,14 +31,14 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { JobState, type Job } from "@jobwire/proto/jobwire/v1/job_pb";
-import { type LeaseRequest, LeaseRequestSchema, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
+import { type LeaseRequest, LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { type Context, ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from "./backoff.js";
 import { JobwireClient, type JobInfo, toJobInfo } from "./client.js";
-import { durationToMs, msToDuration, timestampToDate } from "./convert.js";
+import { msToDuration, timestampToDate } from "./convert.js";
 import {
   JobCancelledError,
   JobwireError,
@@ -49,7 +49,7 @@ import {
   toJobwireError,
 } from "./errors.js";
 import { type Logger, consoleLogger } from "./logger.js";
-import { decodeLeasedJob } from "./lease-decoding.js";
+import { type LeaseView, decodeLease, fullJob } from "./lease-decoding.js";
 import { decodePayload } from "./payload.js";
 import { PushQueue } from "./push-queue.js";
 import { type SettleResult, Settler } from "./settler.js";
@@ -180,13 +180,15 @@ export interface WorkerOptions {
 /** One job the worker holds a lease on. */
 interface Held {
   token: string;
-  job: Job;
+  /** What every job needs; the whole Job is decoded only for job.info (infoOf). */
+  job: LeaseView;
   /** JobInfo, built on first read (infoOf): most handlers never look, and dates cost CPU per job. */
   infoCache: JobInfo | undefined;
   /** Which Lease stream delivered it; credit is returned only to that stream. */
   streamGen: number;
   leaseMs: number;
-  expiresAt: Date | undefined;
+  /** When the lease ends unless heartbeated, epoch ms. */
+  expiresAtMs: number | undefined;
   nextBeatAt: number;
   /**
    * Made only when the handler reads ctx.signal: most handlers never do, and
@@ -452,7 +454,7 @@ export class Worker {
       for await (const res of responses) {
         const inert = tracingInert();
         stream.brokerCredit -= res.jobs.length;
-        for (const bytes of res.jobs) this.accept(decodeLeasedJob(bytes), gen, inert);
+        for (const bytes of res.jobs) this.accept(decodeLease(bytes), gen, inert);
         this.flushCredit(stream);
         if (res.jobs.length > 0) this.scheduleHeartbeat();
       }
@@ -511,26 +513,25 @@ export class Worker {
    * `concurrency` handlers ever run at once. The overshoot is bounded by the
    * jobs that were running when the old stream broke.
    */
-  private accept(lj: LeasedJob, gen: number, inert: boolean): void {
-    const job = lj.job;
-    if (job === undefined || lj.leaseToken === "") {
+  private accept(job: LeaseView, gen: number, inert: boolean): void {
+    if (!job.hasJob || job.token === "") {
       this.log.error("the broker sent a leased job without a job or token; ignoring it");
       return;
     }
-    if (this.held.has(lj.leaseToken)) return;
+    if (this.held.has(job.token)) return;
     const now = Date.now();
-    const expiresAt = timestampToDate(lj.leaseExpiresAt);
+    const expiresAtMs = job.leaseExpiresAtMs;
     const leaseMs = Math.max(
       MIN_HEARTBEAT_INTERVAL_MS * 3,
-      durationToMs(job.leaseDuration) ?? this.leaseDurationMs ?? (expiresAt ? expiresAt.getTime() - now : 30_000),
+      job.leaseDurationMs ?? this.leaseDurationMs ?? (expiresAtMs !== undefined ? expiresAtMs - now : 30_000),
     );
     const h: Held = {
-      token: lj.leaseToken,
+      token: job.token,
       job,
       infoCache: undefined,
       streamGen: gen,
       leaseMs,
-      expiresAt,
+      expiresAtMs,
       nextBeatAt: now + this.beatInterval(leaseMs),
       controller: undefined,
       abortReason: undefined,
@@ -755,7 +756,7 @@ export class Worker {
           this.markLost(h);
           return;
         }
-        h.expiresAt = timestampToDate(r.leaseExpiresAt) ?? h.expiresAt;
+        if (r.leaseExpiresAt !== undefined) h.expiresAtMs = timestampToDate(r.leaseExpiresAt)!.getTime();
         h.nextBeatAt = sentAt + this.beatInterval(h.leaseMs);
         if (r.cancelRequested && !h.cancelRequested) {
           h.cancelRequested = true;
@@ -865,7 +866,7 @@ class HandlerJob implements WorkerJob {
     this.maxAttempts = job.maxAttempts;
     this.priority = job.priority;
     this.headers = job.headers;
-    this.createdAt = timestampToDate(job.createdAt);
+    this.createdAt = job.createdAtMs === undefined ? undefined : new Date(job.createdAtMs);
   }
 
   get info(): JobInfo {
@@ -902,12 +903,13 @@ class HandlerContext implements JobContext {
   }
 
   get leaseExpiresAt(): Date | undefined {
-    return this.#held.expiresAt;
+    const ms = this.#held.expiresAtMs;
+    return ms === undefined ? undefined : new Date(ms);
   }
 }
 
 function infoOf(h: Held): JobInfo {
-  h.infoCache ??= toJobInfo(h.job);
+  h.infoCache ??= toJobInfo(fullJob(h.job));
   return h.infoCache;
 }
 
