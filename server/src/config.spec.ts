@@ -19,4 +19,10 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ JOBWIRE_LOG_LEVEL: "loud" })).toThrow(/one of debug, info, warn, error/);
     expect(() => loadConfig({ JOBWIRE_MAX_PAYLOAD_BYTES: "8000000" })).toThrow(/must be smaller than JOBWIRE_MAX_MESSAGE_BYTES/);
   });
+
+  it("keeps completed jobs 24 h by default; zero (delete at ack) is allowed, a negative retention is not", () => {
+    expect(loadConfig({}).completedRetentionMs).toBe(24 * 3600_000);
+    expect(loadConfig({ JOBWIRE_COMPLETED_RETENTION_MS: "0" }).completedRetentionMs).toBe(0);
+    expect(() => loadConfig({ JOBWIRE_COMPLETED_RETENTION_MS: "-1" })).toThrow(/JOBWIRE_COMPLETED_RETENTION_MS must be an integer from 0/);
+  });
 });

@@ -1,6 +1,8 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase } from "../testing/index.js";
+import { silentLogger } from "../log.js";
+import { Pruner } from "../maintenance/pruner.js";
 import { JobStore } from "./jobs.js";
 
 /** Retention of completed jobs (migrations/005_retention.sql): the ack's delete-or-keep, and the pruner. */
@@ -141,5 +143,19 @@ describe("pruneCompleted", () => {
     const left = await pool.query<{ id: string }>("SELECT id::text FROM jobwire.jobs ORDER BY id");
     // Kept: not yet due, no prune_at (written by hand, outside an ack), dead, cancelled.
     expect(left.rows.map((r) => r.id)).toEqual([rows[3]!.id, rows[4]!.id, rows[5]!.id, rows[6]!.id]);
+  });
+});
+
+describe("Pruner.runOnce", () => {
+  it("goes again at once after a full batch, and waits its interval once the backlog is gone", async () => {
+    await pool.query("DELETE FROM jobwire.jobs");
+    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at, prune_at)
+                      SELECT 'loop', 't', 'completed', 5, '\\x', now(), now() - interval '1 second' FROM generate_series(1, 3)`);
+    const pruned: number[] = [];
+    const pruner = new Pruner(new JobStore(pool), { intervalMs: 5000, batch: 2 }, silentLogger, (n) => pruned.push(n));
+    expect(await pruner.runOnce()).toBe(0);
+    expect(await pruner.runOnce()).toBe(5000);
+    expect(await pruner.runOnce()).toBe(5000);
+    expect(pruned).toEqual([2, 1]);
   });
 });
