@@ -26,9 +26,15 @@ export function dateToTimestamp(date: Date): Timestamp {
   });
 }
 
-export function timestampToDate(ts: Timestamp | undefined): Date | undefined {
+/** Epoch milliseconds, whole (the nanos below a millisecond dropped, as a Date does). */
+export function timestampToMs(ts: Timestamp | undefined): number | undefined {
   if (ts === undefined) return undefined;
-  return new Date(Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000));
+  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1_000_000);
+}
+
+export function timestampToDate(ts: Timestamp | undefined): Date | undefined {
+  const ms = timestampToMs(ts);
+  return ms === undefined ? undefined : new Date(ms);
 }
 
 /** A job's state as a string, the way the docs and the admin tools spell it. */

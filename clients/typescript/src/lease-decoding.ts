@@ -8,6 +8,7 @@ import {
 } from "@bufbuild/protobuf/wkt";
 import type { Job, JobError } from "@jobwire/proto/jobwire/v1/job_pb";
 import { WorkerService, type LeasedJob } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { durationToMs, timestampToMs } from "./convert.js";
 
 /**
  * Reading lease batches without protobuf-es reflection, the worker's
@@ -331,7 +332,10 @@ export interface LeaseView {
 
 export const LAZY_INFO_MAX_BYTES = 16 * 1024;
 
-/** A Timestamp or Duration as milliseconds (seconds beyond 2^53 lose precision, as Date would). */
+/**
+ * A Timestamp or Duration as whole milliseconds, as timestampToMs and
+ * durationToMs (convert.ts) read the decoded message.
+ */
 function millis(r: Reader, end: number): number {
   let s = 0;
   let nanos = 0;
@@ -348,7 +352,7 @@ function millis(r: Reader, end: number): number {
     } else if (tag === 0x10) nanos = r.int32();
     else r.skip(tag & 7);
   }
-  return s * 1000 + nanos / 1e6;
+  return s * 1000 + Math.floor(nanos / 1_000_000);
 }
 
 /**
@@ -441,9 +445,6 @@ export function decodeLease(bytes: Uint8Array): LeaseView {
 
 const EMPTY = new Uint8Array(0);
 
-const ms = (t: { seconds: bigint; nanos: number } | undefined): number | undefined =>
-  t === undefined ? undefined : Number(t.seconds) * 1000 + t.nanos / 1e6;
-
 function viewOf(lj: LeasedJob): LeaseView {
   const j = lj.job;
   return {
@@ -458,9 +459,9 @@ function viewOf(lj: LeasedJob): LeaseView {
     attempt: j?.attempt ?? 0,
     maxAttempts: j?.maxAttempts ?? 0,
     headers: j?.headers ?? {},
-    createdAtMs: ms(j?.createdAt),
-    leaseExpiresAtMs: ms(lj.leaseExpiresAt),
-    leaseDurationMs: ms(j?.leaseDuration),
+    createdAtMs: timestampToMs(j?.createdAt),
+    leaseExpiresAtMs: timestampToMs(lj.leaseExpiresAt),
+    leaseDurationMs: durationToMs(j?.leaseDuration),
     cancelRequested: j?.cancelRequested ?? false,
     bytes: undefined,
     full: j,

@@ -38,7 +38,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, settleWithin, sleep } from "./backoff.js";
 import { JobwireClient, type JobInfo, toJobInfo } from "./client.js";
-import { msToDuration, timestampToDate } from "./convert.js";
+import { msToDuration, timestampToMs } from "./convert.js";
 import {
   JobCancelledError,
   JobwireError,
@@ -756,7 +756,7 @@ export class Worker {
           this.markLost(h);
           return;
         }
-        if (r.leaseExpiresAt !== undefined) h.expiresAtMs = timestampToDate(r.leaseExpiresAt)!.getTime();
+        h.expiresAtMs = timestampToMs(r.leaseExpiresAt) ?? h.expiresAtMs;
         h.nextBeatAt = sentAt + this.beatInterval(h.leaseMs);
         if (r.cancelRequested && !h.cancelRequested) {
           h.cancelRequested = true;

@@ -12,7 +12,6 @@ import type {
   QueueConfig,
   QueueStats,
   ReplayFilter,
-  RetryPolicy,
 } from "../model.js";
 import { CronLoop } from "../maintenance/cron.js";
 import { Pruner } from "../maintenance/pruner.js";
@@ -287,14 +286,14 @@ export class Broker {
     return this.store.stats(queues);
   }
 
-  async setQueueConfig(c: Omit<QueueConfig, "completedRetentionMs"> & { completedRetentionMs?: number | null }): Promise<void> {
+  async setQueueConfig(c: QueueConfig): Promise<void> {
     checkQueue("queue", c.queue);
     const cfg: QueueConfig = {
       queue: c.queue,
       maxAttempts: checkMaxAttempts("max_attempts", c.maxAttempts),
       leaseMs: checkLeaseMs("lease_duration", c.leaseMs),
       retry: checkRetry("retry", c.retry),
-      completedRetentionMs: checkRetentionMs("completed_retention", c.completedRetentionMs ?? null),
+      completedRetentionMs: checkRetentionMs("completed_retention", c.completedRetentionMs),
     };
     await this.store.setQueueConfig(cfg);
   }

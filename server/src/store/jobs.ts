@@ -12,6 +12,7 @@ import type {
   RetryPolicy,
 } from "../model.js";
 import { JOB_STATES } from "../model.js";
+import { DEFAULT_COMPLETED_RETENTION_MS } from "../config.js";
 import { query, withTx } from "./db.js";
 
 /**
@@ -530,7 +531,7 @@ export interface JobStoreOptions {
   completedRetentionMs: number;
 }
 
-export const DEFAULT_STORE_OPTIONS: JobStoreOptions = { completedRetentionMs: 24 * 3600_000 };
+export const DEFAULT_STORE_OPTIONS: JobStoreOptions = { completedRetentionMs: DEFAULT_COMPLETED_RETENTION_MS };
 
 export class JobStore {
   constructor(
