@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Job, JobSpec, JobState, RetryPolicy } from "./job_pb.js";
 
 /**
@@ -153,6 +153,13 @@ export declare type ListJobsRequest = Message<"jobwire.v1.ListJobsRequest"> & {
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Matches jobs whose last error contains this text (case-sensitive).
+   *
+   * @generated from field: string error_contains = 6;
+   */
+  errorContains: string;
 };
 
 /**
@@ -178,6 +185,14 @@ export declare type ListJobsResponse = Message<"jobwire.v1.ListJobsResponse"> & 
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * The page holds fewer than page_size jobs because more would not fit in
+   * one response message; next_page_token continues after the last one.
+   *
+   * @generated from field: bool size_limited = 3;
+   */
+  sizeLimited: boolean;
 };
 
 /**
@@ -254,6 +269,13 @@ export declare type QueueStats = Message<"jobwire.v1.QueueStats"> & {
    * @generated from field: google.protobuf.Duration oldest_available_age = 9;
    */
   oldestAvailableAge?: Duration | undefined;
+
+  /**
+   * Set by PauseQueue: no replica leases the queue's jobs.
+   *
+   * @generated from field: bool paused = 10;
+   */
+  paused: boolean;
 };
 
 /**
@@ -277,6 +299,125 @@ export declare type GetQueueStatsResponse = Message<"jobwire.v1.GetQueueStatsRes
  * Use `create(GetQueueStatsResponseSchema)` to create a new message.
  */
 export declare const GetQueueStatsResponseSchema: GenMessage<GetQueueStatsResponse>;
+
+/**
+ * RateLimit lets at most `count` jobs start in any window of `period`,
+ * across every broker replica. A job held back waits as AVAILABLE: it is not
+ * failed and no attempt is charged.
+ *
+ * @generated from message jobwire.v1.RateLimit
+ */
+export declare type RateLimit = Message<"jobwire.v1.RateLimit"> & {
+  /**
+   * 1 to 1,000,000.
+   *
+   * @generated from field: int32 count = 1;
+   */
+  count: number;
+
+  /**
+   * 1ms to 24h.
+   *
+   * @generated from field: google.protobuf.Duration period = 2;
+   */
+  period?: Duration | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export declare const RateLimitSchema: GenMessage<RateLimit>;
+
+/**
+ * QueueConfig is a queue's settings. Unset fields use the broker defaults.
+ *
+ * @generated from message jobwire.v1.QueueConfig
+ */
+export declare type QueueConfig = Message<"jobwire.v1.QueueConfig"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+
+  /**
+   * The queue's retry policy; a job's own policy wins field by field.
+   *
+   * @generated from field: jobwire.v1.RetryPolicy retry = 2;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * @generated from field: optional int32 max_attempts = 3;
+   */
+  maxAttempts?: number | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Duration lease_duration = 4;
+   */
+  leaseDuration?: Duration | undefined;
+
+  /**
+   * How long completed jobs stay as history before the broker deletes them.
+   * Zero deletes a job when it is acked (a job whose idempotency key is
+   * still live keeps its row until the key expires). Unset: the broker's
+   * default, JOBWIRE_COMPLETED_RETENTION_MS (24 hours). A change applies to
+   * jobs completed after it. Dead and cancelled jobs are never deleted.
+   *
+   * @generated from field: google.protobuf.Duration completed_retention = 5;
+   */
+  completedRetention?: Duration | undefined;
+
+  /**
+   * The most RUNNING jobs of the queue at once, across every worker and
+   * replica. Unset means unlimited.
+   *
+   * @generated from field: optional int32 max_running = 6;
+   */
+  maxRunning?: number | undefined;
+
+  /**
+   * The most RUNNING jobs at once per JobSpec.concurrency_key. Unset means
+   * unlimited. Jobs without a key are limited only by max_running.
+   *
+   * @generated from field: optional int32 max_running_per_key = 7;
+   */
+  maxRunningPerKey?: number | undefined;
+
+  /**
+   * How many of the queue's jobs may start per period.
+   *
+   * @generated from field: jobwire.v1.RateLimit rate_limit = 8;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * How many jobs may start per period for each concurrency_key.
+   *
+   * @generated from field: jobwire.v1.RateLimit rate_limit_per_key = 9;
+   */
+  rateLimitPerKey?: RateLimit | undefined;
+
+  /**
+   * Output only: set by PauseQueue, cleared by ResumeQueue.
+   *
+   * @generated from field: bool paused = 10;
+   */
+  paused: boolean;
+
+  /**
+   * Output only: the last change.
+   *
+   * @generated from field: google.protobuf.Timestamp updated_at = 11;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.QueueConfig.
+ * Use `create(QueueConfigSchema)` to create a new message.
+ */
+export declare const QueueConfigSchema: GenMessage<QueueConfig>;
 
 /**
  * @generated from message jobwire.v1.SetQueueConfigRequest
@@ -303,15 +444,42 @@ export declare type SetQueueConfigRequest = Message<"jobwire.v1.SetQueueConfigRe
   leaseDuration?: Duration | undefined;
 
   /**
-   * How long completed jobs stay as history before the broker deletes them.
-   * Zero deletes a job when it is acked (a job whose idempotency key is
-   * still live keeps its row until the key expires). Unset: the broker's
-   * default, JOBWIRE_COMPLETED_RETENTION_MS (24 hours). A change applies to
-   * jobs completed after it. Dead and cancelled jobs are never deleted.
+   * See QueueConfig.completed_retention.
    *
    * @generated from field: google.protobuf.Duration completed_retention = 5;
    */
   completedRetention?: Duration | undefined;
+
+  /**
+   * @generated from field: optional int32 max_running = 6;
+   */
+  maxRunning?: number | undefined;
+
+  /**
+   * @generated from field: optional int32 max_running_per_key = 7;
+   */
+  maxRunningPerKey?: number | undefined;
+
+  /**
+   * @generated from field: jobwire.v1.RateLimit rate_limit = 8;
+   */
+  rateLimit?: RateLimit | undefined;
+
+  /**
+   * @generated from field: jobwire.v1.RateLimit rate_limit_per_key = 9;
+   */
+  rateLimitPerKey?: RateLimit | undefined;
+
+  /**
+   * Optional. The fields to change, by name (retry, max_attempts,
+   * lease_duration, completed_retention, max_running, max_running_per_key,
+   * rate_limit, rate_limit_per_key); a named field left unset is cleared.
+   * Without it, every field present in the request is set and the others
+   * keep their values.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 10;
+   */
+  updateMask?: FieldMask | undefined;
 };
 
 /**
@@ -324,6 +492,12 @@ export declare const SetQueueConfigRequestSchema: GenMessage<SetQueueConfigReque
  * @generated from message jobwire.v1.SetQueueConfigResponse
  */
 export declare type SetQueueConfigResponse = Message<"jobwire.v1.SetQueueConfigResponse"> & {
+  /**
+   * The whole config after the change.
+   *
+   * @generated from field: jobwire.v1.QueueConfig config = 1;
+   */
+  config?: QueueConfig | undefined;
 };
 
 /**
@@ -331,6 +505,358 @@ export declare type SetQueueConfigResponse = Message<"jobwire.v1.SetQueueConfigR
  * Use `create(SetQueueConfigResponseSchema)` to create a new message.
  */
 export declare const SetQueueConfigResponseSchema: GenMessage<SetQueueConfigResponse>;
+
+/**
+ * @generated from message jobwire.v1.GetQueueConfigRequest
+ */
+export declare type GetQueueConfigRequest = Message<"jobwire.v1.GetQueueConfigRequest"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+};
+
+/**
+ * Describes the message jobwire.v1.GetQueueConfigRequest.
+ * Use `create(GetQueueConfigRequestSchema)` to create a new message.
+ */
+export declare const GetQueueConfigRequestSchema: GenMessage<GetQueueConfigRequest>;
+
+/**
+ * @generated from message jobwire.v1.GetQueueConfigResponse
+ */
+export declare type GetQueueConfigResponse = Message<"jobwire.v1.GetQueueConfigResponse"> & {
+  /**
+   * @generated from field: jobwire.v1.QueueConfig config = 1;
+   */
+  config?: QueueConfig | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.GetQueueConfigResponse.
+ * Use `create(GetQueueConfigResponseSchema)` to create a new message.
+ */
+export declare const GetQueueConfigResponseSchema: GenMessage<GetQueueConfigResponse>;
+
+/**
+ * @generated from message jobwire.v1.PauseQueueRequest
+ */
+export declare type PauseQueueRequest = Message<"jobwire.v1.PauseQueueRequest"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+};
+
+/**
+ * Describes the message jobwire.v1.PauseQueueRequest.
+ * Use `create(PauseQueueRequestSchema)` to create a new message.
+ */
+export declare const PauseQueueRequestSchema: GenMessage<PauseQueueRequest>;
+
+/**
+ * @generated from message jobwire.v1.PauseQueueResponse
+ */
+export declare type PauseQueueResponse = Message<"jobwire.v1.PauseQueueResponse"> & {
+  /**
+   * @generated from field: jobwire.v1.QueueConfig config = 1;
+   */
+  config?: QueueConfig | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.PauseQueueResponse.
+ * Use `create(PauseQueueResponseSchema)` to create a new message.
+ */
+export declare const PauseQueueResponseSchema: GenMessage<PauseQueueResponse>;
+
+/**
+ * @generated from message jobwire.v1.ResumeQueueRequest
+ */
+export declare type ResumeQueueRequest = Message<"jobwire.v1.ResumeQueueRequest"> & {
+  /**
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+};
+
+/**
+ * Describes the message jobwire.v1.ResumeQueueRequest.
+ * Use `create(ResumeQueueRequestSchema)` to create a new message.
+ */
+export declare const ResumeQueueRequestSchema: GenMessage<ResumeQueueRequest>;
+
+/**
+ * @generated from message jobwire.v1.ResumeQueueResponse
+ */
+export declare type ResumeQueueResponse = Message<"jobwire.v1.ResumeQueueResponse"> & {
+  /**
+   * @generated from field: jobwire.v1.QueueConfig config = 1;
+   */
+  config?: QueueConfig | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.ResumeQueueResponse.
+ * Use `create(ResumeQueueResponseSchema)` to create a new message.
+ */
+export declare const ResumeQueueResponseSchema: GenMessage<ResumeQueueResponse>;
+
+/**
+ * @generated from message jobwire.v1.ListWorkersRequest
+ */
+export declare type ListWorkersRequest = Message<"jobwire.v1.ListWorkersRequest"> & {
+  /**
+   * Only streams leasing from this queue; empty means all.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+};
+
+/**
+ * Describes the message jobwire.v1.ListWorkersRequest.
+ * Use `create(ListWorkersRequestSchema)` to create a new message.
+ */
+export declare const ListWorkersRequestSchema: GenMessage<ListWorkersRequest>;
+
+/**
+ * WorkerStream is one open Lease stream.
+ *
+ * @generated from message jobwire.v1.WorkerStream
+ */
+export declare type WorkerStream = Message<"jobwire.v1.WorkerStream"> & {
+  /**
+   * The worker_id the stream opened with.
+   *
+   * @generated from field: string worker_id = 1;
+   */
+  workerId: string;
+
+  /**
+   * @generated from field: repeated string queues = 2;
+   */
+  queues: string[];
+
+  /**
+   * @generated from field: int32 max_in_flight = 3;
+   */
+  maxInFlight: number;
+
+  /**
+   * Jobs the broker may still send on the stream.
+   *
+   * @generated from field: int32 credit = 4;
+   */
+  credit: number;
+
+  /**
+   * Jobs sent on the stream whose credit has not come back yet.
+   *
+   * @generated from field: int32 jobs_held = 5;
+   */
+  jobsHeld: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp connected_at = 6;
+   */
+  connectedAt?: Timestamp | undefined;
+
+  /**
+   * The broker replica serving the stream.
+   *
+   * @generated from field: string broker_id = 7;
+   */
+  brokerId: string;
+
+  /**
+   * The worker's address as the broker sees it.
+   *
+   * @generated from field: string peer = 8;
+   */
+  peer: string;
+};
+
+/**
+ * Describes the message jobwire.v1.WorkerStream.
+ * Use `create(WorkerStreamSchema)` to create a new message.
+ */
+export declare const WorkerStreamSchema: GenMessage<WorkerStream>;
+
+/**
+ * @generated from message jobwire.v1.ListWorkersResponse
+ */
+export declare type ListWorkersResponse = Message<"jobwire.v1.ListWorkersResponse"> & {
+  /**
+   * @generated from field: repeated jobwire.v1.WorkerStream workers = 1;
+   */
+  workers: WorkerStream[];
+};
+
+/**
+ * Describes the message jobwire.v1.ListWorkersResponse.
+ * Use `create(ListWorkersResponseSchema)` to create a new message.
+ */
+export declare const ListWorkersResponseSchema: GenMessage<ListWorkersResponse>;
+
+/**
+ * @generated from message jobwire.v1.GetQueueHistoryRequest
+ */
+export declare type GetQueueHistoryRequest = Message<"jobwire.v1.GetQueueHistoryRequest"> & {
+  /**
+   * Empty means every queue.
+   *
+   * @generated from field: string queue = 1;
+   */
+  queue: string;
+};
+
+/**
+ * Describes the message jobwire.v1.GetQueueHistoryRequest.
+ * Use `create(GetQueueHistoryRequestSchema)` to create a new message.
+ */
+export declare const GetQueueHistoryRequestSchema: GenMessage<GetQueueHistoryRequest>;
+
+/**
+ * QueueSample is one queue at one moment, with the counts of the interval
+ * that ended then.
+ *
+ * @generated from message jobwire.v1.QueueSample
+ */
+export declare type QueueSample = Message<"jobwire.v1.QueueSample"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 1;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string queue = 2;
+   */
+  queue: string;
+
+  /**
+   * Jobs AVAILABLE at `at`.
+   *
+   * @generated from field: int64 available = 3;
+   */
+  available: bigint;
+
+  /**
+   * Jobs SCHEDULED or RETRYABLE at `at`.
+   *
+   * @generated from field: int64 waiting = 4;
+   */
+  waiting: bigint;
+
+  /**
+   * @generated from field: int64 running = 5;
+   */
+  running: bigint;
+
+  /**
+   * @generated from field: int64 dead = 6;
+   */
+  dead: bigint;
+
+  /**
+   * Jobs enqueued, completed (acked) and failed (attempts) in the interval.
+   *
+   * @generated from field: int64 enqueued = 7;
+   */
+  enqueued: bigint;
+
+  /**
+   * @generated from field: int64 completed = 8;
+   */
+  completed: bigint;
+
+  /**
+   * @generated from field: int64 failed = 9;
+   */
+  failed: bigint;
+};
+
+/**
+ * Describes the message jobwire.v1.QueueSample.
+ * Use `create(QueueSampleSchema)` to create a new message.
+ */
+export declare const QueueSampleSchema: GenMessage<QueueSample>;
+
+/**
+ * @generated from message jobwire.v1.GetQueueHistoryResponse
+ */
+export declare type GetQueueHistoryResponse = Message<"jobwire.v1.GetQueueHistoryResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated jobwire.v1.QueueSample samples = 1;
+   */
+  samples: QueueSample[];
+
+  /**
+   * The time between two samples.
+   *
+   * @generated from field: google.protobuf.Duration interval = 2;
+   */
+  interval?: Duration | undefined;
+};
+
+/**
+ * Describes the message jobwire.v1.GetQueueHistoryResponse.
+ * Use `create(GetQueueHistoryResponseSchema)` to create a new message.
+ */
+export declare const GetQueueHistoryResponseSchema: GenMessage<GetQueueHistoryResponse>;
+
+/**
+ * @generated from message jobwire.v1.WhoAmIRequest
+ */
+export declare type WhoAmIRequest = Message<"jobwire.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message jobwire.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export declare const WhoAmIRequestSchema: GenMessage<WhoAmIRequest>;
+
+/**
+ * @generated from message jobwire.v1.WhoAmIResponse
+ */
+export declare type WhoAmIResponse = Message<"jobwire.v1.WhoAmIResponse"> & {
+  /**
+   * False when the broker runs without authentication (every call allowed).
+   *
+   * @generated from field: bool auth_enabled = 1;
+   */
+  authEnabled: boolean;
+
+  /**
+   * The token's name, or the client certificate's subject.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Of "enqueue", "work", "read", "admin".
+   *
+   * @generated from field: repeated string scopes = 3;
+   */
+  scopes: string[];
+
+  /**
+   * Queue name patterns the caller may touch ("*" for all).
+   *
+   * @generated from field: repeated string queues = 4;
+   */
+  queues: string[];
+};
+
+/**
+ * Describes the message jobwire.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export declare const WhoAmIResponseSchema: GenMessage<WhoAmIResponse>;
 
 /**
  * @generated from message jobwire.v1.Schedule
@@ -513,8 +1039,10 @@ export declare const AdminService: GenService<{
     output: typeof GetQueueStatsResponseSchema;
   },
   /**
-   * Sets a queue's defaults: retry policy, max attempts, lease duration,
-   * retention of completed jobs. Fields left unset keep the broker defaults.
+   * Changes a queue's settings and answers with the whole config. A field
+   * present in the request is set; a field absent from it keeps its value.
+   * To clear a field (back to the broker's default), name it in update_mask
+   * and leave it unset: with update_mask, exactly the named fields change.
    *
    * @generated from rpc jobwire.v1.AdminService.SetQueueConfig
    */
@@ -522,6 +1050,71 @@ export declare const AdminService: GenService<{
     methodKind: "unary";
     input: typeof SetQueueConfigRequestSchema;
     output: typeof SetQueueConfigResponseSchema;
+  },
+  /**
+   * A queue's whole config. A queue nobody configured answers with every
+   * field unset (the broker defaults apply), not NOT_FOUND.
+   *
+   * @generated from rpc jobwire.v1.AdminService.GetQueueConfig
+   */
+  getQueueConfig: {
+    methodKind: "unary";
+    input: typeof GetQueueConfigRequestSchema;
+    output: typeof GetQueueConfigResponseSchema;
+  },
+  /**
+   * Stops every broker replica from leasing the queue's jobs, within a
+   * second. Enqueues still succeed, and jobs already running finish: their
+   * acks, nacks and heartbeats work as before. Idempotent.
+   *
+   * @generated from rpc jobwire.v1.AdminService.PauseQueue
+   */
+  pauseQueue: {
+    methodKind: "unary";
+    input: typeof PauseQueueRequestSchema;
+    output: typeof PauseQueueResponseSchema;
+  },
+  /**
+   * Lets a paused queue's jobs be leased again. Idempotent.
+   *
+   * @generated from rpc jobwire.v1.AdminService.ResumeQueue
+   */
+  resumeQueue: {
+    methodKind: "unary";
+    input: typeof ResumeQueueRequestSchema;
+    output: typeof ResumeQueueResponseSchema;
+  },
+  /**
+   * The open Lease streams on every broker replica.
+   *
+   * @generated from rpc jobwire.v1.AdminService.ListWorkers
+   */
+  listWorkers: {
+    methodKind: "unary";
+    input: typeof ListWorkersRequestSchema;
+    output: typeof ListWorkersResponseSchema;
+  },
+  /**
+   * Per-queue samples over the last hour: backlog, and how many jobs were
+   * enqueued, completed and failed in each interval.
+   *
+   * @generated from rpc jobwire.v1.AdminService.GetQueueHistory
+   */
+  getQueueHistory: {
+    methodKind: "unary";
+    input: typeof GetQueueHistoryRequestSchema;
+    output: typeof GetQueueHistoryResponseSchema;
+  },
+  /**
+   * Who the caller is: the token's (or client certificate's) name and
+   * scopes. Any authenticated caller may ask.
+   *
+   * @generated from rpc jobwire.v1.AdminService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
   },
   /**
    * Creates or replaces a recurring schedule. Each time its cron expression

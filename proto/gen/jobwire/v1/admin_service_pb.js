@@ -3,14 +3,14 @@
 /* eslint-disable */
 
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { file_jobwire_v1_job } from "./job_pb.js";
 
 /**
  * Describes the file jobwire/v1/admin_service.proto.
  */
 export const file_jobwire_v1_admin_service = /*@__PURE__*/
-  fileDesc("Ch5qb2J3aXJlL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmpvYndpcmUudjEirAEKDFJlcGxheUZpbHRlchINCgVxdWV1ZRgBIAEoCRIMCgR0eXBlGAIgASgJEhYKDmVycm9yX2NvbnRhaW5zGAMgASgJEjIKDmZpbmlzaGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9maW5pc2hlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoUBCg1SZXBsYXlSZXF1ZXN0Eg8KB2pvYl9pZHMYASADKAkSKAoGZmlsdGVyGAIgASgLMhguam9id2lyZS52MS5SZXBsYXlGaWx0ZXISDQoFbGltaXQYAyABKAUSDwoHZHJ5X3J1bhgEIAEoCBIZChFpbmNsdWRlX2NhbmNlbGxlZBgFIAEoCCIzCg5SZXBsYXlSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoBRIPCgdqb2JfaWRzGAIgAygJInsKD0xpc3RKb2JzUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRIMCgR0eXBlGAIgASgJEiQKBnN0YXRlcxgDIAMoDjIULmpvYndpcmUudjEuSm9iU3RhdGUSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkiSgoQTGlzdEpvYnNSZXNwb25zZRIdCgRqb2JzGAEgAygLMg8uam9id2lyZS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0Eg4KBnF1ZXVlcxgBIAMoCSLSAQoKUXVldWVTdGF0cxINCgVxdWV1ZRgBIAEoCRIRCglzY2hlZHVsZWQYAiABKAMSEQoJYXZhaWxhYmxlGAMgASgDEg8KB3J1bm5pbmcYBCABKAMSEQoJcmV0cnlhYmxlGAUgASgDEhEKCWNvbXBsZXRlZBgGIAEoAxIMCgRkZWFkGAcgASgDEhEKCWNhbmNlbGxlZBgIIAEoAxI3ChRvbGRlc3RfYXZhaWxhYmxlX2FnZRgJIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiI/ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USJgoGcXVldWVzGAEgAygLMhYuam9id2lyZS52MS5RdWV1ZVN0YXRzIuUBChVTZXRRdWV1ZUNvbmZpZ1JlcXVlc3QSDQoFcXVldWUYASABKAkSJgoFcmV0cnkYAiABKAsyFy5qb2J3aXJlLnYxLlJldHJ5UG9saWN5EhkKDG1heF9hdHRlbXB0cxgDIAEoBUgAiAEBEjEKDmxlYXNlX2R1cmF0aW9uGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjYKE2NvbXBsZXRlZF9yZXRlbnRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CDwoNX21heF9hdHRlbXB0cyIYChZTZXRRdWV1ZUNvbmZpZ1Jlc3BvbnNlIs8BCghTY2hlZHVsZRIMCgRuYW1lGAEgASgJEgwKBGNyb24YAiABKAkSIAoDam9iGAMgASgLMhMuam9id2lyZS52MS5Kb2JTcGVjEg4KBnBhdXNlZBgEIAEoCBIvCgtuZXh0X3J1bl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLbGFzdF9ydW5fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2xhc3Rfam9iX2lkGAcgASgJIjwKElNldFNjaGVkdWxlUmVxdWVzdBImCghzY2hlZHVsZRgBIAEoCzIULmpvYndpcmUudjEuU2NoZWR1bGUiPQoTU2V0U2NoZWR1bGVSZXNwb25zZRImCghzY2hlZHVsZRgBIAEoCzIULmpvYndpcmUudjEuU2NoZWR1bGUiJQoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlU2NoZWR1bGVSZXNwb25zZSIWChRMaXN0U2NoZWR1bGVzUmVxdWVzdCJAChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USJwoJc2NoZWR1bGVzGAEgAygLMhQuam9id2lyZS52MS5TY2hlZHVsZTLEBAoMQWRtaW5TZXJ2aWNlEj8KBlJlcGxheRIZLmpvYndpcmUudjEuUmVwbGF5UmVxdWVzdBoaLmpvYndpcmUudjEuUmVwbGF5UmVzcG9uc2USRQoITGlzdEpvYnMSGy5qb2J3aXJlLnYxLkxpc3RKb2JzUmVxdWVzdBocLmpvYndpcmUudjEuTGlzdEpvYnNSZXNwb25zZRJUCg1HZXRRdWV1ZVN0YXRzEiAuam9id2lyZS52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBohLmpvYndpcmUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlElcKDlNldFF1ZXVlQ29uZmlnEiEuam9id2lyZS52MS5TZXRRdWV1ZUNvbmZpZ1JlcXVlc3QaIi5qb2J3aXJlLnYxLlNldFF1ZXVlQ29uZmlnUmVzcG9uc2USTgoLU2V0U2NoZWR1bGUSHi5qb2J3aXJlLnYxLlNldFNjaGVkdWxlUmVxdWVzdBofLmpvYndpcmUudjEuU2V0U2NoZWR1bGVSZXNwb25zZRJXCg5EZWxldGVTY2hlZHVsZRIhLmpvYndpcmUudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiIuam9id2lyZS52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlElQKDUxpc3RTY2hlZHVsZXMSIC5qb2J3aXJlLnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiEuam9id2lyZS52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2VCQFo+Z2l0aHViLmNvbS9qb2J3aXJlL2pvYndpcmUvY2xpZW50cy9nby9nZW4vam9id2lyZS92MTtqb2J3aXJldjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_jobwire_v1_job]);
+  fileDesc("Ch5qb2J3aXJlL3YxL2FkbWluX3NlcnZpY2UucHJvdG8SCmpvYndpcmUudjEirAEKDFJlcGxheUZpbHRlchINCgVxdWV1ZRgBIAEoCRIMCgR0eXBlGAIgASgJEhYKDmVycm9yX2NvbnRhaW5zGAMgASgJEjIKDmZpbmlzaGVkX2FmdGVyGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9maW5pc2hlZF9iZWZvcmUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoUBCg1SZXBsYXlSZXF1ZXN0Eg8KB2pvYl9pZHMYASADKAkSKAoGZmlsdGVyGAIgASgLMhguam9id2lyZS52MS5SZXBsYXlGaWx0ZXISDQoFbGltaXQYAyABKAUSDwoHZHJ5X3J1bhgEIAEoCBIZChFpbmNsdWRlX2NhbmNlbGxlZBgFIAEoCCIzCg5SZXBsYXlSZXNwb25zZRIQCghyZXBsYXllZBgBIAEoBRIPCgdqb2JfaWRzGAIgAygJIpMBCg9MaXN0Sm9ic1JlcXVlc3QSDQoFcXVldWUYASABKAkSDAoEdHlwZRgCIAEoCRIkCgZzdGF0ZXMYAyADKA4yFC5qb2J3aXJlLnYxLkpvYlN0YXRlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEhYKDmVycm9yX2NvbnRhaW5zGAYgASgJImAKEExpc3RKb2JzUmVzcG9uc2USHQoEam9icxgBIAMoCzIPLmpvYndpcmUudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRIUCgxzaXplX2xpbWl0ZWQYAyABKAgiJgoUR2V0UXVldWVTdGF0c1JlcXVlc3QSDgoGcXVldWVzGAEgAygJIuIBCgpRdWV1ZVN0YXRzEg0KBXF1ZXVlGAEgASgJEhEKCXNjaGVkdWxlZBgCIAEoAxIRCglhdmFpbGFibGUYAyABKAMSDwoHcnVubmluZxgEIAEoAxIRCglyZXRyeWFibGUYBSABKAMSEQoJY29tcGxldGVkGAYgASgDEgwKBGRlYWQYByABKAMSEQoJY2FuY2VsbGVkGAggASgDEjcKFG9sZGVzdF9hdmFpbGFibGVfYWdlGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnBhdXNlZBgKIAEoCCI/ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USJgoGcXVldWVzGAEgAygLMhYuam9id2lyZS52MS5RdWV1ZVN0YXRzIkUKCVJhdGVMaW1pdBINCgVjb3VudBgBIAEoBRIpCgZwZXJpb2QYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i3QMKC1F1ZXVlQ29uZmlnEg0KBXF1ZXVlGAEgASgJEiYKBXJldHJ5GAIgASgLMhcuam9id2lyZS52MS5SZXRyeVBvbGljeRIZCgxtYXhfYXR0ZW1wdHMYAyABKAVIAIgBARIxCg5sZWFzZV9kdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI2ChNjb21wbGV0ZWRfcmV0ZW50aW9uGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKC21heF9ydW5uaW5nGAYgASgFSAGIAQESIAoTbWF4X3J1bm5pbmdfcGVyX2tleRgHIAEoBUgCiAEBEikKCnJhdGVfbGltaXQYCCABKAsyFS5qb2J3aXJlLnYxLlJhdGVMaW1pdBIxChJyYXRlX2xpbWl0X3Blcl9rZXkYCSABKAsyFS5qb2J3aXJlLnYxLlJhdGVMaW1pdBIOCgZwYXVzZWQYCiABKAgSLgoKdXBkYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCDwoNX21heF9hdHRlbXB0c0IOCgxfbWF4X3J1bm5pbmdCFgoUX21heF9ydW5uaW5nX3Blcl9rZXki2AMKFVNldFF1ZXVlQ29uZmlnUmVxdWVzdBINCgVxdWV1ZRgBIAEoCRImCgVyZXRyeRgCIAEoCzIXLmpvYndpcmUudjEuUmV0cnlQb2xpY3kSGQoMbWF4X2F0dGVtcHRzGAMgASgFSACIAQESMQoObGVhc2VfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SNgoTY29tcGxldGVkX3JldGVudGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIYCgttYXhfcnVubmluZxgGIAEoBUgBiAEBEiAKE21heF9ydW5uaW5nX3Blcl9rZXkYByABKAVIAogBARIpCgpyYXRlX2xpbWl0GAggASgLMhUuam9id2lyZS52MS5SYXRlTGltaXQSMQoScmF0ZV9saW1pdF9wZXJfa2V5GAkgASgLMhUuam9id2lyZS52MS5SYXRlTGltaXQSLwoLdXBkYXRlX21hc2sYCiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrQg8KDV9tYXhfYXR0ZW1wdHNCDgoMX21heF9ydW5uaW5nQhYKFF9tYXhfcnVubmluZ19wZXJfa2V5IkEKFlNldFF1ZXVlQ29uZmlnUmVzcG9uc2USJwoGY29uZmlnGAEgASgLMhcuam9id2lyZS52MS5RdWV1ZUNvbmZpZyImChVHZXRRdWV1ZUNvbmZpZ1JlcXVlc3QSDQoFcXVldWUYASABKAkiQQoWR2V0UXVldWVDb25maWdSZXNwb25zZRInCgZjb25maWcYASABKAsyFy5qb2J3aXJlLnYxLlF1ZXVlQ29uZmlnIiIKEVBhdXNlUXVldWVSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJIj0KElBhdXNlUXVldWVSZXNwb25zZRInCgZjb25maWcYASABKAsyFy5qb2J3aXJlLnYxLlF1ZXVlQ29uZmlnIiMKElJlc3VtZVF1ZXVlUmVxdWVzdBINCgVxdWV1ZRgBIAEoCSI+ChNSZXN1bWVRdWV1ZVJlc3BvbnNlEicKBmNvbmZpZxgBIAEoCzIXLmpvYndpcmUudjEuUXVldWVDb25maWciIwoSTGlzdFdvcmtlcnNSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJIr4BCgxXb3JrZXJTdHJlYW0SEQoJd29ya2VyX2lkGAEgASgJEg4KBnF1ZXVlcxgCIAMoCRIVCg1tYXhfaW5fZmxpZ2h0GAMgASgFEg4KBmNyZWRpdBgEIAEoBRIRCglqb2JzX2hlbGQYBSABKAUSMAoMY29ubmVjdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglicm9rZXJfaWQYByABKAkSDAoEcGVlchgIIAEoCSJAChNMaXN0V29ya2Vyc1Jlc3BvbnNlEikKB3dvcmtlcnMYASADKAsyGC5qb2J3aXJlLnYxLldvcmtlclN0cmVhbSInChZHZXRRdWV1ZUhpc3RvcnlSZXF1ZXN0Eg0KBXF1ZXVlGAEgASgJIrwBCgtRdWV1ZVNhbXBsZRImCgJhdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFcXVldWUYAiABKAkSEQoJYXZhaWxhYmxlGAMgASgDEg8KB3dhaXRpbmcYBCABKAMSDwoHcnVubmluZxgFIAEoAxIMCgRkZWFkGAYgASgDEhAKCGVucXVldWVkGAcgASgDEhEKCWNvbXBsZXRlZBgIIAEoAxIOCgZmYWlsZWQYCSABKAMicAoXR2V0UXVldWVIaXN0b3J5UmVzcG9uc2USKAoHc2FtcGxlcxgBIAMoCzIXLmpvYndpcmUudjEuUXVldWVTYW1wbGUSKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iDwoNV2hvQW1JUmVxdWVzdCJUCg5XaG9BbUlSZXNwb25zZRIUCgxhdXRoX2VuYWJsZWQYASABKAgSDAoEbmFtZRgCIAEoCRIOCgZzY29wZXMYAyADKAkSDgoGcXVldWVzGAQgAygJIs8BCghTY2hlZHVsZRIMCgRuYW1lGAEgASgJEgwKBGNyb24YAiABKAkSIAoDam9iGAMgASgLMhMuam9id2lyZS52MS5Kb2JTcGVjEg4KBnBhdXNlZBgEIAEoCBIvCgtuZXh0X3J1bl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLbGFzdF9ydW5fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2xhc3Rfam9iX2lkGAcgASgJIjwKElNldFNjaGVkdWxlUmVxdWVzdBImCghzY2hlZHVsZRgBIAEoCzIULmpvYndpcmUudjEuU2NoZWR1bGUiPQoTU2V0U2NoZWR1bGVSZXNwb25zZRImCghzY2hlZHVsZRgBIAEoCzIULmpvYndpcmUudjEuU2NoZWR1bGUiJQoVRGVsZXRlU2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiGAoWRGVsZXRlU2NoZWR1bGVSZXNwb25zZSIWChRMaXN0U2NoZWR1bGVzUmVxdWVzdCJAChVMaXN0U2NoZWR1bGVzUmVzcG9uc2USJwoJc2NoZWR1bGVzGAEgAygLMhQuam9id2lyZS52MS5TY2hlZHVsZTKnCAoMQWRtaW5TZXJ2aWNlEj8KBlJlcGxheRIZLmpvYndpcmUudjEuUmVwbGF5UmVxdWVzdBoaLmpvYndpcmUudjEuUmVwbGF5UmVzcG9uc2USRQoITGlzdEpvYnMSGy5qb2J3aXJlLnYxLkxpc3RKb2JzUmVxdWVzdBocLmpvYndpcmUudjEuTGlzdEpvYnNSZXNwb25zZRJUCg1HZXRRdWV1ZVN0YXRzEiAuam9id2lyZS52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBohLmpvYndpcmUudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlElcKDlNldFF1ZXVlQ29uZmlnEiEuam9id2lyZS52MS5TZXRRdWV1ZUNvbmZpZ1JlcXVlc3QaIi5qb2J3aXJlLnYxLlNldFF1ZXVlQ29uZmlnUmVzcG9uc2USVwoOR2V0UXVldWVDb25maWcSIS5qb2J3aXJlLnYxLkdldFF1ZXVlQ29uZmlnUmVxdWVzdBoiLmpvYndpcmUudjEuR2V0UXVldWVDb25maWdSZXNwb25zZRJLCgpQYXVzZVF1ZXVlEh0uam9id2lyZS52MS5QYXVzZVF1ZXVlUmVxdWVzdBoeLmpvYndpcmUudjEuUGF1c2VRdWV1ZVJlc3BvbnNlEk4KC1Jlc3VtZVF1ZXVlEh4uam9id2lyZS52MS5SZXN1bWVRdWV1ZVJlcXVlc3QaHy5qb2J3aXJlLnYxLlJlc3VtZVF1ZXVlUmVzcG9uc2USTgoLTGlzdFdvcmtlcnMSHi5qb2J3aXJlLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBofLmpvYndpcmUudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJaCg9HZXRRdWV1ZUhpc3RvcnkSIi5qb2J3aXJlLnYxLkdldFF1ZXVlSGlzdG9yeVJlcXVlc3QaIy5qb2J3aXJlLnYxLkdldFF1ZXVlSGlzdG9yeVJlc3BvbnNlEj8KBldob0FtSRIZLmpvYndpcmUudjEuV2hvQW1JUmVxdWVzdBoaLmpvYndpcmUudjEuV2hvQW1JUmVzcG9uc2USTgoLU2V0U2NoZWR1bGUSHi5qb2J3aXJlLnYxLlNldFNjaGVkdWxlUmVxdWVzdBofLmpvYndpcmUudjEuU2V0U2NoZWR1bGVSZXNwb25zZRJXCg5EZWxldGVTY2hlZHVsZRIhLmpvYndpcmUudjEuRGVsZXRlU2NoZWR1bGVSZXF1ZXN0GiIuam9id2lyZS52MS5EZWxldGVTY2hlZHVsZVJlc3BvbnNlElQKDUxpc3RTY2hlZHVsZXMSIC5qb2J3aXJlLnYxLkxpc3RTY2hlZHVsZXNSZXF1ZXN0GiEuam9id2lyZS52MS5MaXN0U2NoZWR1bGVzUmVzcG9uc2VCQFo+Z2l0aHViLmNvbS9qb2J3aXJlL2pvYndpcmUvY2xpZW50cy9nby9nZW4vam9id2lyZS92MTtqb2J3aXJldjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_jobwire_v1_job]);
 
 /**
  * Describes the message jobwire.v1.ReplayFilter.
@@ -69,67 +69,179 @@ export const GetQueueStatsResponseSchema = /*@__PURE__*/
   messageDesc(file_jobwire_v1_admin_service, 7);
 
 /**
+ * Describes the message jobwire.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 8);
+
+/**
+ * Describes the message jobwire.v1.QueueConfig.
+ * Use `create(QueueConfigSchema)` to create a new message.
+ */
+export const QueueConfigSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 9);
+
+/**
  * Describes the message jobwire.v1.SetQueueConfigRequest.
  * Use `create(SetQueueConfigRequestSchema)` to create a new message.
  */
 export const SetQueueConfigRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 8);
+  messageDesc(file_jobwire_v1_admin_service, 10);
 
 /**
  * Describes the message jobwire.v1.SetQueueConfigResponse.
  * Use `create(SetQueueConfigResponseSchema)` to create a new message.
  */
 export const SetQueueConfigResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 9);
+  messageDesc(file_jobwire_v1_admin_service, 11);
+
+/**
+ * Describes the message jobwire.v1.GetQueueConfigRequest.
+ * Use `create(GetQueueConfigRequestSchema)` to create a new message.
+ */
+export const GetQueueConfigRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 12);
+
+/**
+ * Describes the message jobwire.v1.GetQueueConfigResponse.
+ * Use `create(GetQueueConfigResponseSchema)` to create a new message.
+ */
+export const GetQueueConfigResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 13);
+
+/**
+ * Describes the message jobwire.v1.PauseQueueRequest.
+ * Use `create(PauseQueueRequestSchema)` to create a new message.
+ */
+export const PauseQueueRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 14);
+
+/**
+ * Describes the message jobwire.v1.PauseQueueResponse.
+ * Use `create(PauseQueueResponseSchema)` to create a new message.
+ */
+export const PauseQueueResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 15);
+
+/**
+ * Describes the message jobwire.v1.ResumeQueueRequest.
+ * Use `create(ResumeQueueRequestSchema)` to create a new message.
+ */
+export const ResumeQueueRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 16);
+
+/**
+ * Describes the message jobwire.v1.ResumeQueueResponse.
+ * Use `create(ResumeQueueResponseSchema)` to create a new message.
+ */
+export const ResumeQueueResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 17);
+
+/**
+ * Describes the message jobwire.v1.ListWorkersRequest.
+ * Use `create(ListWorkersRequestSchema)` to create a new message.
+ */
+export const ListWorkersRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 18);
+
+/**
+ * Describes the message jobwire.v1.WorkerStream.
+ * Use `create(WorkerStreamSchema)` to create a new message.
+ */
+export const WorkerStreamSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 19);
+
+/**
+ * Describes the message jobwire.v1.ListWorkersResponse.
+ * Use `create(ListWorkersResponseSchema)` to create a new message.
+ */
+export const ListWorkersResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 20);
+
+/**
+ * Describes the message jobwire.v1.GetQueueHistoryRequest.
+ * Use `create(GetQueueHistoryRequestSchema)` to create a new message.
+ */
+export const GetQueueHistoryRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 21);
+
+/**
+ * Describes the message jobwire.v1.QueueSample.
+ * Use `create(QueueSampleSchema)` to create a new message.
+ */
+export const QueueSampleSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 22);
+
+/**
+ * Describes the message jobwire.v1.GetQueueHistoryResponse.
+ * Use `create(GetQueueHistoryResponseSchema)` to create a new message.
+ */
+export const GetQueueHistoryResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 23);
+
+/**
+ * Describes the message jobwire.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 24);
+
+/**
+ * Describes the message jobwire.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_admin_service, 25);
 
 /**
  * Describes the message jobwire.v1.Schedule.
  * Use `create(ScheduleSchema)` to create a new message.
  */
 export const ScheduleSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 10);
+  messageDesc(file_jobwire_v1_admin_service, 26);
 
 /**
  * Describes the message jobwire.v1.SetScheduleRequest.
  * Use `create(SetScheduleRequestSchema)` to create a new message.
  */
 export const SetScheduleRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 11);
+  messageDesc(file_jobwire_v1_admin_service, 27);
 
 /**
  * Describes the message jobwire.v1.SetScheduleResponse.
  * Use `create(SetScheduleResponseSchema)` to create a new message.
  */
 export const SetScheduleResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 12);
+  messageDesc(file_jobwire_v1_admin_service, 28);
 
 /**
  * Describes the message jobwire.v1.DeleteScheduleRequest.
  * Use `create(DeleteScheduleRequestSchema)` to create a new message.
  */
 export const DeleteScheduleRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 13);
+  messageDesc(file_jobwire_v1_admin_service, 29);
 
 /**
  * Describes the message jobwire.v1.DeleteScheduleResponse.
  * Use `create(DeleteScheduleResponseSchema)` to create a new message.
  */
 export const DeleteScheduleResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 14);
+  messageDesc(file_jobwire_v1_admin_service, 30);
 
 /**
  * Describes the message jobwire.v1.ListSchedulesRequest.
  * Use `create(ListSchedulesRequestSchema)` to create a new message.
  */
 export const ListSchedulesRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 15);
+  messageDesc(file_jobwire_v1_admin_service, 31);
 
 /**
  * Describes the message jobwire.v1.ListSchedulesResponse.
  * Use `create(ListSchedulesResponseSchema)` to create a new message.
  */
 export const ListSchedulesResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_admin_service, 16);
+  messageDesc(file_jobwire_v1_admin_service, 32);
 
 /**
  * AdminService is for operators, and works with `buf curl` through server

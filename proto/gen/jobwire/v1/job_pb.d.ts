@@ -156,6 +156,26 @@ export declare type JobSpec = Message<"jobwire.v1.JobSpec"> & {
    * @generated from field: map<string, string> headers = 13;
    */
   headers: { [key: string]: string };
+
+  /**
+   * Jobs of one queue that share a concurrency key count together against
+   * the queue's max_running_per_key and rate_limit_per_key (for example
+   * "tenant:42"), and the claim takes keys in turn, so that one key's backlog
+   * never starves another's. 1 to 255 characters; empty means no key.
+   *
+   * @generated from field: string concurrency_key = 14;
+   */
+  concurrencyKey: string;
+
+  /**
+   * Jobs of one queue that share an ordering key run one at a time, in
+   * enqueue order (run_at, then id). A job waiting for a retry keeps its
+   * place at the head of its key; one that completes, dies or is cancelled
+   * lets the next one run. 1 to 255 characters; empty means no key.
+   *
+   * @generated from field: string ordering_key = 15;
+   */
+  orderingKey: string;
 };
 
 /**
@@ -313,6 +333,24 @@ export declare type Job = Message<"jobwire.v1.Job"> & {
    * @generated from field: string worker_id = 19;
    */
   workerId: string;
+
+  /**
+   * @generated from field: string concurrency_key = 20;
+   */
+  concurrencyKey: string;
+
+  /**
+   * @generated from field: string ordering_key = 21;
+   */
+  orderingKey: string;
+
+  /**
+   * Failed attempts left out of errors to keep the history bounded: the
+   * broker keeps the first and the most recent ones, within a byte budget.
+   *
+   * @generated from field: int32 errors_dropped = 22;
+   */
+  errorsDropped: number;
 };
 
 /**

@@ -10,6 +10,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -243,7 +244,9 @@ type ListJobsRequest struct {
 	// 1 to 1000; default 100.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Matches jobs whose last error contains this text (case-sensitive).
+	ErrorContains string `protobuf:"bytes,6,opt,name=error_contains,json=errorContains,proto3" json:"error_contains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -313,12 +316,22 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetErrorContains() string {
+	if x != nil {
+		return x.ErrorContains
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Newest first.
 	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The page holds fewer than page_size jobs because more would not fit in
+	// one response message; next_page_token continues after the last one.
+	SizeLimited   bool `protobuf:"varint,3,opt,name=size_limited,json=sizeLimited,proto3" json:"size_limited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -365,6 +378,13 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListJobsResponse) GetSizeLimited() bool {
+	if x != nil {
+		return x.SizeLimited
+	}
+	return false
 }
 
 type GetQueueStatsRequest struct {
@@ -424,8 +444,10 @@ type QueueStats struct {
 	Cancelled int64                  `protobuf:"varint,8,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
 	// How long the oldest AVAILABLE job has been due. Zero when none is waiting.
 	OldestAvailableAge *durationpb.Duration `protobuf:"bytes,9,opt,name=oldest_available_age,json=oldestAvailableAge,proto3" json:"oldest_available_age,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Set by PauseQueue: no replica leases the queue's jobs.
+	Paused        bool `protobuf:"varint,10,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *QueueStats) Reset() {
@@ -521,6 +543,13 @@ func (x *QueueStats) GetOldestAvailableAge() *durationpb.Duration {
 	return nil
 }
 
+func (x *QueueStats) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
 type GetQueueStatsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Queues        []*QueueStats          `protobuf:"bytes,1,rep,name=queues,proto3" json:"queues,omitempty"`
@@ -565,25 +594,227 @@ func (x *GetQueueStatsResponse) GetQueues() []*QueueStats {
 	return nil
 }
 
-type SetQueueConfigRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
-	Retry         *RetryPolicy           `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
-	MaxAttempts   *int32                 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
-	LeaseDuration *durationpb.Duration   `protobuf:"bytes,4,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
+// RateLimit lets at most `count` jobs start in any window of `period`,
+// across every broker replica. A job held back waits as AVAILABLE: it is not
+// failed and no attempt is charged.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 to 1,000,000.
+	Count int32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// 1ms to 24h.
+	Period        *durationpb.Duration `protobuf:"bytes,2,opt,name=period,proto3" json:"period,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RateLimit) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RateLimit) GetPeriod() *durationpb.Duration {
+	if x != nil {
+		return x.Period
+	}
+	return nil
+}
+
+// QueueConfig is a queue's settings. Unset fields use the broker defaults.
+type QueueConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// The queue's retry policy; a job's own policy wins field by field.
+	Retry         *RetryPolicy         `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
+	MaxAttempts   *int32               `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
+	LeaseDuration *durationpb.Duration `protobuf:"bytes,4,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
 	// How long completed jobs stay as history before the broker deletes them.
 	// Zero deletes a job when it is acked (a job whose idempotency key is
 	// still live keeps its row until the key expires). Unset: the broker's
 	// default, JOBWIRE_COMPLETED_RETENTION_MS (24 hours). A change applies to
 	// jobs completed after it. Dead and cancelled jobs are never deleted.
 	CompletedRetention *durationpb.Duration `protobuf:"bytes,5,opt,name=completed_retention,json=completedRetention,proto3" json:"completed_retention,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The most RUNNING jobs of the queue at once, across every worker and
+	// replica. Unset means unlimited.
+	MaxRunning *int32 `protobuf:"varint,6,opt,name=max_running,json=maxRunning,proto3,oneof" json:"max_running,omitempty"`
+	// The most RUNNING jobs at once per JobSpec.concurrency_key. Unset means
+	// unlimited. Jobs without a key are limited only by max_running.
+	MaxRunningPerKey *int32 `protobuf:"varint,7,opt,name=max_running_per_key,json=maxRunningPerKey,proto3,oneof" json:"max_running_per_key,omitempty"`
+	// How many of the queue's jobs may start per period.
+	RateLimit *RateLimit `protobuf:"bytes,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	// How many jobs may start per period for each concurrency_key.
+	RateLimitPerKey *RateLimit `protobuf:"bytes,9,opt,name=rate_limit_per_key,json=rateLimitPerKey,proto3" json:"rate_limit_per_key,omitempty"`
+	// Output only: set by PauseQueue, cleared by ResumeQueue.
+	Paused bool `protobuf:"varint,10,opt,name=paused,proto3" json:"paused,omitempty"`
+	// Output only: the last change.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueConfig) Reset() {
+	*x = QueueConfig{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueConfig) ProtoMessage() {}
+
+func (x *QueueConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueConfig.ProtoReflect.Descriptor instead.
+func (*QueueConfig) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *QueueConfig) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueConfig) GetRetry() *RetryPolicy {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetMaxAttempts() int32 {
+	if x != nil && x.MaxAttempts != nil {
+		return *x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *QueueConfig) GetLeaseDuration() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseDuration
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetCompletedRetention() *durationpb.Duration {
+	if x != nil {
+		return x.CompletedRetention
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetMaxRunning() int32 {
+	if x != nil && x.MaxRunning != nil {
+		return *x.MaxRunning
+	}
+	return 0
+}
+
+func (x *QueueConfig) GetMaxRunningPerKey() int32 {
+	if x != nil && x.MaxRunningPerKey != nil {
+		return *x.MaxRunningPerKey
+	}
+	return 0
+}
+
+func (x *QueueConfig) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetRateLimitPerKey() *RateLimit {
+	if x != nil {
+		return x.RateLimitPerKey
+	}
+	return nil
+}
+
+func (x *QueueConfig) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+func (x *QueueConfig) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type SetQueueConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Retry         *RetryPolicy           `protobuf:"bytes,2,opt,name=retry,proto3" json:"retry,omitempty"`
+	MaxAttempts   *int32                 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
+	LeaseDuration *durationpb.Duration   `protobuf:"bytes,4,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
+	// See QueueConfig.completed_retention.
+	CompletedRetention *durationpb.Duration `protobuf:"bytes,5,opt,name=completed_retention,json=completedRetention,proto3" json:"completed_retention,omitempty"`
+	MaxRunning         *int32               `protobuf:"varint,6,opt,name=max_running,json=maxRunning,proto3,oneof" json:"max_running,omitempty"`
+	MaxRunningPerKey   *int32               `protobuf:"varint,7,opt,name=max_running_per_key,json=maxRunningPerKey,proto3,oneof" json:"max_running_per_key,omitempty"`
+	RateLimit          *RateLimit           `protobuf:"bytes,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	RateLimitPerKey    *RateLimit           `protobuf:"bytes,9,opt,name=rate_limit_per_key,json=rateLimitPerKey,proto3" json:"rate_limit_per_key,omitempty"`
+	// Optional. The fields to change, by name (retry, max_attempts,
+	// lease_duration, completed_retention, max_running, max_running_per_key,
+	// rate_limit, rate_limit_per_key); a named field left unset is cleared.
+	// Without it, every field present in the request is set and the others
+	// keep their values.
+	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,10,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetQueueConfigRequest) Reset() {
 	*x = SetQueueConfigRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +826,7 @@ func (x *SetQueueConfigRequest) String() string {
 func (*SetQueueConfigRequest) ProtoMessage() {}
 
 func (x *SetQueueConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +839,7 @@ func (x *SetQueueConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueConfigRequest.ProtoReflect.Descriptor instead.
 func (*SetQueueConfigRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{8}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetQueueConfigRequest) GetQueue() string {
@@ -646,15 +877,52 @@ func (x *SetQueueConfigRequest) GetCompletedRetention() *durationpb.Duration {
 	return nil
 }
 
+func (x *SetQueueConfigRequest) GetMaxRunning() int32 {
+	if x != nil && x.MaxRunning != nil {
+		return *x.MaxRunning
+	}
+	return 0
+}
+
+func (x *SetQueueConfigRequest) GetMaxRunningPerKey() int32 {
+	if x != nil && x.MaxRunningPerKey != nil {
+		return *x.MaxRunningPerKey
+	}
+	return 0
+}
+
+func (x *SetQueueConfigRequest) GetRateLimit() *RateLimit {
+	if x != nil {
+		return x.RateLimit
+	}
+	return nil
+}
+
+func (x *SetQueueConfigRequest) GetRateLimitPerKey() *RateLimit {
+	if x != nil {
+		return x.RateLimitPerKey
+	}
+	return nil
+}
+
+func (x *SetQueueConfigRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
 type SetQueueConfigResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The whole config after the change.
+	Config        *QueueConfig `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetQueueConfigResponse) Reset() {
 	*x = SetQueueConfigResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +934,7 @@ func (x *SetQueueConfigResponse) String() string {
 func (*SetQueueConfigResponse) ProtoMessage() {}
 
 func (x *SetQueueConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +947,793 @@ func (x *SetQueueConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQueueConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetQueueConfigResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{9}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetQueueConfigResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type GetQueueConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueConfigRequest) Reset() {
+	*x = GetQueueConfigRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueConfigRequest) ProtoMessage() {}
+
+func (x *GetQueueConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueConfigRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetQueueConfigRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type GetQueueConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *QueueConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueConfigResponse) Reset() {
+	*x = GetQueueConfigResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueConfigResponse) ProtoMessage() {}
+
+func (x *GetQueueConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueConfigResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetQueueConfigResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type PauseQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseQueueRequest) Reset() {
+	*x = PauseQueueRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseQueueRequest) ProtoMessage() {}
+
+func (x *PauseQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseQueueRequest.ProtoReflect.Descriptor instead.
+func (*PauseQueueRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PauseQueueRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type PauseQueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *QueueConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseQueueResponse) Reset() {
+	*x = PauseQueueResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseQueueResponse) ProtoMessage() {}
+
+func (x *PauseQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseQueueResponse.ProtoReflect.Descriptor instead.
+func (*PauseQueueResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PauseQueueResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ResumeQueueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Queue         string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeQueueRequest) Reset() {
+	*x = ResumeQueueRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeQueueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeQueueRequest) ProtoMessage() {}
+
+func (x *ResumeQueueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeQueueRequest.ProtoReflect.Descriptor instead.
+func (*ResumeQueueRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ResumeQueueRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+type ResumeQueueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Config        *QueueConfig           `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeQueueResponse) Reset() {
+	*x = ResumeQueueResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeQueueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeQueueResponse) ProtoMessage() {}
+
+func (x *ResumeQueueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeQueueResponse.ProtoReflect.Descriptor instead.
+func (*ResumeQueueResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ResumeQueueResponse) GetConfig() *QueueConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+type ListWorkersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only streams leasing from this queue; empty means all.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersRequest) Reset() {
+	*x = ListWorkersRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersRequest) ProtoMessage() {}
+
+func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListWorkersRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+// WorkerStream is one open Lease stream.
+type WorkerStream struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker_id the stream opened with.
+	WorkerId    string   `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Queues      []string `protobuf:"bytes,2,rep,name=queues,proto3" json:"queues,omitempty"`
+	MaxInFlight int32    `protobuf:"varint,3,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	// Jobs the broker may still send on the stream.
+	Credit int32 `protobuf:"varint,4,opt,name=credit,proto3" json:"credit,omitempty"`
+	// Jobs sent on the stream whose credit has not come back yet.
+	JobsHeld    int32                  `protobuf:"varint,5,opt,name=jobs_held,json=jobsHeld,proto3" json:"jobs_held,omitempty"`
+	ConnectedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=connected_at,json=connectedAt,proto3" json:"connected_at,omitempty"`
+	// The broker replica serving the stream.
+	BrokerId string `protobuf:"bytes,7,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
+	// The worker's address as the broker sees it.
+	Peer          string `protobuf:"bytes,8,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerStream) Reset() {
+	*x = WorkerStream{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerStream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerStream) ProtoMessage() {}
+
+func (x *WorkerStream) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerStream.ProtoReflect.Descriptor instead.
+func (*WorkerStream) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *WorkerStream) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *WorkerStream) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
+}
+
+func (x *WorkerStream) GetMaxInFlight() int32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *WorkerStream) GetCredit() int32 {
+	if x != nil {
+		return x.Credit
+	}
+	return 0
+}
+
+func (x *WorkerStream) GetJobsHeld() int32 {
+	if x != nil {
+		return x.JobsHeld
+	}
+	return 0
+}
+
+func (x *WorkerStream) GetConnectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ConnectedAt
+	}
+	return nil
+}
+
+func (x *WorkerStream) GetBrokerId() string {
+	if x != nil {
+		return x.BrokerId
+	}
+	return ""
+}
+
+func (x *WorkerStream) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+type ListWorkersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workers       []*WorkerStream        `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersResponse) Reset() {
+	*x = ListWorkersResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersResponse) ProtoMessage() {}
+
+func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListWorkersResponse) GetWorkers() []*WorkerStream {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
+type GetQueueHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty means every queue.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueHistoryRequest) Reset() {
+	*x = GetQueueHistoryRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueHistoryRequest) ProtoMessage() {}
+
+func (x *GetQueueHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetQueueHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetQueueHistoryRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+// QueueSample is one queue at one moment, with the counts of the interval
+// that ended then.
+type QueueSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	At    *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=at,proto3" json:"at,omitempty"`
+	Queue string                 `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	// Jobs AVAILABLE at `at`.
+	Available int64 `protobuf:"varint,3,opt,name=available,proto3" json:"available,omitempty"`
+	// Jobs SCHEDULED or RETRYABLE at `at`.
+	Waiting int64 `protobuf:"varint,4,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Running int64 `protobuf:"varint,5,opt,name=running,proto3" json:"running,omitempty"`
+	Dead    int64 `protobuf:"varint,6,opt,name=dead,proto3" json:"dead,omitempty"`
+	// Jobs enqueued, completed (acked) and failed (attempts) in the interval.
+	Enqueued      int64 `protobuf:"varint,7,opt,name=enqueued,proto3" json:"enqueued,omitempty"`
+	Completed     int64 `protobuf:"varint,8,opt,name=completed,proto3" json:"completed,omitempty"`
+	Failed        int64 `protobuf:"varint,9,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSample) Reset() {
+	*x = QueueSample{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSample) ProtoMessage() {}
+
+func (x *QueueSample) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSample.ProtoReflect.Descriptor instead.
+func (*QueueSample) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *QueueSample) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *QueueSample) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueSample) GetAvailable() int64 {
+	if x != nil {
+		return x.Available
+	}
+	return 0
+}
+
+func (x *QueueSample) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *QueueSample) GetRunning() int64 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *QueueSample) GetDead() int64 {
+	if x != nil {
+		return x.Dead
+	}
+	return 0
+}
+
+func (x *QueueSample) GetEnqueued() int64 {
+	if x != nil {
+		return x.Enqueued
+	}
+	return 0
+}
+
+func (x *QueueSample) GetCompleted() int64 {
+	if x != nil {
+		return x.Completed
+	}
+	return 0
+}
+
+func (x *QueueSample) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+type GetQueueHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Oldest first.
+	Samples []*QueueSample `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	// The time between two samples.
+	Interval      *durationpb.Duration `protobuf:"bytes,2,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetQueueHistoryResponse) Reset() {
+	*x = GetQueueHistoryResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetQueueHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetQueueHistoryResponse) ProtoMessage() {}
+
+func (x *GetQueueHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetQueueHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetQueueHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetQueueHistoryResponse) GetSamples() []*QueueSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *GetQueueHistoryResponse) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{24}
+}
+
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when the broker runs without authentication (every call allowed).
+	AuthEnabled bool `protobuf:"varint,1,opt,name=auth_enabled,json=authEnabled,proto3" json:"auth_enabled,omitempty"`
+	// The token's name, or the client certificate's subject.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Of "enqueue", "work", "read", "admin".
+	Scopes []string `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Queue name patterns the caller may touch ("*" for all).
+	Queues        []string `protobuf:"bytes,4,rep,name=queues,proto3" json:"queues,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WhoAmIResponse) GetAuthEnabled() bool {
+	if x != nil {
+		return x.AuthEnabled
+	}
+	return false
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *WhoAmIResponse) GetQueues() []string {
+	if x != nil {
+		return x.Queues
+	}
+	return nil
 }
 
 type Schedule struct {
@@ -703,7 +1757,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +1769,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +1782,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{10}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Schedule) GetName() string {
@@ -789,7 +1843,7 @@ type SetScheduleRequest struct {
 
 func (x *SetScheduleRequest) Reset() {
 	*x = SetScheduleRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1855,7 @@ func (x *SetScheduleRequest) String() string {
 func (*SetScheduleRequest) ProtoMessage() {}
 
 func (x *SetScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1868,7 @@ func (x *SetScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetScheduleRequest.ProtoReflect.Descriptor instead.
 func (*SetScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{11}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetScheduleRequest) GetSchedule() *Schedule {
@@ -833,7 +1887,7 @@ type SetScheduleResponse struct {
 
 func (x *SetScheduleResponse) Reset() {
 	*x = SetScheduleResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1899,7 @@ func (x *SetScheduleResponse) String() string {
 func (*SetScheduleResponse) ProtoMessage() {}
 
 func (x *SetScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[12]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1912,7 @@ func (x *SetScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetScheduleResponse.ProtoReflect.Descriptor instead.
 func (*SetScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{12}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetScheduleResponse) GetSchedule() *Schedule {
@@ -877,7 +1931,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1943,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[13]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1956,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{13}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -920,7 +1974,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1986,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[14]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1999,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{14}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{30}
 }
 
 type ListSchedulesRequest struct {
@@ -956,7 +2010,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +2022,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[15]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +2035,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{15}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{31}
 }
 
 type ListSchedulesResponse struct {
@@ -993,7 +2047,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +2059,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_admin_service_proto_msgTypes[16]
+	mi := &file_jobwire_v1_admin_service_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +2072,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{16}
+	return file_jobwire_v1_admin_service_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -1033,7 +2087,7 @@ var File_jobwire_v1_admin_service_proto protoreflect.FileDescriptor
 const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1ejobwire/v1/admin_service.proto\x12\n" +
-	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xe7\x01\n" +
+	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xe7\x01\n" +
 	"\fReplayFilter\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12%\n" +
@@ -1048,19 +2102,21 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\x11include_cancelled\x18\x05 \x01(\bR\x10includeCancelled\"E\n" +
 	"\x0eReplayResponse\x12\x1a\n" +
 	"\breplayed\x18\x01 \x01(\x05R\breplayed\x12\x17\n" +
-	"\ajob_ids\x18\x02 \x03(\tR\x06jobIds\"\xa5\x01\n" +
+	"\ajob_ids\x18\x02 \x03(\tR\x06jobIds\"\xcc\x01\n" +
 	"\x0fListJobsRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12,\n" +
 	"\x06states\x18\x03 \x03(\x0e2\x14.jobwire.v1.JobStateR\x06states\x12\x1b\n" +
 	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x05 \x01(\tR\tpageToken\"_\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\x12%\n" +
+	"\x0eerror_contains\x18\x06 \x01(\tR\rerrorContains\"\x82\x01\n" +
 	"\x10ListJobsResponse\x12#\n" +
 	"\x04jobs\x18\x01 \x03(\v2\x0f.jobwire.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\".\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12!\n" +
+	"\fsize_limited\x18\x03 \x01(\bR\vsizeLimited\".\n" +
 	"\x14GetQueueStatsRequest\x12\x16\n" +
-	"\x06queues\x18\x01 \x03(\tR\x06queues\"\xb3\x02\n" +
+	"\x06queues\x18\x01 \x03(\tR\x06queues\"\xcb\x02\n" +
 	"\n" +
 	"QueueStats\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1c\n" +
@@ -1071,17 +2127,99 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\tcompleted\x18\x06 \x01(\x03R\tcompleted\x12\x12\n" +
 	"\x04dead\x18\a \x01(\x03R\x04dead\x12\x1c\n" +
 	"\tcancelled\x18\b \x01(\x03R\tcancelled\x12K\n" +
-	"\x14oldest_available_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x12oldestAvailableAge\"G\n" +
+	"\x14oldest_available_age\x18\t \x01(\v2\x19.google.protobuf.DurationR\x12oldestAvailableAge\x12\x16\n" +
+	"\x06paused\x18\n" +
+	" \x01(\bR\x06paused\"G\n" +
 	"\x15GetQueueStatsResponse\x12.\n" +
-	"\x06queues\x18\x01 \x03(\v2\x16.jobwire.v1.QueueStatsR\x06queues\"\xa3\x02\n" +
+	"\x06queues\x18\x01 \x03(\v2\x16.jobwire.v1.QueueStatsR\x06queues\"T\n" +
+	"\tRateLimit\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\x121\n" +
+	"\x06period\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06period\"\xe8\x04\n" +
+	"\vQueueConfig\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12-\n" +
+	"\x05retry\x18\x02 \x01(\v2\x17.jobwire.v1.RetryPolicyR\x05retry\x12&\n" +
+	"\fmax_attempts\x18\x03 \x01(\x05H\x00R\vmaxAttempts\x88\x01\x01\x12@\n" +
+	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12J\n" +
+	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetention\x12$\n" +
+	"\vmax_running\x18\x06 \x01(\x05H\x01R\n" +
+	"maxRunning\x88\x01\x01\x122\n" +
+	"\x13max_running_per_key\x18\a \x01(\x05H\x02R\x10maxRunningPerKey\x88\x01\x01\x124\n" +
+	"\n" +
+	"rate_limit\x18\b \x01(\v2\x15.jobwire.v1.RateLimitR\trateLimit\x12B\n" +
+	"\x12rate_limit_per_key\x18\t \x01(\v2\x15.jobwire.v1.RateLimitR\x0frateLimitPerKey\x12\x16\n" +
+	"\x06paused\x18\n" +
+	" \x01(\bR\x06paused\x129\n" +
+	"\n" +
+	"updated_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAtB\x0f\n" +
+	"\r_max_attemptsB\x0e\n" +
+	"\f_max_runningB\x16\n" +
+	"\x14_max_running_per_key\"\xdc\x04\n" +
 	"\x15SetQueueConfigRequest\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12-\n" +
 	"\x05retry\x18\x02 \x01(\v2\x17.jobwire.v1.RetryPolicyR\x05retry\x12&\n" +
 	"\fmax_attempts\x18\x03 \x01(\x05H\x00R\vmaxAttempts\x88\x01\x01\x12@\n" +
 	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12J\n" +
-	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetentionB\x0f\n" +
-	"\r_max_attempts\"\x18\n" +
-	"\x16SetQueueConfigResponse\"\x89\x02\n" +
+	"\x13completed_retention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x12completedRetention\x12$\n" +
+	"\vmax_running\x18\x06 \x01(\x05H\x01R\n" +
+	"maxRunning\x88\x01\x01\x122\n" +
+	"\x13max_running_per_key\x18\a \x01(\x05H\x02R\x10maxRunningPerKey\x88\x01\x01\x124\n" +
+	"\n" +
+	"rate_limit\x18\b \x01(\v2\x15.jobwire.v1.RateLimitR\trateLimit\x12B\n" +
+	"\x12rate_limit_per_key\x18\t \x01(\v2\x15.jobwire.v1.RateLimitR\x0frateLimitPerKey\x12;\n" +
+	"\vupdate_mask\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMaskB\x0f\n" +
+	"\r_max_attemptsB\x0e\n" +
+	"\f_max_runningB\x16\n" +
+	"\x14_max_running_per_key\"I\n" +
+	"\x16SetQueueConfigResponse\x12/\n" +
+	"\x06config\x18\x01 \x01(\v2\x17.jobwire.v1.QueueConfigR\x06config\"-\n" +
+	"\x15GetQueueConfigRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"I\n" +
+	"\x16GetQueueConfigResponse\x12/\n" +
+	"\x06config\x18\x01 \x01(\v2\x17.jobwire.v1.QueueConfigR\x06config\")\n" +
+	"\x11PauseQueueRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"E\n" +
+	"\x12PauseQueueResponse\x12/\n" +
+	"\x06config\x18\x01 \x01(\v2\x17.jobwire.v1.QueueConfigR\x06config\"*\n" +
+	"\x12ResumeQueueRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"F\n" +
+	"\x13ResumeQueueResponse\x12/\n" +
+	"\x06config\x18\x01 \x01(\v2\x17.jobwire.v1.QueueConfigR\x06config\"*\n" +
+	"\x12ListWorkersRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x8c\x02\n" +
+	"\fWorkerStream\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
+	"\x06queues\x18\x02 \x03(\tR\x06queues\x12\"\n" +
+	"\rmax_in_flight\x18\x03 \x01(\x05R\vmaxInFlight\x12\x16\n" +
+	"\x06credit\x18\x04 \x01(\x05R\x06credit\x12\x1b\n" +
+	"\tjobs_held\x18\x05 \x01(\x05R\bjobsHeld\x12=\n" +
+	"\fconnected_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vconnectedAt\x12\x1b\n" +
+	"\tbroker_id\x18\a \x01(\tR\bbrokerId\x12\x12\n" +
+	"\x04peer\x18\b \x01(\tR\x04peer\"I\n" +
+	"\x13ListWorkersResponse\x122\n" +
+	"\aworkers\x18\x01 \x03(\v2\x18.jobwire.v1.WorkerStreamR\aworkers\".\n" +
+	"\x16GetQueueHistoryRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\"\x87\x02\n" +
+	"\vQueueSample\x12*\n" +
+	"\x02at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x1c\n" +
+	"\tavailable\x18\x03 \x01(\x03R\tavailable\x12\x18\n" +
+	"\awaiting\x18\x04 \x01(\x03R\awaiting\x12\x18\n" +
+	"\arunning\x18\x05 \x01(\x03R\arunning\x12\x12\n" +
+	"\x04dead\x18\x06 \x01(\x03R\x04dead\x12\x1a\n" +
+	"\benqueued\x18\a \x01(\x03R\benqueued\x12\x1c\n" +
+	"\tcompleted\x18\b \x01(\x03R\tcompleted\x12\x16\n" +
+	"\x06failed\x18\t \x01(\x03R\x06failed\"\x83\x01\n" +
+	"\x17GetQueueHistoryResponse\x121\n" +
+	"\asamples\x18\x01 \x03(\v2\x17.jobwire.v1.QueueSampleR\asamples\x125\n" +
+	"\binterval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\binterval\"\x0f\n" +
+	"\rWhoAmIRequest\"w\n" +
+	"\x0eWhoAmIResponse\x12!\n" +
+	"\fauth_enabled\x18\x01 \x01(\bR\vauthEnabled\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x12\x16\n" +
+	"\x06queues\x18\x04 \x03(\tR\x06queues\"\x89\x02\n" +
 	"\bSchedule\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04cron\x18\x02 \x01(\tR\x04cron\x12%\n" +
@@ -1099,12 +2237,19 @@ const file_jobwire_v1_admin_service_proto_rawDesc = "" +
 	"\x16DeleteScheduleResponse\"\x16\n" +
 	"\x14ListSchedulesRequest\"K\n" +
 	"\x15ListSchedulesResponse\x122\n" +
-	"\tschedules\x18\x01 \x03(\v2\x14.jobwire.v1.ScheduleR\tschedules2\xc4\x04\n" +
+	"\tschedules\x18\x01 \x03(\v2\x14.jobwire.v1.ScheduleR\tschedules2\xa7\b\n" +
 	"\fAdminService\x12?\n" +
 	"\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12E\n" +
 	"\bListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n" +
 	"\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n" +
-	"\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12N\n" +
+	"\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12W\n" +
+	"\x0eGetQueueConfig\x12!.jobwire.v1.GetQueueConfigRequest\x1a\".jobwire.v1.GetQueueConfigResponse\x12K\n" +
+	"\n" +
+	"PauseQueue\x12\x1d.jobwire.v1.PauseQueueRequest\x1a\x1e.jobwire.v1.PauseQueueResponse\x12N\n" +
+	"\vResumeQueue\x12\x1e.jobwire.v1.ResumeQueueRequest\x1a\x1f.jobwire.v1.ResumeQueueResponse\x12N\n" +
+	"\vListWorkers\x12\x1e.jobwire.v1.ListWorkersRequest\x1a\x1f.jobwire.v1.ListWorkersResponse\x12Z\n" +
+	"\x0fGetQueueHistory\x12\".jobwire.v1.GetQueueHistoryRequest\x1a#.jobwire.v1.GetQueueHistoryResponse\x12?\n" +
+	"\x06WhoAmI\x12\x19.jobwire.v1.WhoAmIRequest\x1a\x1a.jobwire.v1.WhoAmIResponse\x12N\n" +
 	"\vSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n" +
 	"\x0eDeleteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n" +
 	"\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseB@Z>github.com/jobwire/jobwire/clients/go/gen/jobwire/v1;jobwirev1b\x06proto3"
@@ -1121,68 +2266,116 @@ func file_jobwire_v1_admin_service_proto_rawDescGZIP() []byte {
 	return file_jobwire_v1_admin_service_proto_rawDescData
 }
 
-var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_jobwire_v1_admin_service_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_jobwire_v1_admin_service_proto_goTypes = []any{
-	(*ReplayFilter)(nil),           // 0: jobwire.v1.ReplayFilter
-	(*ReplayRequest)(nil),          // 1: jobwire.v1.ReplayRequest
-	(*ReplayResponse)(nil),         // 2: jobwire.v1.ReplayResponse
-	(*ListJobsRequest)(nil),        // 3: jobwire.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),       // 4: jobwire.v1.ListJobsResponse
-	(*GetQueueStatsRequest)(nil),   // 5: jobwire.v1.GetQueueStatsRequest
-	(*QueueStats)(nil),             // 6: jobwire.v1.QueueStats
-	(*GetQueueStatsResponse)(nil),  // 7: jobwire.v1.GetQueueStatsResponse
-	(*SetQueueConfigRequest)(nil),  // 8: jobwire.v1.SetQueueConfigRequest
-	(*SetQueueConfigResponse)(nil), // 9: jobwire.v1.SetQueueConfigResponse
-	(*Schedule)(nil),               // 10: jobwire.v1.Schedule
-	(*SetScheduleRequest)(nil),     // 11: jobwire.v1.SetScheduleRequest
-	(*SetScheduleResponse)(nil),    // 12: jobwire.v1.SetScheduleResponse
-	(*DeleteScheduleRequest)(nil),  // 13: jobwire.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 14: jobwire.v1.DeleteScheduleResponse
-	(*ListSchedulesRequest)(nil),   // 15: jobwire.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 16: jobwire.v1.ListSchedulesResponse
-	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
-	(JobState)(0),                  // 18: jobwire.v1.JobState
-	(*Job)(nil),                    // 19: jobwire.v1.Job
-	(*durationpb.Duration)(nil),    // 20: google.protobuf.Duration
-	(*RetryPolicy)(nil),            // 21: jobwire.v1.RetryPolicy
-	(*JobSpec)(nil),                // 22: jobwire.v1.JobSpec
+	(*ReplayFilter)(nil),            // 0: jobwire.v1.ReplayFilter
+	(*ReplayRequest)(nil),           // 1: jobwire.v1.ReplayRequest
+	(*ReplayResponse)(nil),          // 2: jobwire.v1.ReplayResponse
+	(*ListJobsRequest)(nil),         // 3: jobwire.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),        // 4: jobwire.v1.ListJobsResponse
+	(*GetQueueStatsRequest)(nil),    // 5: jobwire.v1.GetQueueStatsRequest
+	(*QueueStats)(nil),              // 6: jobwire.v1.QueueStats
+	(*GetQueueStatsResponse)(nil),   // 7: jobwire.v1.GetQueueStatsResponse
+	(*RateLimit)(nil),               // 8: jobwire.v1.RateLimit
+	(*QueueConfig)(nil),             // 9: jobwire.v1.QueueConfig
+	(*SetQueueConfigRequest)(nil),   // 10: jobwire.v1.SetQueueConfigRequest
+	(*SetQueueConfigResponse)(nil),  // 11: jobwire.v1.SetQueueConfigResponse
+	(*GetQueueConfigRequest)(nil),   // 12: jobwire.v1.GetQueueConfigRequest
+	(*GetQueueConfigResponse)(nil),  // 13: jobwire.v1.GetQueueConfigResponse
+	(*PauseQueueRequest)(nil),       // 14: jobwire.v1.PauseQueueRequest
+	(*PauseQueueResponse)(nil),      // 15: jobwire.v1.PauseQueueResponse
+	(*ResumeQueueRequest)(nil),      // 16: jobwire.v1.ResumeQueueRequest
+	(*ResumeQueueResponse)(nil),     // 17: jobwire.v1.ResumeQueueResponse
+	(*ListWorkersRequest)(nil),      // 18: jobwire.v1.ListWorkersRequest
+	(*WorkerStream)(nil),            // 19: jobwire.v1.WorkerStream
+	(*ListWorkersResponse)(nil),     // 20: jobwire.v1.ListWorkersResponse
+	(*GetQueueHistoryRequest)(nil),  // 21: jobwire.v1.GetQueueHistoryRequest
+	(*QueueSample)(nil),             // 22: jobwire.v1.QueueSample
+	(*GetQueueHistoryResponse)(nil), // 23: jobwire.v1.GetQueueHistoryResponse
+	(*WhoAmIRequest)(nil),           // 24: jobwire.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),          // 25: jobwire.v1.WhoAmIResponse
+	(*Schedule)(nil),                // 26: jobwire.v1.Schedule
+	(*SetScheduleRequest)(nil),      // 27: jobwire.v1.SetScheduleRequest
+	(*SetScheduleResponse)(nil),     // 28: jobwire.v1.SetScheduleResponse
+	(*DeleteScheduleRequest)(nil),   // 29: jobwire.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil),  // 30: jobwire.v1.DeleteScheduleResponse
+	(*ListSchedulesRequest)(nil),    // 31: jobwire.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),   // 32: jobwire.v1.ListSchedulesResponse
+	(*timestamppb.Timestamp)(nil),   // 33: google.protobuf.Timestamp
+	(JobState)(0),                   // 34: jobwire.v1.JobState
+	(*Job)(nil),                     // 35: jobwire.v1.Job
+	(*durationpb.Duration)(nil),     // 36: google.protobuf.Duration
+	(*RetryPolicy)(nil),             // 37: jobwire.v1.RetryPolicy
+	(*fieldmaskpb.FieldMask)(nil),   // 38: google.protobuf.FieldMask
+	(*JobSpec)(nil),                 // 39: jobwire.v1.JobSpec
 }
 var file_jobwire_v1_admin_service_proto_depIdxs = []int32{
-	17, // 0: jobwire.v1.ReplayFilter.finished_after:type_name -> google.protobuf.Timestamp
-	17, // 1: jobwire.v1.ReplayFilter.finished_before:type_name -> google.protobuf.Timestamp
+	33, // 0: jobwire.v1.ReplayFilter.finished_after:type_name -> google.protobuf.Timestamp
+	33, // 1: jobwire.v1.ReplayFilter.finished_before:type_name -> google.protobuf.Timestamp
 	0,  // 2: jobwire.v1.ReplayRequest.filter:type_name -> jobwire.v1.ReplayFilter
-	18, // 3: jobwire.v1.ListJobsRequest.states:type_name -> jobwire.v1.JobState
-	19, // 4: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
-	20, // 5: jobwire.v1.QueueStats.oldest_available_age:type_name -> google.protobuf.Duration
+	34, // 3: jobwire.v1.ListJobsRequest.states:type_name -> jobwire.v1.JobState
+	35, // 4: jobwire.v1.ListJobsResponse.jobs:type_name -> jobwire.v1.Job
+	36, // 5: jobwire.v1.QueueStats.oldest_available_age:type_name -> google.protobuf.Duration
 	6,  // 6: jobwire.v1.GetQueueStatsResponse.queues:type_name -> jobwire.v1.QueueStats
-	21, // 7: jobwire.v1.SetQueueConfigRequest.retry:type_name -> jobwire.v1.RetryPolicy
-	20, // 8: jobwire.v1.SetQueueConfigRequest.lease_duration:type_name -> google.protobuf.Duration
-	20, // 9: jobwire.v1.SetQueueConfigRequest.completed_retention:type_name -> google.protobuf.Duration
-	22, // 10: jobwire.v1.Schedule.job:type_name -> jobwire.v1.JobSpec
-	17, // 11: jobwire.v1.Schedule.next_run_at:type_name -> google.protobuf.Timestamp
-	17, // 12: jobwire.v1.Schedule.last_run_at:type_name -> google.protobuf.Timestamp
-	10, // 13: jobwire.v1.SetScheduleRequest.schedule:type_name -> jobwire.v1.Schedule
-	10, // 14: jobwire.v1.SetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
-	10, // 15: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
-	1,  // 16: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
-	3,  // 17: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
-	5,  // 18: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
-	8,  // 19: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
-	11, // 20: jobwire.v1.AdminService.SetSchedule:input_type -> jobwire.v1.SetScheduleRequest
-	13, // 21: jobwire.v1.AdminService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
-	15, // 22: jobwire.v1.AdminService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
-	2,  // 23: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
-	4,  // 24: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
-	7,  // 25: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
-	9,  // 26: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
-	12, // 27: jobwire.v1.AdminService.SetSchedule:output_type -> jobwire.v1.SetScheduleResponse
-	14, // 28: jobwire.v1.AdminService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
-	16, // 29: jobwire.v1.AdminService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	36, // 7: jobwire.v1.RateLimit.period:type_name -> google.protobuf.Duration
+	37, // 8: jobwire.v1.QueueConfig.retry:type_name -> jobwire.v1.RetryPolicy
+	36, // 9: jobwire.v1.QueueConfig.lease_duration:type_name -> google.protobuf.Duration
+	36, // 10: jobwire.v1.QueueConfig.completed_retention:type_name -> google.protobuf.Duration
+	8,  // 11: jobwire.v1.QueueConfig.rate_limit:type_name -> jobwire.v1.RateLimit
+	8,  // 12: jobwire.v1.QueueConfig.rate_limit_per_key:type_name -> jobwire.v1.RateLimit
+	33, // 13: jobwire.v1.QueueConfig.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 14: jobwire.v1.SetQueueConfigRequest.retry:type_name -> jobwire.v1.RetryPolicy
+	36, // 15: jobwire.v1.SetQueueConfigRequest.lease_duration:type_name -> google.protobuf.Duration
+	36, // 16: jobwire.v1.SetQueueConfigRequest.completed_retention:type_name -> google.protobuf.Duration
+	8,  // 17: jobwire.v1.SetQueueConfigRequest.rate_limit:type_name -> jobwire.v1.RateLimit
+	8,  // 18: jobwire.v1.SetQueueConfigRequest.rate_limit_per_key:type_name -> jobwire.v1.RateLimit
+	38, // 19: jobwire.v1.SetQueueConfigRequest.update_mask:type_name -> google.protobuf.FieldMask
+	9,  // 20: jobwire.v1.SetQueueConfigResponse.config:type_name -> jobwire.v1.QueueConfig
+	9,  // 21: jobwire.v1.GetQueueConfigResponse.config:type_name -> jobwire.v1.QueueConfig
+	9,  // 22: jobwire.v1.PauseQueueResponse.config:type_name -> jobwire.v1.QueueConfig
+	9,  // 23: jobwire.v1.ResumeQueueResponse.config:type_name -> jobwire.v1.QueueConfig
+	33, // 24: jobwire.v1.WorkerStream.connected_at:type_name -> google.protobuf.Timestamp
+	19, // 25: jobwire.v1.ListWorkersResponse.workers:type_name -> jobwire.v1.WorkerStream
+	33, // 26: jobwire.v1.QueueSample.at:type_name -> google.protobuf.Timestamp
+	22, // 27: jobwire.v1.GetQueueHistoryResponse.samples:type_name -> jobwire.v1.QueueSample
+	36, // 28: jobwire.v1.GetQueueHistoryResponse.interval:type_name -> google.protobuf.Duration
+	39, // 29: jobwire.v1.Schedule.job:type_name -> jobwire.v1.JobSpec
+	33, // 30: jobwire.v1.Schedule.next_run_at:type_name -> google.protobuf.Timestamp
+	33, // 31: jobwire.v1.Schedule.last_run_at:type_name -> google.protobuf.Timestamp
+	26, // 32: jobwire.v1.SetScheduleRequest.schedule:type_name -> jobwire.v1.Schedule
+	26, // 33: jobwire.v1.SetScheduleResponse.schedule:type_name -> jobwire.v1.Schedule
+	26, // 34: jobwire.v1.ListSchedulesResponse.schedules:type_name -> jobwire.v1.Schedule
+	1,  // 35: jobwire.v1.AdminService.Replay:input_type -> jobwire.v1.ReplayRequest
+	3,  // 36: jobwire.v1.AdminService.ListJobs:input_type -> jobwire.v1.ListJobsRequest
+	5,  // 37: jobwire.v1.AdminService.GetQueueStats:input_type -> jobwire.v1.GetQueueStatsRequest
+	10, // 38: jobwire.v1.AdminService.SetQueueConfig:input_type -> jobwire.v1.SetQueueConfigRequest
+	12, // 39: jobwire.v1.AdminService.GetQueueConfig:input_type -> jobwire.v1.GetQueueConfigRequest
+	14, // 40: jobwire.v1.AdminService.PauseQueue:input_type -> jobwire.v1.PauseQueueRequest
+	16, // 41: jobwire.v1.AdminService.ResumeQueue:input_type -> jobwire.v1.ResumeQueueRequest
+	18, // 42: jobwire.v1.AdminService.ListWorkers:input_type -> jobwire.v1.ListWorkersRequest
+	21, // 43: jobwire.v1.AdminService.GetQueueHistory:input_type -> jobwire.v1.GetQueueHistoryRequest
+	24, // 44: jobwire.v1.AdminService.WhoAmI:input_type -> jobwire.v1.WhoAmIRequest
+	27, // 45: jobwire.v1.AdminService.SetSchedule:input_type -> jobwire.v1.SetScheduleRequest
+	29, // 46: jobwire.v1.AdminService.DeleteSchedule:input_type -> jobwire.v1.DeleteScheduleRequest
+	31, // 47: jobwire.v1.AdminService.ListSchedules:input_type -> jobwire.v1.ListSchedulesRequest
+	2,  // 48: jobwire.v1.AdminService.Replay:output_type -> jobwire.v1.ReplayResponse
+	4,  // 49: jobwire.v1.AdminService.ListJobs:output_type -> jobwire.v1.ListJobsResponse
+	7,  // 50: jobwire.v1.AdminService.GetQueueStats:output_type -> jobwire.v1.GetQueueStatsResponse
+	11, // 51: jobwire.v1.AdminService.SetQueueConfig:output_type -> jobwire.v1.SetQueueConfigResponse
+	13, // 52: jobwire.v1.AdminService.GetQueueConfig:output_type -> jobwire.v1.GetQueueConfigResponse
+	15, // 53: jobwire.v1.AdminService.PauseQueue:output_type -> jobwire.v1.PauseQueueResponse
+	17, // 54: jobwire.v1.AdminService.ResumeQueue:output_type -> jobwire.v1.ResumeQueueResponse
+	20, // 55: jobwire.v1.AdminService.ListWorkers:output_type -> jobwire.v1.ListWorkersResponse
+	23, // 56: jobwire.v1.AdminService.GetQueueHistory:output_type -> jobwire.v1.GetQueueHistoryResponse
+	25, // 57: jobwire.v1.AdminService.WhoAmI:output_type -> jobwire.v1.WhoAmIResponse
+	28, // 58: jobwire.v1.AdminService.SetSchedule:output_type -> jobwire.v1.SetScheduleResponse
+	30, // 59: jobwire.v1.AdminService.DeleteSchedule:output_type -> jobwire.v1.DeleteScheduleResponse
+	32, // 60: jobwire.v1.AdminService.ListSchedules:output_type -> jobwire.v1.ListSchedulesResponse
+	48, // [48:61] is the sub-list for method output_type
+	35, // [35:48] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_admin_service_proto_init() }
@@ -1191,14 +2384,15 @@ func file_jobwire_v1_admin_service_proto_init() {
 		return
 	}
 	file_jobwire_v1_job_proto_init()
-	file_jobwire_v1_admin_service_proto_msgTypes[8].OneofWrappers = []any{}
+	file_jobwire_v1_admin_service_proto_msgTypes[9].OneofWrappers = []any{}
+	file_jobwire_v1_admin_service_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_admin_service_proto_rawDesc), len(file_jobwire_v1_admin_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -208,7 +208,17 @@ type JobSpec struct {
 	// How long the idempotency key holds. Default 24h.
 	IdempotencyTtl *durationpb.Duration `protobuf:"bytes,12,opt,name=idempotency_ttl,json=idempotencyTtl,proto3" json:"idempotency_ttl,omitempty"`
 	// Free-form headers; W3C trace context (traceparent, tracestate) travels here.
-	Headers       map[string]string `protobuf:"bytes,13,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Headers map[string]string `protobuf:"bytes,13,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Jobs of one queue that share a concurrency key count together against
+	// the queue's max_running_per_key and rate_limit_per_key (for example
+	// "tenant:42"), and the claim takes keys in turn, so that one key's backlog
+	// never starves another's. 1 to 255 characters; empty means no key.
+	ConcurrencyKey string `protobuf:"bytes,14,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	// Jobs of one queue that share an ordering key run one at a time, in
+	// enqueue order (run_at, then id). A job waiting for a retry keeps its
+	// place at the head of its key; one that completes, dies or is cancelled
+	// lets the next one run. 1 to 255 characters; empty means no key.
+	OrderingKey   string `protobuf:"bytes,15,opt,name=ordering_key,json=orderingKey,proto3" json:"ordering_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +355,20 @@ func (x *JobSpec) GetHeaders() map[string]string {
 	return nil
 }
 
+func (x *JobSpec) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
+}
+
+func (x *JobSpec) GetOrderingKey() string {
+	if x != nil {
+		return x.OrderingKey
+	}
+	return ""
+}
+
 type isJobSpec_Schedule interface {
 	isJobSpec_Schedule()
 }
@@ -459,7 +483,12 @@ type Job struct {
 	// The lease duration this job asked for, if any.
 	LeaseDuration *durationpb.Duration `protobuf:"bytes,18,opt,name=lease_duration,json=leaseDuration,proto3" json:"lease_duration,omitempty"`
 	// The worker that holds the lease while RUNNING; afterwards, the last one that held it.
-	WorkerId      string `protobuf:"bytes,19,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerId       string `protobuf:"bytes,19,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	ConcurrencyKey string `protobuf:"bytes,20,opt,name=concurrency_key,json=concurrencyKey,proto3" json:"concurrency_key,omitempty"`
+	OrderingKey    string `protobuf:"bytes,21,opt,name=ordering_key,json=orderingKey,proto3" json:"ordering_key,omitempty"`
+	// Failed attempts left out of errors to keep the history bounded: the
+	// broker keeps the first and the most recent ones, within a byte budget.
+	ErrorsDropped int32 `protobuf:"varint,22,opt,name=errors_dropped,json=errorsDropped,proto3" json:"errors_dropped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -627,6 +656,27 @@ func (x *Job) GetWorkerId() string {
 	return ""
 }
 
+func (x *Job) GetConcurrencyKey() string {
+	if x != nil {
+		return x.ConcurrencyKey
+	}
+	return ""
+}
+
+func (x *Job) GetOrderingKey() string {
+	if x != nil {
+		return x.OrderingKey
+	}
+	return ""
+}
+
+func (x *Job) GetErrorsDropped() int32 {
+	if x != nil {
+		return x.ErrorsDropped
+	}
+	return 0
+}
+
 var File_jobwire_v1_job_proto protoreflect.FileDescriptor
 
 const file_jobwire_v1_job_proto_rawDesc = "" +
@@ -641,7 +691,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"multiplier\x18\x03 \x01(\x01R\n" +
 	"multiplier\x12\x1b\n" +
 	"\x06jitter\x18\x04 \x01(\x01H\x00R\x06jitter\x88\x01\x01B\t\n" +
-	"\a_jitter\"\x8f\x05\n" +
+	"\a_jitter\"\xdb\x05\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
@@ -656,7 +706,9 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	" \x01(\v2\x17.jobwire.v1.RetryPolicyR\x05retry\x12'\n" +
 	"\x0fidempotency_key\x18\v \x01(\tR\x0eidempotencyKey\x12B\n" +
 	"\x0fidempotency_ttl\x18\f \x01(\v2\x19.google.protobuf.DurationR\x0eidempotencyTtl\x12:\n" +
-	"\aheaders\x18\r \x03(\v2 .jobwire.v1.JobSpec.HeadersEntryR\aheaders\x1a:\n" +
+	"\aheaders\x18\r \x03(\v2 .jobwire.v1.JobSpec.HeadersEntryR\aheaders\x12'\n" +
+	"\x0fconcurrency_key\x18\x0e \x01(\tR\x0econcurrencyKey\x12!\n" +
+	"\fordering_key\x18\x0f \x01(\tR\vorderingKey\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\n" +
@@ -667,7 +719,7 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12*\n" +
 	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x1b\n" +
-	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xc7\x06\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\"\xba\a\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x12\n" +
@@ -690,7 +742,10 @@ const file_jobwire_v1_job_proto_rawDesc = "" +
 	"\x10lease_expires_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12)\n" +
 	"\x10cancel_requested\x18\x11 \x01(\bR\x0fcancelRequested\x12@\n" +
 	"\x0elease_duration\x18\x12 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12\x1b\n" +
-	"\tworker_id\x18\x13 \x01(\tR\bworkerId\x1a:\n" +
+	"\tworker_id\x18\x13 \x01(\tR\bworkerId\x12'\n" +
+	"\x0fconcurrency_key\x18\x14 \x01(\tR\x0econcurrencyKey\x12!\n" +
+	"\fordering_key\x18\x15 \x01(\tR\vorderingKey\x12%\n" +
+	"\x0eerrors_dropped\x18\x16 \x01(\x05R\rerrorsDropped\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xcd\x01\n" +

@@ -23,51 +23,84 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from jobwire.v1 import job_pb2 as jobwire_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobwire/v1/admin_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xac\x01\n\x0cReplayFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_contains\x18\x03 \x01(\t\x12\x32\n\x0e\x66inished_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\rReplayRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.jobwire.v1.ReplayFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x19\n\x11include_cancelled\x18\x05 \x01(\x08\"3\n\x0eReplayResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"{\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x06states\x18\x03 \x03(\x0e\x32\x14.jobwire.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"J\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobwire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x14GetQueueStatsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\"\xd2\x01\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tretryable\x18\x05 \x01(\x03\x12\x11\n\tcompleted\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x37\n\x14oldest_available_age\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\"?\n\x15GetQueueStatsResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.QueueStats\"\xe5\x01\n\x15SetQueueConfigRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x05retry\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.RetryPolicy\x12\x19\n\x0cmax_attempts\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x63ompleted_retention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\n\r_max_attempts\"\x18\n\x16SetQueueConfigResponse\"\xcf\x01\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12 \n\x03job\x18\x03 \x01(\x0b\x32\x13.jobwire.v1.JobSpec\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12/\n\x0bnext_run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x07 \x01(\t\"<\n\x12SetScheduleRequest\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"=\n\x13SetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"\x16\n\x14ListSchedulesRequest\"@\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule2\xc4\x04\n\x0c\x41\x64minService\x12?\n\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12\x45\n\x08ListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12N\n\x0bSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ejobwire/v1/admin_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\xac\x01\n\x0cReplayFilter\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x16\n\x0e\x65rror_contains\x18\x03 \x01(\t\x12\x32\n\x0e\x66inished_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x66inished_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\rReplayRequest\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12(\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x18.jobwire.v1.ReplayFilter\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x04 \x01(\x08\x12\x19\n\x11include_cancelled\x18\x05 \x01(\x08\"3\n\x0eReplayResponse\x12\x10\n\x08replayed\x18\x01 \x01(\x05\x12\x0f\n\x07job_ids\x18\x02 \x03(\t\"\x93\x01\n\x0fListJobsRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12$\n\x06states\x18\x03 \x03(\x0e\x32\x14.jobwire.v1.JobState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x16\n\x0e\x65rror_contains\x18\x06 \x01(\t\"`\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobwire.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0csize_limited\x18\x03 \x01(\x08\"&\n\x14GetQueueStatsRequest\x12\x0e\n\x06queues\x18\x01 \x03(\t\"\xe2\x01\n\nQueueStats\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x11\n\tscheduled\x18\x02 \x01(\x03\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x0f\n\x07running\x18\x04 \x01(\x03\x12\x11\n\tretryable\x18\x05 \x01(\x03\x12\x11\n\tcompleted\x18\x06 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x07 \x01(\x03\x12\x11\n\tcancelled\x18\x08 \x01(\x03\x12\x37\n\x14oldest_available_age\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\n \x01(\x08\"?\n\x15GetQueueStatsResponse\x12&\n\x06queues\x18\x01 \x03(\x0b\x32\x16.jobwire.v1.QueueStats\"E\n\tRateLimit\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12)\n\x06period\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdd\x03\n\x0bQueueConfig\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x05retry\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.RetryPolicy\x12\x19\n\x0cmax_attempts\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x63ompleted_retention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_running\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12 \n\x13max_running_per_key\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12)\n\nrate_limit\x18\x08 \x01(\x0b\x32\x15.jobwire.v1.RateLimit\x12\x31\n\x12rate_limit_per_key\x18\t \x01(\x0b\x32\x15.jobwire.v1.RateLimit\x12\x0e\n\x06paused\x18\n \x01(\x08\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0f\n\r_max_attemptsB\x0e\n\x0c_max_runningB\x16\n\x14_max_running_per_key\"\xd8\x03\n\x15SetQueueConfigRequest\x12\r\n\x05queue\x18\x01 \x01(\t\x12&\n\x05retry\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.RetryPolicy\x12\x19\n\x0cmax_attempts\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13\x63ompleted_retention\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_running\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12 \n\x13max_running_per_key\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12)\n\nrate_limit\x18\x08 \x01(\x0b\x32\x15.jobwire.v1.RateLimit\x12\x31\n\x12rate_limit_per_key\x18\t \x01(\x0b\x32\x15.jobwire.v1.RateLimit\x12/\n\x0bupdate_mask\x18\n \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0f\n\r_max_attemptsB\x0e\n\x0c_max_runningB\x16\n\x14_max_running_per_key\"A\n\x16SetQueueConfigResponse\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.jobwire.v1.QueueConfig\"&\n\x15GetQueueConfigRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"A\n\x16GetQueueConfigResponse\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.jobwire.v1.QueueConfig\"\"\n\x11PauseQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"=\n\x12PauseQueueResponse\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.jobwire.v1.QueueConfig\"#\n\x12ResumeQueueRequest\x12\r\n\x05queue\x18\x01 \x01(\t\">\n\x13ResumeQueueResponse\x12\'\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x17.jobwire.v1.QueueConfig\"#\n\x12ListWorkersRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\xbe\x01\n\x0cWorkerStream\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06queues\x18\x02 \x03(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12\x0e\n\x06\x63redit\x18\x04 \x01(\x05\x12\x11\n\tjobs_held\x18\x05 \x01(\x05\x12\x30\n\x0c\x63onnected_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tbroker_id\x18\x07 \x01(\t\x12\x0c\n\x04peer\x18\x08 \x01(\t\"@\n\x13ListWorkersResponse\x12)\n\x07workers\x18\x01 \x03(\x0b\x32\x18.jobwire.v1.WorkerStream\"\'\n\x16GetQueueHistoryRequest\x12\r\n\x05queue\x18\x01 \x01(\t\"\xbc\x01\n\x0bQueueSample\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x03\x12\x0f\n\x07waiting\x18\x04 \x01(\x03\x12\x0f\n\x07running\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x65\x61\x64\x18\x06 \x01(\x03\x12\x10\n\x08\x65nqueued\x18\x07 \x01(\x03\x12\x11\n\tcompleted\x18\x08 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\t \x01(\x03\"p\n\x17GetQueueHistoryResponse\x12(\n\x07samples\x18\x01 \x03(\x0b\x32\x17.jobwire.v1.QueueSample\x12+\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x0f\n\rWhoAmIRequest\"T\n\x0eWhoAmIResponse\x12\x14\n\x0c\x61uth_enabled\x18\x01 \x01(\x08\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x0e\n\x06queues\x18\x04 \x03(\t\"\xcf\x01\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12 \n\x03job\x18\x03 \x01(\x0b\x32\x13.jobwire.v1.JobSpec\x12\x0e\n\x06paused\x18\x04 \x01(\x08\x12/\n\x0bnext_run_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0blast_run_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x07 \x01(\t\"<\n\x12SetScheduleRequest\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"=\n\x13SetScheduleResponse\x12&\n\x08schedule\x18\x01 \x01(\x0b\x32\x14.jobwire.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"\x16\n\x14ListSchedulesRequest\"@\n\x15ListSchedulesResponse\x12\'\n\tschedules\x18\x01 \x03(\x0b\x32\x14.jobwire.v1.Schedule2\xa7\x08\n\x0c\x41\x64minService\x12?\n\x06Replay\x12\x19.jobwire.v1.ReplayRequest\x1a\x1a.jobwire.v1.ReplayResponse\x12\x45\n\x08ListJobs\x12\x1b.jobwire.v1.ListJobsRequest\x1a\x1c.jobwire.v1.ListJobsResponse\x12T\n\rGetQueueStats\x12 .jobwire.v1.GetQueueStatsRequest\x1a!.jobwire.v1.GetQueueStatsResponse\x12W\n\x0eSetQueueConfig\x12!.jobwire.v1.SetQueueConfigRequest\x1a\".jobwire.v1.SetQueueConfigResponse\x12W\n\x0eGetQueueConfig\x12!.jobwire.v1.GetQueueConfigRequest\x1a\".jobwire.v1.GetQueueConfigResponse\x12K\n\nPauseQueue\x12\x1d.jobwire.v1.PauseQueueRequest\x1a\x1e.jobwire.v1.PauseQueueResponse\x12N\n\x0bResumeQueue\x12\x1e.jobwire.v1.ResumeQueueRequest\x1a\x1f.jobwire.v1.ResumeQueueResponse\x12N\n\x0bListWorkers\x12\x1e.jobwire.v1.ListWorkersRequest\x1a\x1f.jobwire.v1.ListWorkersResponse\x12Z\n\x0fGetQueueHistory\x12\".jobwire.v1.GetQueueHistoryRequest\x1a#.jobwire.v1.GetQueueHistoryResponse\x12?\n\x06WhoAmI\x12\x19.jobwire.v1.WhoAmIRequest\x1a\x1a.jobwire.v1.WhoAmIResponse\x12N\n\x0bSetSchedule\x12\x1e.jobwire.v1.SetScheduleRequest\x1a\x1f.jobwire.v1.SetScheduleResponse\x12W\n\x0e\x44\x65leteSchedule\x12!.jobwire.v1.DeleteScheduleRequest\x1a\".jobwire.v1.DeleteScheduleResponse\x12T\n\rListSchedules\x12 .jobwire.v1.ListSchedulesRequest\x1a!.jobwire.v1.ListSchedulesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobwire.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLAYFILTER']._serialized_start=134
-  _globals['_REPLAYFILTER']._serialized_end=306
-  _globals['_REPLAYREQUEST']._serialized_start=309
-  _globals['_REPLAYREQUEST']._serialized_end=442
-  _globals['_REPLAYRESPONSE']._serialized_start=444
-  _globals['_REPLAYRESPONSE']._serialized_end=495
-  _globals['_LISTJOBSREQUEST']._serialized_start=497
-  _globals['_LISTJOBSREQUEST']._serialized_end=620
-  _globals['_LISTJOBSRESPONSE']._serialized_start=622
-  _globals['_LISTJOBSRESPONSE']._serialized_end=696
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=698
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=736
-  _globals['_QUEUESTATS']._serialized_start=739
-  _globals['_QUEUESTATS']._serialized_end=949
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=951
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1014
-  _globals['_SETQUEUECONFIGREQUEST']._serialized_start=1017
-  _globals['_SETQUEUECONFIGREQUEST']._serialized_end=1246
-  _globals['_SETQUEUECONFIGRESPONSE']._serialized_start=1248
-  _globals['_SETQUEUECONFIGRESPONSE']._serialized_end=1272
-  _globals['_SCHEDULE']._serialized_start=1275
-  _globals['_SCHEDULE']._serialized_end=1482
-  _globals['_SETSCHEDULEREQUEST']._serialized_start=1484
-  _globals['_SETSCHEDULEREQUEST']._serialized_end=1544
-  _globals['_SETSCHEDULERESPONSE']._serialized_start=1546
-  _globals['_SETSCHEDULERESPONSE']._serialized_end=1607
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1609
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1646
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1648
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1672
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1674
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1696
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1698
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1762
-  _globals['_ADMINSERVICE']._serialized_start=1765
-  _globals['_ADMINSERVICE']._serialized_end=2345
+  _globals['_REPLAYFILTER']._serialized_start=168
+  _globals['_REPLAYFILTER']._serialized_end=340
+  _globals['_REPLAYREQUEST']._serialized_start=343
+  _globals['_REPLAYREQUEST']._serialized_end=476
+  _globals['_REPLAYRESPONSE']._serialized_start=478
+  _globals['_REPLAYRESPONSE']._serialized_end=529
+  _globals['_LISTJOBSREQUEST']._serialized_start=532
+  _globals['_LISTJOBSREQUEST']._serialized_end=679
+  _globals['_LISTJOBSRESPONSE']._serialized_start=681
+  _globals['_LISTJOBSRESPONSE']._serialized_end=777
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=779
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=817
+  _globals['_QUEUESTATS']._serialized_start=820
+  _globals['_QUEUESTATS']._serialized_end=1046
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1048
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1111
+  _globals['_RATELIMIT']._serialized_start=1113
+  _globals['_RATELIMIT']._serialized_end=1182
+  _globals['_QUEUECONFIG']._serialized_start=1185
+  _globals['_QUEUECONFIG']._serialized_end=1662
+  _globals['_SETQUEUECONFIGREQUEST']._serialized_start=1665
+  _globals['_SETQUEUECONFIGREQUEST']._serialized_end=2137
+  _globals['_SETQUEUECONFIGRESPONSE']._serialized_start=2139
+  _globals['_SETQUEUECONFIGRESPONSE']._serialized_end=2204
+  _globals['_GETQUEUECONFIGREQUEST']._serialized_start=2206
+  _globals['_GETQUEUECONFIGREQUEST']._serialized_end=2244
+  _globals['_GETQUEUECONFIGRESPONSE']._serialized_start=2246
+  _globals['_GETQUEUECONFIGRESPONSE']._serialized_end=2311
+  _globals['_PAUSEQUEUEREQUEST']._serialized_start=2313
+  _globals['_PAUSEQUEUEREQUEST']._serialized_end=2347
+  _globals['_PAUSEQUEUERESPONSE']._serialized_start=2349
+  _globals['_PAUSEQUEUERESPONSE']._serialized_end=2410
+  _globals['_RESUMEQUEUEREQUEST']._serialized_start=2412
+  _globals['_RESUMEQUEUEREQUEST']._serialized_end=2447
+  _globals['_RESUMEQUEUERESPONSE']._serialized_start=2449
+  _globals['_RESUMEQUEUERESPONSE']._serialized_end=2511
+  _globals['_LISTWORKERSREQUEST']._serialized_start=2513
+  _globals['_LISTWORKERSREQUEST']._serialized_end=2548
+  _globals['_WORKERSTREAM']._serialized_start=2551
+  _globals['_WORKERSTREAM']._serialized_end=2741
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2743
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2807
+  _globals['_GETQUEUEHISTORYREQUEST']._serialized_start=2809
+  _globals['_GETQUEUEHISTORYREQUEST']._serialized_end=2848
+  _globals['_QUEUESAMPLE']._serialized_start=2851
+  _globals['_QUEUESAMPLE']._serialized_end=3039
+  _globals['_GETQUEUEHISTORYRESPONSE']._serialized_start=3041
+  _globals['_GETQUEUEHISTORYRESPONSE']._serialized_end=3153
+  _globals['_WHOAMIREQUEST']._serialized_start=3155
+  _globals['_WHOAMIREQUEST']._serialized_end=3170
+  _globals['_WHOAMIRESPONSE']._serialized_start=3172
+  _globals['_WHOAMIRESPONSE']._serialized_end=3256
+  _globals['_SCHEDULE']._serialized_start=3259
+  _globals['_SCHEDULE']._serialized_end=3466
+  _globals['_SETSCHEDULEREQUEST']._serialized_start=3468
+  _globals['_SETSCHEDULEREQUEST']._serialized_end=3528
+  _globals['_SETSCHEDULERESPONSE']._serialized_start=3530
+  _globals['_SETSCHEDULERESPONSE']._serialized_end=3591
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=3593
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=3630
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=3632
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=3656
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=3658
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=3680
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=3682
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=3746
+  _globals['_ADMINSERVICE']._serialized_start=3749
+  _globals['_ADMINSERVICE']._serialized_end=4812
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,36 @@ class AdminServiceStub:
                 request_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.SerializeToString,
                 response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.FromString,
                 _registered_method=True)
+        self.GetQueueConfig = channel.unary_unary(
+                '/jobwire.v1.AdminService/GetQueueConfig',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigResponse.FromString,
+                _registered_method=True)
+        self.PauseQueue = channel.unary_unary(
+                '/jobwire.v1.AdminService/PauseQueue',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+                _registered_method=True)
+        self.ResumeQueue = channel.unary_unary(
+                '/jobwire.v1.AdminService/ResumeQueue',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+                _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/jobwire.v1.AdminService/ListWorkers',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
+        self.GetQueueHistory = channel.unary_unary(
+                '/jobwire.v1.AdminService/GetQueueHistory',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/jobwire.v1.AdminService/WhoAmI',
+                request_serializer=jobwire_dot_v1_dot_admin__service__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=jobwire_dot_v1_dot_admin__service__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
         self.SetSchedule = channel.unary_unary(
                 '/jobwire.v1.AdminService/SetSchedule',
                 request_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetScheduleRequest.SerializeToString,
@@ -100,8 +130,57 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetQueueConfig(self, request, context):
-        """Sets a queue's defaults: retry policy, max attempts, lease duration,
-        retention of completed jobs. Fields left unset keep the broker defaults.
+        """Changes a queue's settings and answers with the whole config. A field
+        present in the request is set; a field absent from it keeps its value.
+        To clear a field (back to the broker's default), name it in update_mask
+        and leave it unset: with update_mask, exactly the named fields change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueConfig(self, request, context):
+        """A queue's whole config. A queue nobody configured answers with every
+        field unset (the broker defaults apply), not NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseQueue(self, request, context):
+        """Stops every broker replica from leasing the queue's jobs, within a
+        second. Enqueues still succeed, and jobs already running finish: their
+        acks, nacks and heartbeats work as before. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeQueue(self, request, context):
+        """Lets a paused queue's jobs be leased again. Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkers(self, request, context):
+        """The open Lease streams on every broker replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueHistory(self, request, context):
+        """Per-queue samples over the last hour: backlog, and how many jobs were
+        enqueued, completed and failed in each interval.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Who the caller is: the token's (or client certificate's) name and
+        scopes. Any authenticated caller may ask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +231,36 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetQueueConfig,
                     request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.FromString,
                     response_serializer=jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.SerializeToString,
+            ),
+            'GetQueueConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueConfig,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigResponse.SerializeToString,
+            ),
+            'PauseQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseQueue,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.PauseQueueRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.PauseQueueResponse.SerializeToString,
+            ),
+            'ResumeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeQueue,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'GetQueueHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueHistory,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=jobwire_dot_v1_dot_admin__service__pb2.WhoAmIRequest.FromString,
+                    response_serializer=jobwire_dot_v1_dot_admin__service__pb2.WhoAmIResponse.SerializeToString,
             ),
             'SetSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.SetSchedule,
@@ -279,6 +388,168 @@ class AdminService:
             '/jobwire.v1.AdminService/SetQueueConfig',
             jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigRequest.SerializeToString,
             jobwire_dot_v1_dot_admin__service__pb2.SetQueueConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/GetQueueConfig',
+            jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.GetQueueConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/PauseQueue',
+            jobwire_dot_v1_dot_admin__service__pb2.PauseQueueRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.PauseQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/ResumeQueue',
+            jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/ListWorkers',
+            jobwire_dot_v1_dot_admin__service__pb2.ListWorkersRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/GetQueueHistory',
+            jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.GetQueueHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobwire.v1.AdminService/WhoAmI',
+            jobwire_dot_v1_dot_admin__service__pb2.WhoAmIRequest.SerializeToString,
+            jobwire_dot_v1_dot_admin__service__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

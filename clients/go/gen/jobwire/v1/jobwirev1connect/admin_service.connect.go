@@ -43,6 +43,22 @@ const (
 	// AdminServiceSetQueueConfigProcedure is the fully-qualified name of the AdminService's
 	// SetQueueConfig RPC.
 	AdminServiceSetQueueConfigProcedure = "/jobwire.v1.AdminService/SetQueueConfig"
+	// AdminServiceGetQueueConfigProcedure is the fully-qualified name of the AdminService's
+	// GetQueueConfig RPC.
+	AdminServiceGetQueueConfigProcedure = "/jobwire.v1.AdminService/GetQueueConfig"
+	// AdminServicePauseQueueProcedure is the fully-qualified name of the AdminService's PauseQueue RPC.
+	AdminServicePauseQueueProcedure = "/jobwire.v1.AdminService/PauseQueue"
+	// AdminServiceResumeQueueProcedure is the fully-qualified name of the AdminService's ResumeQueue
+	// RPC.
+	AdminServiceResumeQueueProcedure = "/jobwire.v1.AdminService/ResumeQueue"
+	// AdminServiceListWorkersProcedure is the fully-qualified name of the AdminService's ListWorkers
+	// RPC.
+	AdminServiceListWorkersProcedure = "/jobwire.v1.AdminService/ListWorkers"
+	// AdminServiceGetQueueHistoryProcedure is the fully-qualified name of the AdminService's
+	// GetQueueHistory RPC.
+	AdminServiceGetQueueHistoryProcedure = "/jobwire.v1.AdminService/GetQueueHistory"
+	// AdminServiceWhoAmIProcedure is the fully-qualified name of the AdminService's WhoAmI RPC.
+	AdminServiceWhoAmIProcedure = "/jobwire.v1.AdminService/WhoAmI"
 	// AdminServiceSetScheduleProcedure is the fully-qualified name of the AdminService's SetSchedule
 	// RPC.
 	AdminServiceSetScheduleProcedure = "/jobwire.v1.AdminService/SetSchedule"
@@ -62,9 +78,28 @@ type AdminServiceClient interface {
 	Replay(context.Context, *connect.Request[v1.ReplayRequest]) (*connect.Response[v1.ReplayResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	GetQueueStats(context.Context, *connect.Request[v1.GetQueueStatsRequest]) (*connect.Response[v1.GetQueueStatsResponse], error)
-	// Sets a queue's defaults: retry policy, max attempts, lease duration,
-	// retention of completed jobs. Fields left unset keep the broker defaults.
+	// Changes a queue's settings and answers with the whole config. A field
+	// present in the request is set; a field absent from it keeps its value.
+	// To clear a field (back to the broker's default), name it in update_mask
+	// and leave it unset: with update_mask, exactly the named fields change.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
+	// A queue's whole config. A queue nobody configured answers with every
+	// field unset (the broker defaults apply), not NOT_FOUND.
+	GetQueueConfig(context.Context, *connect.Request[v1.GetQueueConfigRequest]) (*connect.Response[v1.GetQueueConfigResponse], error)
+	// Stops every broker replica from leasing the queue's jobs, within a
+	// second. Enqueues still succeed, and jobs already running finish: their
+	// acks, nacks and heartbeats work as before. Idempotent.
+	PauseQueue(context.Context, *connect.Request[v1.PauseQueueRequest]) (*connect.Response[v1.PauseQueueResponse], error)
+	// Lets a paused queue's jobs be leased again. Idempotent.
+	ResumeQueue(context.Context, *connect.Request[v1.ResumeQueueRequest]) (*connect.Response[v1.ResumeQueueResponse], error)
+	// The open Lease streams on every broker replica.
+	ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error)
+	// Per-queue samples over the last hour: backlog, and how many jobs were
+	// enqueued, completed and failed in each interval.
+	GetQueueHistory(context.Context, *connect.Request[v1.GetQueueHistoryRequest]) (*connect.Response[v1.GetQueueHistoryResponse], error)
+	// Who the caller is: the token's (or client certificate's) name and
+	// scopes. Any authenticated caller may ask.
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
 	// Creates or replaces a recurring schedule. Each time its cron expression
 	// fires, the broker enqueues a job from its template, at most once per
 	// fire time however many replicas run (the fire time is the job's
@@ -110,6 +145,42 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("SetQueueConfig")),
 			connect.WithClientOptions(opts...),
 		),
+		getQueueConfig: connect.NewClient[v1.GetQueueConfigRequest, v1.GetQueueConfigResponse](
+			httpClient,
+			baseURL+AdminServiceGetQueueConfigProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetQueueConfig")),
+			connect.WithClientOptions(opts...),
+		),
+		pauseQueue: connect.NewClient[v1.PauseQueueRequest, v1.PauseQueueResponse](
+			httpClient,
+			baseURL+AdminServicePauseQueueProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("PauseQueue")),
+			connect.WithClientOptions(opts...),
+		),
+		resumeQueue: connect.NewClient[v1.ResumeQueueRequest, v1.ResumeQueueResponse](
+			httpClient,
+			baseURL+AdminServiceResumeQueueProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ResumeQueue")),
+			connect.WithClientOptions(opts...),
+		),
+		listWorkers: connect.NewClient[v1.ListWorkersRequest, v1.ListWorkersResponse](
+			httpClient,
+			baseURL+AdminServiceListWorkersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListWorkers")),
+			connect.WithClientOptions(opts...),
+		),
+		getQueueHistory: connect.NewClient[v1.GetQueueHistoryRequest, v1.GetQueueHistoryResponse](
+			httpClient,
+			baseURL+AdminServiceGetQueueHistoryProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetQueueHistory")),
+			connect.WithClientOptions(opts...),
+		),
+		whoAmI: connect.NewClient[v1.WhoAmIRequest, v1.WhoAmIResponse](
+			httpClient,
+			baseURL+AdminServiceWhoAmIProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("WhoAmI")),
+			connect.WithClientOptions(opts...),
+		),
 		setSchedule: connect.NewClient[v1.SetScheduleRequest, v1.SetScheduleResponse](
 			httpClient,
 			baseURL+AdminServiceSetScheduleProcedure,
@@ -133,13 +204,19 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 
 // adminServiceClient implements AdminServiceClient.
 type adminServiceClient struct {
-	replay         *connect.Client[v1.ReplayRequest, v1.ReplayResponse]
-	listJobs       *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
-	getQueueStats  *connect.Client[v1.GetQueueStatsRequest, v1.GetQueueStatsResponse]
-	setQueueConfig *connect.Client[v1.SetQueueConfigRequest, v1.SetQueueConfigResponse]
-	setSchedule    *connect.Client[v1.SetScheduleRequest, v1.SetScheduleResponse]
-	deleteSchedule *connect.Client[v1.DeleteScheduleRequest, v1.DeleteScheduleResponse]
-	listSchedules  *connect.Client[v1.ListSchedulesRequest, v1.ListSchedulesResponse]
+	replay          *connect.Client[v1.ReplayRequest, v1.ReplayResponse]
+	listJobs        *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
+	getQueueStats   *connect.Client[v1.GetQueueStatsRequest, v1.GetQueueStatsResponse]
+	setQueueConfig  *connect.Client[v1.SetQueueConfigRequest, v1.SetQueueConfigResponse]
+	getQueueConfig  *connect.Client[v1.GetQueueConfigRequest, v1.GetQueueConfigResponse]
+	pauseQueue      *connect.Client[v1.PauseQueueRequest, v1.PauseQueueResponse]
+	resumeQueue     *connect.Client[v1.ResumeQueueRequest, v1.ResumeQueueResponse]
+	listWorkers     *connect.Client[v1.ListWorkersRequest, v1.ListWorkersResponse]
+	getQueueHistory *connect.Client[v1.GetQueueHistoryRequest, v1.GetQueueHistoryResponse]
+	whoAmI          *connect.Client[v1.WhoAmIRequest, v1.WhoAmIResponse]
+	setSchedule     *connect.Client[v1.SetScheduleRequest, v1.SetScheduleResponse]
+	deleteSchedule  *connect.Client[v1.DeleteScheduleRequest, v1.DeleteScheduleResponse]
+	listSchedules   *connect.Client[v1.ListSchedulesRequest, v1.ListSchedulesResponse]
 }
 
 // Replay calls jobwire.v1.AdminService.Replay.
@@ -160,6 +237,36 @@ func (c *adminServiceClient) GetQueueStats(ctx context.Context, req *connect.Req
 // SetQueueConfig calls jobwire.v1.AdminService.SetQueueConfig.
 func (c *adminServiceClient) SetQueueConfig(ctx context.Context, req *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error) {
 	return c.setQueueConfig.CallUnary(ctx, req)
+}
+
+// GetQueueConfig calls jobwire.v1.AdminService.GetQueueConfig.
+func (c *adminServiceClient) GetQueueConfig(ctx context.Context, req *connect.Request[v1.GetQueueConfigRequest]) (*connect.Response[v1.GetQueueConfigResponse], error) {
+	return c.getQueueConfig.CallUnary(ctx, req)
+}
+
+// PauseQueue calls jobwire.v1.AdminService.PauseQueue.
+func (c *adminServiceClient) PauseQueue(ctx context.Context, req *connect.Request[v1.PauseQueueRequest]) (*connect.Response[v1.PauseQueueResponse], error) {
+	return c.pauseQueue.CallUnary(ctx, req)
+}
+
+// ResumeQueue calls jobwire.v1.AdminService.ResumeQueue.
+func (c *adminServiceClient) ResumeQueue(ctx context.Context, req *connect.Request[v1.ResumeQueueRequest]) (*connect.Response[v1.ResumeQueueResponse], error) {
+	return c.resumeQueue.CallUnary(ctx, req)
+}
+
+// ListWorkers calls jobwire.v1.AdminService.ListWorkers.
+func (c *adminServiceClient) ListWorkers(ctx context.Context, req *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error) {
+	return c.listWorkers.CallUnary(ctx, req)
+}
+
+// GetQueueHistory calls jobwire.v1.AdminService.GetQueueHistory.
+func (c *adminServiceClient) GetQueueHistory(ctx context.Context, req *connect.Request[v1.GetQueueHistoryRequest]) (*connect.Response[v1.GetQueueHistoryResponse], error) {
+	return c.getQueueHistory.CallUnary(ctx, req)
+}
+
+// WhoAmI calls jobwire.v1.AdminService.WhoAmI.
+func (c *adminServiceClient) WhoAmI(ctx context.Context, req *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return c.whoAmI.CallUnary(ctx, req)
 }
 
 // SetSchedule calls jobwire.v1.AdminService.SetSchedule.
@@ -185,9 +292,28 @@ type AdminServiceHandler interface {
 	Replay(context.Context, *connect.Request[v1.ReplayRequest]) (*connect.Response[v1.ReplayResponse], error)
 	ListJobs(context.Context, *connect.Request[v1.ListJobsRequest]) (*connect.Response[v1.ListJobsResponse], error)
 	GetQueueStats(context.Context, *connect.Request[v1.GetQueueStatsRequest]) (*connect.Response[v1.GetQueueStatsResponse], error)
-	// Sets a queue's defaults: retry policy, max attempts, lease duration,
-	// retention of completed jobs. Fields left unset keep the broker defaults.
+	// Changes a queue's settings and answers with the whole config. A field
+	// present in the request is set; a field absent from it keeps its value.
+	// To clear a field (back to the broker's default), name it in update_mask
+	// and leave it unset: with update_mask, exactly the named fields change.
 	SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error)
+	// A queue's whole config. A queue nobody configured answers with every
+	// field unset (the broker defaults apply), not NOT_FOUND.
+	GetQueueConfig(context.Context, *connect.Request[v1.GetQueueConfigRequest]) (*connect.Response[v1.GetQueueConfigResponse], error)
+	// Stops every broker replica from leasing the queue's jobs, within a
+	// second. Enqueues still succeed, and jobs already running finish: their
+	// acks, nacks and heartbeats work as before. Idempotent.
+	PauseQueue(context.Context, *connect.Request[v1.PauseQueueRequest]) (*connect.Response[v1.PauseQueueResponse], error)
+	// Lets a paused queue's jobs be leased again. Idempotent.
+	ResumeQueue(context.Context, *connect.Request[v1.ResumeQueueRequest]) (*connect.Response[v1.ResumeQueueResponse], error)
+	// The open Lease streams on every broker replica.
+	ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error)
+	// Per-queue samples over the last hour: backlog, and how many jobs were
+	// enqueued, completed and failed in each interval.
+	GetQueueHistory(context.Context, *connect.Request[v1.GetQueueHistoryRequest]) (*connect.Response[v1.GetQueueHistoryResponse], error)
+	// Who the caller is: the token's (or client certificate's) name and
+	// scopes. Any authenticated caller may ask.
+	WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error)
 	// Creates or replaces a recurring schedule. Each time its cron expression
 	// fires, the broker enqueues a job from its template, at most once per
 	// fire time however many replicas run (the fire time is the job's
@@ -229,6 +355,42 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("SetQueueConfig")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceGetQueueConfigHandler := connect.NewUnaryHandler(
+		AdminServiceGetQueueConfigProcedure,
+		svc.GetQueueConfig,
+		connect.WithSchema(adminServiceMethods.ByName("GetQueueConfig")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServicePauseQueueHandler := connect.NewUnaryHandler(
+		AdminServicePauseQueueProcedure,
+		svc.PauseQueue,
+		connect.WithSchema(adminServiceMethods.ByName("PauseQueue")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceResumeQueueHandler := connect.NewUnaryHandler(
+		AdminServiceResumeQueueProcedure,
+		svc.ResumeQueue,
+		connect.WithSchema(adminServiceMethods.ByName("ResumeQueue")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListWorkersHandler := connect.NewUnaryHandler(
+		AdminServiceListWorkersProcedure,
+		svc.ListWorkers,
+		connect.WithSchema(adminServiceMethods.ByName("ListWorkers")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetQueueHistoryHandler := connect.NewUnaryHandler(
+		AdminServiceGetQueueHistoryProcedure,
+		svc.GetQueueHistory,
+		connect.WithSchema(adminServiceMethods.ByName("GetQueueHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceWhoAmIHandler := connect.NewUnaryHandler(
+		AdminServiceWhoAmIProcedure,
+		svc.WhoAmI,
+		connect.WithSchema(adminServiceMethods.ByName("WhoAmI")),
+		connect.WithHandlerOptions(opts...),
+	)
 	adminServiceSetScheduleHandler := connect.NewUnaryHandler(
 		AdminServiceSetScheduleProcedure,
 		svc.SetSchedule,
@@ -257,6 +419,18 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceGetQueueStatsHandler.ServeHTTP(w, r)
 		case AdminServiceSetQueueConfigProcedure:
 			adminServiceSetQueueConfigHandler.ServeHTTP(w, r)
+		case AdminServiceGetQueueConfigProcedure:
+			adminServiceGetQueueConfigHandler.ServeHTTP(w, r)
+		case AdminServicePauseQueueProcedure:
+			adminServicePauseQueueHandler.ServeHTTP(w, r)
+		case AdminServiceResumeQueueProcedure:
+			adminServiceResumeQueueHandler.ServeHTTP(w, r)
+		case AdminServiceListWorkersProcedure:
+			adminServiceListWorkersHandler.ServeHTTP(w, r)
+		case AdminServiceGetQueueHistoryProcedure:
+			adminServiceGetQueueHistoryHandler.ServeHTTP(w, r)
+		case AdminServiceWhoAmIProcedure:
+			adminServiceWhoAmIHandler.ServeHTTP(w, r)
 		case AdminServiceSetScheduleProcedure:
 			adminServiceSetScheduleHandler.ServeHTTP(w, r)
 		case AdminServiceDeleteScheduleProcedure:
@@ -286,6 +460,30 @@ func (UnimplementedAdminServiceHandler) GetQueueStats(context.Context, *connect.
 
 func (UnimplementedAdminServiceHandler) SetQueueConfig(context.Context, *connect.Request[v1.SetQueueConfigRequest]) (*connect.Response[v1.SetQueueConfigResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.SetQueueConfig is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetQueueConfig(context.Context, *connect.Request[v1.GetQueueConfigRequest]) (*connect.Response[v1.GetQueueConfigResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.GetQueueConfig is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) PauseQueue(context.Context, *connect.Request[v1.PauseQueueRequest]) (*connect.Response[v1.PauseQueueResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.PauseQueue is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ResumeQueue(context.Context, *connect.Request[v1.ResumeQueueRequest]) (*connect.Response[v1.ResumeQueueResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.ResumeQueue is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.ListWorkers is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetQueueHistory(context.Context, *connect.Request[v1.GetQueueHistoryRequest]) (*connect.Response[v1.GetQueueHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.GetQueueHistory is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) WhoAmI(context.Context, *connect.Request[v1.WhoAmIRequest]) (*connect.Response[v1.WhoAmIResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("jobwire.v1.AdminService.WhoAmI is not implemented"))
 }
 
 func (UnimplementedAdminServiceHandler) SetSchedule(context.Context, *connect.Request[v1.SetScheduleRequest]) (*connect.Response[v1.SetScheduleResponse], error) {
