@@ -1,3 +1,7 @@
+-- History: the functions this migration created are redefined by
+-- server/sql/functions/*.sql, applied after every migration. Read those for
+-- what runs now; this file only says how the schema got here.
+--
 -- jobwire schema, version 1. Applied by the broker at start-up under an
 -- advisory lock, recorded in jobwire.migrations.
 

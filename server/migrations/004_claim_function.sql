@@ -1,3 +1,7 @@
+-- History: the functions this migration created are redefined by
+-- server/sql/functions/*.sql, applied after every migration. Read those for
+-- what runs now; this file only says how the schema got here.
+--
 -- The claim, and the leased-row functions of 003, planned once per session.
 --
 -- A prepared statement is re-planned on every execution for as long as its

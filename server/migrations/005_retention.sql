@@ -1,3 +1,7 @@
+-- History: the functions this migration created are redefined by
+-- server/sql/functions/*.sql, applied after every migration. Read those for
+-- what runs now; this file only says how the schema got here.
+--
 -- Retention of completed jobs.
 --
 -- A completed job stays as history until its prune_at, then the pruner

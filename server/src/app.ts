@@ -1,12 +1,18 @@
 import type pg from "pg";
 import { Broker, type BrokerHooks } from "./broker/broker.js";
+import { Dispatcher } from "./broker/dispatcher.js";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { CronLoop } from "./maintenance/cron.js";
+import { Pruner } from "./maintenance/pruner.js";
+import { Reaper } from "./maintenance/reaper.js";
+import { Scheduler } from "./maintenance/scheduler.js";
 import { createPool } from "./store/db.js";
 import { startEmbedded, type EmbeddedPostgres } from "./store/embedded.js";
 import { JobStore } from "./store/jobs.js";
-import { ScheduleStore } from "./store/schedules.js";
 import { migrate } from "./store/migrate.js";
+import { Notifier } from "./store/notifier.js";
+import { ScheduleStore } from "./store/schedules.js";
 import { Metrics } from "./telemetry/metrics.js";
 import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
 import { authInterceptor } from "./transport/auth.js";
@@ -15,7 +21,9 @@ import { startServer, type RunningServer } from "./transport/server.js";
 
 /**
  * The composition root: Postgres (external or embedded), migrations, the
- * broker and its loops, and the server in front.
+ * store, the broker, the dispatcher and the notifier that wakes it, the
+ * maintenance loops, and the server in front. Nothing else builds these;
+ * the broker gets what it needs from here.
  */
 export interface App {
   config: Config;
@@ -23,9 +31,18 @@ export interface App {
   port: number;
   databaseUrl: string;
   broker: Broker;
+  loops: Loops;
   pool: pg.Pool;
   /** Drains and stops everything; safe to call twice. */
   stop(): Promise<void>;
+}
+
+/** The maintenance loops, one file each under maintenance/; tests call their runOnce(). */
+export interface Loops {
+  reaper: Reaper;
+  scheduler: Scheduler;
+  pruner: Pruner;
+  cron: CronLoop;
 }
 
 export interface AppOptions {
@@ -60,8 +77,13 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     log.info("embedded Postgres started", { dataDir: config.dataDir, port: embedded.port });
   }
   const pool = createPool(databaseUrl, config.poolSize, (err) => log.warn("idle database connection failed", { err }));
+  let notifier: Notifier | null = null;
+  let loops: Loops | null = null;
   let broker: Broker | null = null;
   let server: RunningServer | null = null;
+  const stopLoops = async (l: Loops | null) => {
+    if (l) await Promise.all([l.reaper.stop(), l.scheduler.stop(), l.pruner.stop(), l.cron.stop()]);
+  };
   try {
     const client = await pool.connect();
     try {
@@ -71,12 +93,50 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       client.release();
     }
     const store = new JobStore(pool, { completedRetentionMs: config.completedRetentionMs });
-    const metrics = new Metrics(store, () => broker?.dispatcher.openStreams ?? 0);
+    const schedules = new ScheduleStore(pool);
+    const dispatcher = new Dispatcher(
+      store,
+      { claimBatch: config.claimBatch, defaultLeaseMs: config.defaultLeaseMs, pollIntervalMs: config.pollIntervalMs, keepaliveMs: config.keepaliveMs },
+      log,
+      (leases) => hooks.leased?.(leases),
+    );
+    const metrics = new Metrics(store, () => dispatcher.openStreams);
     const tracing = opts.tracing ?? stopTracing !== null;
-    const hooks = [metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])];
-    broker = new Broker(config, store, new ScheduleStore(pool), databaseUrl, log, mergeHooks(hooks));
-    await broker.start();
-    server = await startServer(broker, log, {
+    const hooks = mergeHooks([metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])]);
+    const scheduler = new Scheduler(store, { intervalMs: config.schedulerIntervalMs, batch: config.reaperBatch }, log);
+    const cron = new CronLoop(schedules, { intervalMs: config.schedulerIntervalMs, batch: 100 }, log);
+    const b = new Broker(
+      config,
+      store,
+      schedules,
+      dispatcher,
+      { jobDueIn: (ms) => scheduler.dueIn(ms), scheduleDueIn: (ms) => cron.poke(ms) },
+      log,
+      hooks,
+    );
+    broker = b;
+    const l: Loops = {
+      reaper: new Reaper(store, { intervalMs: config.reaperIntervalMs, batch: config.reaperBatch }, log, (jobs) => b.afterFailure(jobs, "lease_expired")),
+      scheduler,
+      pruner: new Pruner(store, { intervalMs: config.prunerIntervalMs, batch: config.prunerBatch }, log, (n) => hooks.pruned?.(n)),
+      cron,
+    };
+    notifier = new Notifier(
+      databaseUrl,
+      {
+        onAvailable: (q) => dispatcher.wakeQueue(q),
+        onScheduled: () => scheduler.poke(0),
+        onResync: () => {
+          dispatcher.wakeAll();
+          scheduler.poke(0);
+        },
+      },
+      log,
+    );
+    await notifier.start();
+    for (const loop of [l.reaper, l.scheduler, l.pruner, l.cron]) loop.start();
+    loops = l;
+    server = await startServer(b, log, {
       host: config.host,
       port: config.port,
       maxMessageBytes: config.maxMessageBytes,
@@ -85,7 +145,9 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       httpRoutes: httpRoutes({ metrics, pool, log }),
     });
   } catch (err) {
-    await broker?.stop().catch(() => {});
+    await broker?.dispatcher.drain().catch(() => {});
+    await stopLoops(loops).catch(() => {});
+    await notifier?.stop().catch(() => {});
     await pool.end().catch(() => {});
     await embedded?.stop().catch(() => {});
     await stopTracing?.().catch(() => {});
@@ -93,6 +155,8 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   }
   const b = broker;
   const srv = server;
+  const n = notifier;
+  const l = loops;
   let stopping: Promise<void> | null = null;
   return {
     config,
@@ -100,15 +164,17 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     port: srv.port,
     databaseUrl,
     broker: b,
+    loops: l,
     pool,
     stop() {
       stopping ??= (async () => {
         // 1. No new leases; lease streams end with UNAVAILABLE so workers reconnect elsewhere.
-        await b.drain();
+        await b.dispatcher.drain();
         // 2. Finish calls in flight (acks, nacks, enqueues), then close connections.
         await srv.close(config.shutdownTimeoutMs);
         // 3. Background loops and the database last: calls in flight needed them.
-        await b.stop();
+        await stopLoops(l);
+        await n.stop();
         await pool.end();
         await embedded?.stop();
         // 4. Flush spans last, so the shutdown's own are exported.

@@ -77,26 +77,44 @@ export interface Job {
   leaseMs: number | null;
   cancelRequested: boolean;
   workerId: string | null;
+  concurrencyKey: string | null;
+  orderingKey: string | null;
+  /** Failed attempts left out of `errors` to keep the history bounded. */
+  errorsDropped: number;
 }
 
-/** A validated job to insert. Times are relative to the database clock. */
+/**
+ * A job to insert, as the transport hands it over and, once validated
+ * (broker/validate.ts checkJobSpec), as the store inserts it: durations in
+ * milliseconds, null where the caller set nothing. Validation fills in the
+ * defaults it owns (content type, idempotency TTL) and leaves the rest null
+ * for the store to resolve against the queue's config and the broker's
+ * defaults. Times are relative to the database clock.
+ */
 export interface NewJob {
   queue: string;
   type: string;
   payload: Uint8Array;
+  /** "" until validated: then the caller's, or application/json. */
   contentType: string;
-  /** Absolute due time, or null to use delayMs. */
+  /** Absolute due time; at most one of runAt and delayMs. */
   runAt: Date | null;
-  /** Due this long after the database's now(); 0 = now. */
-  delayMs: number;
+  /** Due this long after the database's now(); null with runAt null = now. */
+  delayMs: number | null;
   priority: number;
   /** null = the queue's setting, then the default. */
   maxAttempts: number | null;
   leaseMs: number | null;
   retry: RetryPolicy | null;
+  /** null = none. */
   idempotencyKey: string | null;
-  idempotencyTtlMs: number;
+  /** null = the broker's default (filled in by validation when a key is set). */
+  idempotencyTtlMs: number | null;
   headers: Record<string, string>;
+  /** null = none (JobSpec.concurrency_key). */
+  concurrencyKey: string | null;
+  /** null = none (JobSpec.ordering_key). */
+  orderingKey: string | null;
 }
 
 export interface EnqueueResult {
@@ -108,6 +126,47 @@ export interface Lease {
   job: Job;
   token: string;
   expiresAt: Date;
+}
+
+/** A lease as the store sees it: the row id and the token's random part. */
+export interface LeaseRef {
+  id: string;
+  token: string;
+}
+
+/** A job the claim took for a stream; `token` is the lease's random part (see broker/token.ts). */
+export interface ClaimedJob {
+  job: Job;
+  token: string;
+  expiresAt: Date;
+}
+
+/** A job after a failed attempt (nack or expired lease): where it went, and when it runs next. */
+export interface FailedJob {
+  id: string;
+  queue: string;
+  state: JobState;
+  runAt: Date;
+  headers: Record<string, string>;
+  attempt: number;
+}
+
+/** A recurring schedule; `template` is the job it enqueues (no run_at, delay or key). */
+export interface Schedule {
+  name: string;
+  cron: string;
+  template: NewJob;
+  paused: boolean;
+  nextRunAt: Date | null;
+  lastRunAt: Date | null;
+  lastJobId: string | null;
+}
+
+/** One fire of a schedule. */
+export interface Fired {
+  name: string;
+  at: Date;
+  result: EnqueueResult;
 }
 
 export interface HeartbeatResult {

@@ -41,8 +41,8 @@ describe("schedules", () => {
     const name = `every-minute-${queue}`;
     await tb.admin.setSchedule({ schedule: { name, cron: "* * * * *", job: { queue, type: "tick", payload: json({ n: 1 }), priority: 3 } } });
     const due = await makeDue(name);
-    await tb.app.broker.cron.runOnce();
-    await tb.app.broker.cron.runOnce();
+    await tb.app.loops.cron.runOnce();
+    await tb.app.loops.cron.runOnce();
     const jobs = await jobsOn(queue);
     expect(jobs).toHaveLength(1);
     expect(jobs[0]!.idempotency_key).toBe(`cron:${name}:${due.toISOString()}`);
@@ -58,7 +58,7 @@ describe("schedules", () => {
     const name = `hourly-${queue}`;
     await tb.admin.setSchedule({ schedule: { name, cron: "@hourly", job: { queue, type: "t" } } });
     await makeDue(name, "5 hours");
-    await tb.app.broker.cron.runOnce();
+    await tb.app.loops.cron.runOnce();
     expect(await jobsOn(queue)).toHaveLength(1);
     const s = (await tb.admin.listSchedules({})).schedules.find((x) => x.name === name)!;
     expect(timestampDate(s.nextRunAt!).getTime()).toBeGreaterThan(Date.now());
@@ -72,7 +72,7 @@ describe("schedules", () => {
       await tb.admin.setSchedule({ schedule: { name, cron: "* * * * *", job: { queue, type: "t" } } });
       for (let i = 0; i < 5; i++) {
         await makeDue(name, `${i + 1} minutes`);
-        await Promise.all([tb.app.broker.cron.runOnce(), other.app.broker.cron.runOnce()]);
+        await Promise.all([tb.app.loops.cron.runOnce(), other.app.loops.cron.runOnce()]);
       }
       const jobs = await jobsOn(queue);
       expect(new Set(jobs.map((j) => j.idempotency_key)).size).toBe(jobs.length);
@@ -101,7 +101,7 @@ describe("schedules", () => {
     const name = `paused-${queue}`;
     const { schedule } = await tb.admin.setSchedule({ schedule: { name, cron: "* * * * *", paused: true, job: { queue, type: "t" } } });
     expect(schedule!.nextRunAt).toBeUndefined();
-    await tb.app.broker.cron.runOnce();
+    await tb.app.loops.cron.runOnce();
     expect(await jobsOn(queue)).toHaveLength(0);
   });
 

@@ -83,7 +83,7 @@ describe("graceful shutdown", () => {
     const tb = await startTestBroker();
     const queue = uniqueQueue();
     await enqueue(tb, { queue });
-    await tb.app.broker.drain();
+    await tb.app.broker.dispatcher.drain();
     const s = new TestLeaseStream(tb.workers, { queues: [queue] });
     const err = await s.ended;
     expect((err as ConnectError).code).toBe(Code.Unavailable);

@@ -2,26 +2,24 @@ import type { Config } from "../config.js";
 import { BrokerError, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type {
-  NewJob,
   EnqueueResult,
+  FailedJob,
   HeartbeatResult,
   Job,
   JobState,
   Lease,
+  LeaseRef,
   NackResult,
+  NewJob,
   QueueConfig,
   QueueStats,
   ReplayFilter,
+  Schedule,
 } from "../model.js";
-import { CronLoop } from "../maintenance/cron.js";
-import { Pruner } from "../maintenance/pruner.js";
-import { Reaper } from "../maintenance/reaper.js";
-import { Scheduler } from "../maintenance/scheduler.js";
-import { type FailedJob, type JobStore, type LeaseRef } from "../store/jobs.js";
-import { Notifier } from "../store/notifier.js";
-import type { Schedule, ScheduleStore } from "../store/schedules.js";
+import type { JobStore } from "../store/jobs.js";
+import type { ScheduleStore } from "../store/schedules.js";
 import { CronError, nextFire, parseCron } from "./cron.js";
-import { Dispatcher, type LeaseSession } from "./dispatcher.js";
+import type { Dispatcher, LeaseSession } from "./dispatcher.js";
 import { decodeToken } from "./token.js";
 import { Coalescer } from "./coalescer.js";
 import {
@@ -36,7 +34,6 @@ import {
   checkQueue,
   checkRetry,
   truncateMessage,
-  type JobSpecInput,
   type LeaseOpenInput,
 } from "./validate.js";
 
@@ -80,17 +77,21 @@ export interface ListInput {
 }
 
 /**
+ * What the broker asks of the background loops, which app.ts wires in (the
+ * broker does not own them: see app.ts).
+ */
+export interface BrokerWakeups {
+  /** A job becomes due in `ms` (a retry's backoff): the scheduler should look by then. */
+  jobDueIn(ms: number): void;
+  /** A schedule's next fire is in `ms`. */
+  scheduleDueIn(ms: number): void;
+}
+
+/**
  * The broker's domain: every operation producers, workers and operators
- * can ask for, in plain types. It validates input, calls the store, and
- * keeps the background loops (dispatcher, reaper, scheduler, pruner) running.
+ * can ask for, in plain types. It validates input and calls the store.
  */
 export class Broker {
-  readonly dispatcher: Dispatcher;
-  readonly reaper: Reaper;
-  readonly pruner: Pruner;
-  readonly scheduler: Scheduler;
-  readonly cron: CronLoop;
-  private readonly notifier: Notifier;
   /** Concurrent Enqueue calls share one INSERT; concurrent Acks share one UPDATE. */
   private readonly inserts: Coalescer<NewJob, EnqueueResult>;
   private readonly acks: Coalescer<LeaseRef, boolean>;
@@ -99,65 +100,19 @@ export class Broker {
     private readonly cfg: Config,
     readonly store: JobStore,
     private readonly schedules: ScheduleStore,
-    databaseUrl: string,
+    readonly dispatcher: Dispatcher,
+    private readonly wakeups: BrokerWakeups,
     private readonly log: Logger,
     private readonly hooks: BrokerHooks = {},
   ) {
     const parallel = Math.max(1, Math.floor(cfg.poolSize / 3));
     this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel);
     this.acks = new Coalescer((refs) => store.ack(refs), COALESCE_MAX_ROWS, parallel);
-    this.dispatcher = new Dispatcher(
-      store,
-      {
-        claimBatch: cfg.claimBatch,
-        defaultLeaseMs: cfg.defaultLeaseMs,
-        pollIntervalMs: cfg.pollIntervalMs,
-        keepaliveMs: cfg.keepaliveMs,
-      },
-      log,
-      (leases) => hooks.leased?.(leases),
-    );
-    this.reaper = new Reaper(store, { intervalMs: cfg.reaperIntervalMs, batch: cfg.reaperBatch }, log, (jobs) =>
-      this.afterFailure(jobs, "lease_expired"),
-    );
-    this.scheduler = new Scheduler(store, { intervalMs: cfg.schedulerIntervalMs, batch: cfg.reaperBatch }, log);
-    this.pruner = new Pruner(store, { intervalMs: cfg.prunerIntervalMs, batch: cfg.prunerBatch }, log, (n) => hooks.pruned?.(n));
-    this.cron = new CronLoop(schedules, { intervalMs: cfg.schedulerIntervalMs, batch: 100 }, log);
-    this.notifier = new Notifier(
-      databaseUrl,
-      {
-        onAvailable: (q) => this.dispatcher.wakeQueue(q),
-        onScheduled: () => this.scheduler.poke(0),
-        onResync: () => {
-          this.dispatcher.wakeAll();
-          this.scheduler.poke(0);
-        },
-      },
-      log,
-    );
-  }
-
-  async start(): Promise<void> {
-    await this.notifier.start();
-    this.reaper.start();
-    this.scheduler.start();
-    this.pruner.start();
-    this.cron.start();
-  }
-
-  /** Stops leasing and ends lease streams; unary calls keep working. */
-  async drain(): Promise<void> {
-    await this.dispatcher.drain();
-  }
-
-  async stop(): Promise<void> {
-    await this.dispatcher.drain();
-    await Promise.all([this.reaper.stop(), this.scheduler.stop(), this.pruner.stop(), this.cron.stop(), this.notifier.stop()]);
   }
 
   // --- producers ------------------------------------------------------------
 
-  async enqueue(specs: JobSpecInput[]): Promise<EnqueueResult[]> {
+  async enqueue(specs: NewJob[]): Promise<EnqueueResult[]> {
     const jobs = checkJobSpecs(specs, this.cfg);
     const results = await this.inserts.submit(jobs);
     this.hooks.enqueued?.(
@@ -298,7 +253,7 @@ export class Broker {
     await this.store.setQueueConfig(cfg);
   }
 
-  async setSchedule(s: { name: string; cron: string; job: JobSpecInput | null; paused: boolean }): Promise<Schedule> {
+  async setSchedule(s: { name: string; cron: string; job: NewJob | null; paused: boolean }): Promise<Schedule> {
     checkQueue("schedule.name", s.name);
     if (!s.cron.trim()) throw invalid("schedule.cron", "is required");
     let next: Date | null = null;
@@ -315,7 +270,7 @@ export class Broker {
     if (s.job.idempotencyKey) throw invalid("schedule.job.idempotency_key", "must be unset; each fire is keyed by its time");
     const template = checkJobSpec(s.job, "schedule.job", this.cfg);
     const saved = await this.schedules.upsert({ name: s.name, cron: s.cron.trim(), template, paused: s.paused, nextRunAt: s.paused ? null : next });
-    this.cron.poke(Math.max(0, next.getTime() - Date.now()));
+    this.wakeups.scheduleDueIn(Math.max(0, next.getTime() - Date.now()));
     return saved;
   }
 
@@ -330,13 +285,13 @@ export class Broker {
 
   // --- internals ------------------------------------------------------------
 
-  /** After a failed attempt: wake whoever can act on the job's new state. */
-  private afterFailure(jobs: FailedJob[], cause: "nack" | "lease_expired"): void {
+  /** After failed attempts (a nack, or the reaper's): wake whoever can act on the jobs' new states. */
+  afterFailure(jobs: FailedJob[], cause: "nack" | "lease_expired"): void {
     this.hooks.failed?.(jobs, cause);
     const wake = new Set<string>();
     for (const j of jobs) {
       if (j.state === "available") wake.add(j.queue);
-      else if (j.state === "retryable") this.scheduler.dueIn(j.runAt.getTime() - Date.now());
+      else if (j.state === "retryable") this.wakeups.jobDueIn(j.runAt.getTime() - Date.now());
     }
     for (const q of wake) {
       this.store.notify(q).catch((err) => this.log.warn("notify failed", { err, queue: q }));

@@ -1,7 +1,7 @@
 import { BrokerError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { Lease } from "../model.js";
-import type { ClaimedJob, JobStore } from "../store/jobs.js";
+import type { ClaimedJob, Lease } from "../model.js";
+import type { JobStore } from "../store/jobs.js";
 import { encodeToken } from "./token.js";
 import type { LeaseOpenInput } from "./validate.js";
 

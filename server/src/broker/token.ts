@@ -1,4 +1,4 @@
-import type { LeaseRef } from "../store/jobs.js";
+import type { LeaseRef } from "../model.js";
 
 /**
  * A lease token names the job and carries the attempt's random fencing

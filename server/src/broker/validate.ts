@@ -21,23 +21,6 @@ const MAX_WORKER_ID_LEN = 255;
 export const MAX_ERROR_MESSAGE_BYTES = 64 * 1024;
 const MAX_ATTEMPTS_LIMIT = 1_000_000;
 
-/** A JobSpec as the transport hands it over: durations in ms, unset = null. */
-export interface JobSpecInput {
-  queue: string;
-  type: string;
-  payload: Uint8Array;
-  contentType: string;
-  runAt: Date | null;
-  delayMs: number | null;
-  priority: number;
-  maxAttempts: number | null;
-  leaseMs: number | null;
-  retry: RetryPolicy | null;
-  idempotencyKey: string;
-  idempotencyTtlMs: number | null;
-  headers: Record<string, string>;
-}
-
 /** Postgres text cannot hold NUL; refusing it here keeps it a client error, not an INTERNAL one. */
 export function checkText(field: string, s: string): void {
   if (s.includes("\u0000")) throw invalid(field, "must not contain NUL characters");
@@ -91,19 +74,20 @@ export function checkMaxAttempts(field: string, n: number | null): number | null
   return n;
 }
 
-export function checkJobSpecs(specs: JobSpecInput[], cfg: Config): NewJob[] {
+export function checkJobSpecs(specs: NewJob[], cfg: Config): NewJob[] {
   if (specs.length === 0) throw invalid("jobs", "must contain at least one job");
   if (specs.length > cfg.maxBatch) throw invalid("jobs", `holds ${specs.length} jobs; the limit is ${cfg.maxBatch} per call`);
   return specs.map((s, i) => checkJobSpec(s, `jobs[${i}]`, cfg));
 }
 
-export function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
+export function checkJobSpec(s: NewJob, at: string, cfg: Config): NewJob {
   checkQueue(`${at}.queue`, s.queue);
   if (s.type === "") throw invalid(`${at}.type`, "is required");
   if (s.type.length > MAX_TYPE_LEN) throw invalid(`${at}.type`, `is longer than ${MAX_TYPE_LEN} characters`);
   checkText(`${at}.type`, s.type);
   checkText(`${at}.content_type`, s.contentType);
-  checkText(`${at}.idempotency_key`, s.idempotencyKey);
+  const key = s.idempotencyKey ?? "";
+  checkText(`${at}.idempotency_key`, key);
   if (s.payload.byteLength > cfg.maxPayloadBytes) {
     throw new BrokerError(
       "resource_exhausted",
@@ -115,9 +99,9 @@ export function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
   if (s.delayMs !== null && !(s.delayMs >= 0)) throw invalid(`${at}.delay`, "must not be negative");
   if (s.runAt !== null && Number.isNaN(s.runAt.getTime())) throw invalid(`${at}.run_at`, "is not a valid time");
   if (!Number.isInteger(s.priority)) throw invalid(`${at}.priority`, "must be an integer");
-  if (s.idempotencyKey.length > MAX_KEY_LEN) throw invalid(`${at}.idempotency_key`, `is longer than ${MAX_KEY_LEN} characters`);
+  if (key.length > MAX_KEY_LEN) throw invalid(`${at}.idempotency_key`, `is longer than ${MAX_KEY_LEN} characters`);
   if (s.idempotencyTtlMs !== null && !(s.idempotencyTtlMs > 0)) throw invalid(`${at}.idempotency_ttl`, "must be positive");
-  if (s.idempotencyTtlMs !== null && s.idempotencyKey === "") throw invalid(`${at}.idempotency_ttl`, "needs an idempotency_key");
+  if (s.idempotencyTtlMs !== null && key === "") throw invalid(`${at}.idempotency_ttl`, "needs an idempotency_key");
   const headerKeys = Object.keys(s.headers);
   if (headerKeys.length > MAX_HEADERS) throw invalid(`${at}.headers`, `has ${headerKeys.length} entries; the limit is ${MAX_HEADERS}`);
   let headerBytes = 0;
@@ -135,14 +119,16 @@ export function checkJobSpec(s: JobSpecInput, at: string, cfg: Config): NewJob {
     payload: s.payload,
     contentType: s.contentType || "application/json",
     runAt: s.runAt,
-    delayMs: Math.round(s.delayMs ?? 0),
+    delayMs: s.delayMs === null ? null : Math.round(s.delayMs),
     priority: s.priority,
     maxAttempts: checkMaxAttempts(`${at}.max_attempts`, s.maxAttempts),
     leaseMs: checkLeaseMs(`${at}.lease_duration`, s.leaseMs),
     retry: checkRetry(`${at}.retry`, s.retry),
-    idempotencyKey: s.idempotencyKey === "" ? null : s.idempotencyKey,
-    idempotencyTtlMs: Math.round(s.idempotencyTtlMs ?? cfg.idempotencyTtlMs),
+    idempotencyKey: key === "" ? null : key,
+    idempotencyTtlMs: key === "" ? null : Math.round(s.idempotencyTtlMs ?? cfg.idempotencyTtlMs),
     headers: s.headers,
+    concurrencyKey: null,
+    orderingKey: null,
   };
 }
 

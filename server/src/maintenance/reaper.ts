@@ -1,5 +1,6 @@
 import type { Logger } from "../log.js";
-import type { FailedJob, JobStore } from "../store/jobs.js";
+import type { FailedJob } from "../model.js";
+import type { JobStore } from "../store/jobs.js";
 import { Loop } from "./loop.js";
 
 export interface ReaperConfig {

@@ -2,7 +2,7 @@ import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, ty
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { BrokerHooks } from "../broker/broker.js";
 import type { Logger } from "../log.js";
-import type { FailedJob } from "../store/jobs.js";
+import type { FailedJob } from "../model.js";
 
 /**
  * OpenTelemetry in the broker. The SDK starts only when an exporter is

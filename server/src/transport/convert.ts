@@ -2,8 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampDate, timestampFromDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { JobSchema, JobState as PbJobState, type Job as PbJob, type JobSpec, type RetryPolicy as PbRetryPolicy } from "@jobwire/proto/jobwire/v1/job_pb";
 import { invalid } from "../errors.js";
-import type { JobSpecInput } from "../broker/validate.js";
-import type { Job, JobState, RetryPolicy } from "../model.js";
+import type { Job, JobState, NewJob, RetryPolicy } from "../model.js";
 
 /** Protobuf in, plain domain types out (and back). No logic beyond shape. */
 
@@ -73,7 +72,7 @@ export function retryToPb(p: RetryPolicy): { initialBackoff?: ReturnType<typeof 
   };
 }
 
-export function specFromPb(s: JobSpec, i: number): JobSpecInput {
+export function specFromPb(s: JobSpec, i: number): NewJob {
   return {
     queue: s.queue,
     type: s.type,
@@ -85,9 +84,11 @@ export function specFromPb(s: JobSpec, i: number): JobSpecInput {
     maxAttempts: s.maxAttempts ?? null,
     leaseMs: durationMs(s.leaseDuration),
     retry: retryFromPb(s.retry),
-    idempotencyKey: s.idempotencyKey,
+    idempotencyKey: s.idempotencyKey || null,
     idempotencyTtlMs: durationMs(s.idempotencyTtl),
     headers: s.headers,
+    concurrencyKey: null,
+    orderingKey: null,
   };
 }
 

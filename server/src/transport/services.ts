@@ -30,7 +30,7 @@ import type { Broker } from "../broker/broker.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Lease } from "../model.js";
-import type { Schedule } from "../store/schedules.js";
+import type { Schedule } from "../model.js";
 import {
   approxJobBytes,
   dateOf,
@@ -202,7 +202,8 @@ function scheduleToPb(s: Schedule): MessageInitShape<typeof ScheduleSchema> {
   };
 }
 
-export function adminService(broker: Broker, log: Logger): ServiceImpl<typeof AdminService> {
+/** RPCs not listed here answer UNIMPLEMENTED (connect-es does that for a partial implementation). */
+export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<typeof AdminService>> {
   return {
     replay: guard(log, async (req) => {
       const f = req.filter;

@@ -20,7 +20,7 @@ import type { AckRequest } from "@jobwire/proto/jobwire/v1/worker_service_pb";
  */
 
 /** The field numbers of jobwire.v1.JobSpec this decoder reads (the spec compares them with the schema). */
-export const DECODED_JOB_SPEC_FIELDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+export const DECODED_JOB_SPEC_FIELDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
 /**
  * Calls `field` for each field of a message: the nested message at the
@@ -92,6 +92,8 @@ function jobSpec(r: BinaryReader): JobSpec {
     priority: 0,
     idempotencyKey: "",
     headers: {},
+    concurrencyKey: "",
+    orderingKey: "",
   };
   fields(r, (no, wire) => {
     if (wire === WireType.LengthDelimited) {
@@ -107,6 +109,8 @@ function jobSpec(r: BinaryReader): JobSpec {
         case 11: s.idempotencyKey = r.string(); return;
         case 12: s.idempotencyTtl = duration(r); return;
         case 13: header(r, s.headers); return;
+        case 14: s.concurrencyKey = r.string(); return;
+        case 15: s.orderingKey = r.string(); return;
       }
     } else if (wire === WireType.Varint) {
       if (no === 7) return void (s.priority = r.int32());

@@ -1,0 +1,87 @@
+import type { FailedJob, JobState, LeaseRef } from "../../model.js";
+import { query, type Queryable } from "../db.js";
+
+/**
+ * A failed attempt, by Nack or by the reaper. The one rule: cancel-requested
+ * jobs become cancelled; permanent failures and exhausted attempts become
+ * dead; the rest wait out their backoff as retryable (or go straight to
+ * available when the wait is zero). The error joins the history.
+ */
+const FAIL_SET = `
+SET state = d.next_state,
+    run_at = CASE WHEN d.next_state IN ('retryable', 'available') THEN d.next_run_at ELSE j.run_at END,
+    finished_at = CASE WHEN d.next_state IN ('dead', 'cancelled') THEN now() END,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+      'attempt', j.attempt, 'message', d.message, 'at', now(), 'worker_id', j.worker_id)),
+    lease_token = NULL, lease_expires_at = NULL`;
+
+// The decision, per failed row: where it goes next and when.
+const FAIL_DECIDE = `
+  SELECT f.id, f.message, r.next_run_at,
+         CASE WHEN j.cancel_requested THEN 'cancelled'
+              WHEN f.permanent OR j.attempt >= j.max_attempts THEN 'dead'
+              WHEN r.next_run_at <= now() THEN 'available'
+              ELSE 'retryable' END::jobwire.job_state AS next_state
+  FROM failures f JOIN jobwire.jobs j ON j.id = f.id
+  CROSS JOIN LATERAL (
+    SELECT now() + coalesce(f.retry_after_ms * interval '1 millisecond',
+                            jobwire.retry_delay(j.attempt, j.retry, (SELECT q.retry FROM jobwire.queues q WHERE q.name = j.queue))) AS next_run_at
+  ) r`;
+
+/** A failed-attempt statement: `failures` selects (and locks) the rows, with id, permanent, retry_after_ms, message. */
+function failStatement(failures: string): string {
+  return `
+WITH failures AS (${failures}), d AS (${FAIL_DECIDE})
+UPDATE jobwire.jobs j ${FAIL_SET}
+FROM d WHERE j.id = d.id
+RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+}
+
+const NACK = failStatement(`
+  SELECT j.id, $3::bool AS permanent, $4::int AS retry_after_ms, $5::text AS message
+  FROM jobwire.jobs j
+  WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2
+  FOR UPDATE`);
+
+/**
+ * The reaper: leases past their expiry fail their attempt with "lease
+ * expired". Batched, and SKIP LOCKED so replicas split the work.
+ */
+const REAP = failStatement(`
+  SELECT j.id, false AS permanent, NULL::int AS retry_after_ms, 'lease expired' AS message
+  FROM jobwire.jobs j
+  WHERE j.state = 'running' AND j.lease_expires_at < now()
+  ORDER BY j.id
+  LIMIT $1
+  FOR UPDATE SKIP LOCKED`);
+
+interface FailedRow {
+  id: string;
+  queue: string;
+  state: JobState;
+  run_at: Date;
+  headers: Record<string, string>;
+  attempt: number;
+}
+
+function toFailed(r: FailedRow): FailedJob {
+  return { id: r.id, queue: r.queue, state: r.state, runAt: r.run_at, headers: r.headers, attempt: r.attempt };
+}
+
+/** Fails one attempt; null when the lease is not current. */
+export async function nack(
+  db: Queryable,
+  lease: LeaseRef,
+  message: string,
+  permanent: boolean,
+  retryAfterMs: number | null,
+): Promise<FailedJob | null> {
+  const { rows } = await query<FailedRow>(db, NACK, [lease.id, lease.token, permanent, retryAfterMs, message], "jobwire_nack");
+  return rows[0] ? toFailed(rows[0]) : null;
+}
+
+/** Fails the attempts of up to `limit` expired leases. */
+export async function reapExpired(db: Queryable, limit: number): Promise<FailedJob[]> {
+  const { rows } = await query<FailedRow>(db, REAP, [limit], "jobwire_reap");
+  return rows.map(toFailed);
+}
