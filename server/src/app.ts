@@ -92,8 +92,9 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     } finally {
       client.release();
     }
-    const store = new JobStore(pool, { completedRetentionMs: config.completedRetentionMs });
-    const schedules = new ScheduleStore(pool);
+    const store = new JobStore(pool, { completedRetentionMs: config.completedRetentionMs, defaultMaxAttempts: config.defaultMaxAttempts });
+    await store.writeSettings({ defaultMaxAttempts: config.defaultMaxAttempts, maxPayloadBytes: config.maxPayloadBytes });
+    const schedules = new ScheduleStore(pool, config.defaultMaxAttempts);
     const dispatcher = new Dispatcher(
       store,
       { claimBatch: config.claimBatch, defaultLeaseMs: config.defaultLeaseMs, pollIntervalMs: config.pollIntervalMs, keepaliveMs: config.keepaliveMs },

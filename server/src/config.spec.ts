@@ -17,7 +17,7 @@ describe("loadConfig", () => {
     expect(() => loadConfig({}, ["--nope", "1"])).toThrow(/unknown flag --nope/);
     expect(() => loadConfig({}, ["--port"])).toThrow(/needs a value/);
     expect(() => loadConfig({ JOBWIRE_LOG_LEVEL: "loud" })).toThrow(/one of debug, info, warn, error/);
-    expect(() => loadConfig({ JOBWIRE_MAX_PAYLOAD_BYTES: "8000000" })).toThrow(/must be smaller than JOBWIRE_MAX_MESSAGE_BYTES/);
+    expect(() => loadConfig({ JOBWIRE_MAX_PAYLOAD_BYTES: "8000000" })).toThrow(/JOBWIRE_MAX_MESSAGE_BYTES \(4194304\) must leave 163840 bytes beside JOBWIRE_MAX_PAYLOAD_BYTES/);
   });
 
   it("keeps completed jobs 24 h by default; zero (delete at ack) is allowed, a negative retention is not", () => {

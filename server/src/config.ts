@@ -42,6 +42,20 @@ export const DEFAULT_CLAIM_BATCH = 500;
 /** How long completed jobs stay as history when their queue sets no retention; 0 deletes them at ack. */
 export const DEFAULT_COMPLETED_RETENTION_MS = 24 * 3600_000;
 export const MAX_RETENTION_MS = 3650 * 24 * 3600_000;
+/**
+ * The longest delay, idempotency TTL and Nack retry_after: 3650 days. Past
+ * it a request is refused with INVALID_ARGUMENT naming the field. (Before
+ * this bound, anything over 2^31 ms, 24.86 days, failed in SQL with INTERNAL.)
+ */
+export const MAX_DURATION_MS = 3650 * 24 * 3600_000;
+/** The longest retry backoff (initial or max): 365 days. */
+export const MAX_BACKOFF_MS = 365 * 24 * 3600_000;
+/**
+ * Room a job needs in a message beside its payload: the error history (at
+ * most 128 KiB, or two messages of 64 KiB: sql/functions/push_error.sql),
+ * headers (16 KiB), and everything else (keys, type, times: under 2 KiB).
+ */
+export const JOB_OVERHEAD_BYTES = 160 * 1024;
 /** How often the pruner looks for completed jobs past their retention. */
 export const DEFAULT_PRUNER_INTERVAL_MS = 10_000;
 /** Jobs the pruner deletes per statement; a full batch runs the next one at once. */
@@ -127,7 +141,7 @@ const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[key
   { key: "maxInFlight", env: "JOBWIRE_MAX_IN_FLIGHT", parse: int(1, 100_000), def: DEFAULT_MAX_IN_FLIGHT },
   { key: "defaultLeaseMs", env: "JOBWIRE_DEFAULT_LEASE_MS", parse: int(MIN_LEASE_MS, MAX_LEASE_MS), def: DEFAULT_LEASE_MS },
   { key: "defaultMaxAttempts", env: "JOBWIRE_DEFAULT_MAX_ATTEMPTS", parse: int(1, 1_000_000), def: DEFAULT_MAX_ATTEMPTS },
-  { key: "idempotencyTtlMs", env: "JOBWIRE_IDEMPOTENCY_TTL_MS", parse: int(1000, 3650 * 24 * 3600_000), def: DEFAULT_IDEMPOTENCY_TTL_MS },
+  { key: "idempotencyTtlMs", env: "JOBWIRE_IDEMPOTENCY_TTL_MS", parse: int(1000, MAX_DURATION_MS), def: DEFAULT_IDEMPOTENCY_TTL_MS },
   { key: "pollIntervalMs", env: "JOBWIRE_POLL_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_POLL_INTERVAL_MS },
   { key: "reaperIntervalMs", env: "JOBWIRE_REAPER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_REAPER_INTERVAL_MS },
   { key: "reaperBatch", env: "JOBWIRE_REAPER_BATCH", parse: int(1, 100_000), def: DEFAULT_REAPER_BATCH },
@@ -176,9 +190,11 @@ export function loadConfig(
     cfg[s.key] = raw === undefined || raw === "" ? s.def : s.parse(raw.trim(), flags.has(s.env) ? `--${flagName(s.env)}` : s.env);
   }
   const config = { ...(cfg as unknown as Config), ...overrides };
-  if (config.maxPayloadBytes >= config.maxMessageBytes) {
+  // Every job must fit in one message, or it could never be delivered nor read.
+  if (config.maxPayloadBytes + JOB_OVERHEAD_BYTES > config.maxMessageBytes) {
     throw new ConfigError(
-      `JOBWIRE_MAX_PAYLOAD_BYTES (${config.maxPayloadBytes}) must be smaller than JOBWIRE_MAX_MESSAGE_BYTES (${config.maxMessageBytes})`,
+      `JOBWIRE_MAX_MESSAGE_BYTES (${config.maxMessageBytes}) must leave ${JOB_OVERHEAD_BYTES} bytes beside JOBWIRE_MAX_PAYLOAD_BYTES ` +
+        `(${config.maxPayloadBytes}) for a job's error history and headers; raise it to at least ${config.maxPayloadBytes + JOB_OVERHEAD_BYTES}`,
     );
   }
   return config;

@@ -1,7 +1,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
-import { eventually, startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
+import { eventually, makeJob, startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueue, expectCode, json, ms, stateOf, uniqueQueue } from "./helpers.js";
 
@@ -160,6 +160,39 @@ describe("Lease", () => {
     expect(rows.reduce((a, r) => a + r.n, 0)).toBe(total);
     s1.kill();
     s2.kill();
+  });
+
+  it("polls once per queue per interval, however many streams sit idle on it (issue 14, finding 8)", async () => {
+    // 1,000 idle streams once cost 1,000 empty claims a second.
+    const polling = await startTestBroker({ pollIntervalMs: 100 });
+    const queue = uniqueQueue();
+    const store = polling.app.broker.store;
+    const claim = store.claim;
+    let claims = 0;
+    store.claim = (...args) => {
+      if (args[0].includes(queue)) claims++;
+      return claim.apply(store, args);
+    };
+    const streams = Array.from({ length: 50 }, () => new TestLeaseStream(polling.workers, { queues: [queue], maxInFlight: 5 }));
+    try {
+      // Each stream's first claim finds the queue empty; then they are idle.
+      await eventually(async () => (claims >= 50 ? true : undefined), 10_000, "every stream's first claim");
+      const before = claims;
+      const start = Date.now();
+      await eventually(async () => (Date.now() - start >= 1000 ? true : undefined), 5000, "a second of idling");
+      // About ten polls in a second at 100 ms, one stream each: not 500.
+      expect(claims - before).toBeLessThanOrEqual(15);
+      // And the poll still finds work that came without a NOTIFY.
+      await polling.db.query("ALTER TABLE jobwire.jobs DISABLE TRIGGER jobs_notify_inserted");
+      await makeJob(polling.db, { queue });
+      await polling.db.query("ALTER TABLE jobwire.jobs ENABLE TRIGGER jobs_notify_inserted");
+      const got = await Promise.any(streams.map((s) => s.take(1, 5000)));
+      expect(got).toHaveLength(1);
+    } finally {
+      store.claim = claim;
+      for (const s of streams) s.kill();
+      await polling.stop();
+    }
   });
 
   it("sends empty keepalive messages on idle streams", async () => {
@@ -478,5 +511,44 @@ describe("transactional enqueue (SQL)", () => {
     expect(b.rows[0].id).toBe(a.rows[0].id);
     await expect(tb.db.query("SELECT jobwire.enqueue('bad queue', 't')")).rejects.toThrow(/invalid queue name/);
     await expect(tb.db.query("SELECT jobwire.enqueue($1, 't', max_attempts => 0)", [queue])).rejects.toThrow(/max_attempts/);
+  });
+
+  it("refuses what gRPC refuses, naming the argument, with a hint (issue 14, finding 14)", async () => {
+    const queue = uniqueQueue();
+    const refused = async (args: string, message: RegExp) => {
+      const err = await tb.db.query(`SELECT jobwire.enqueue($1, 't', ${args})`, [queue]).then(
+        () => null,
+        (e: { code?: string; message: string; hint?: string }) => e,
+      );
+      expect(err, args).not.toBeNull();
+      expect(err!.code, args).toMatch(/^(22023|54000)$/);
+      expect(err!.message, args).toMatch(message);
+      return err!;
+    };
+    const lease = await refused("lease_duration => '-5 seconds'", /lease_duration must be between 100 ms and 24 hours/);
+    expect(lease.hint).toMatch(/broker default/);
+    await refused("lease_duration => '25 hours'", /lease_duration/);
+    const ttl = await refused("idempotency_key => 'k', idempotency_ttl => '-1 hour'", /idempotency_ttl must be positive/);
+    expect(ttl.hint).toMatch(/24 hours/);
+    await refused("run_at => '4714-11-24 00:00:00+00 BC'", /run_at .* outside years 1 to 9999/);
+    await refused(`headers => '{"traceparent": 1}'`, /every header value must be a string/);
+    await refused(`headers => '[1]'`, /headers must be a JSON object/);
+    const { rows } = await tb.db.query("SELECT count(*)::int AS n FROM jobwire.jobs WHERE queue = $1", [queue]);
+    expect(rows[0].n).toBe(0);
+  });
+
+  it("takes its default max_attempts from the broker's JOBWIRE_DEFAULT_MAX_ATTEMPTS, as gRPC does (finding 13)", async () => {
+    const other = await startTestBroker({ defaultMaxAttempts: 7 }, { databaseUrl: tb.databaseUrl });
+    try {
+      const queue = uniqueQueue();
+      const viaSql = await tb.db.query("SELECT jobwire.enqueue($1, 't') AS id", [queue]);
+      const [viaGrpc] = await enqueue(other, { queue });
+      const { rows } = await tb.db.query("SELECT id, max_attempts FROM jobwire.jobs WHERE id = ANY($1::bigint[]) ORDER BY id", [
+        [viaSql.rows[0].id, viaGrpc],
+      ]);
+      expect(rows.map((r) => r.max_attempts)).toEqual([7, 7]);
+    } finally {
+      await other.stop();
+    }
   });
 });

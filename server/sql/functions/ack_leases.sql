@@ -1,4 +1,6 @@
--- The ack, with retention (migrations/005_retention.sql has the schema). default_retention_ms is the broker's
+-- The ack, with retention (migrations/005_retention.sql has the schema).
+-- Leases come as (id, token) pairs, locked in id order, with JIT off: see
+-- heartbeat_leases.sql. default_retention_ms is the broker's
 -- JOBWIRE_COMPLETED_RETENTION_MS; a queue's own setting wins.
 --
 -- When no acked row can be dropped (no queue, nor the default, has a
@@ -17,9 +19,9 @@
 -- It returns the ids it could NOT complete (stale or unknown leases), not
 -- the ones it did: almost always none, where a row per acked job cost the
 -- broker a parsed row, an object and a lookup per job.
-CREATE OR REPLACE FUNCTION jobwire.ack_leases(ids bigint[], tokens uuid[], default_retention_ms bigint)
+CREATE OR REPLACE FUNCTION jobwire.ack_leases(ids bigint[], pairs jsonb, default_retention_ms bigint)
 RETURNS TABLE (lost_id bigint) LANGUAGE plpgsql VOLATILE
-SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
   retention jsonb;
@@ -34,7 +36,7 @@ BEGIN
       SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
           prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
                               j.idempotency_expires_at)
-      WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = ANY (tokens)
+      WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
       RETURNING j.id
     )
     SELECT i FROM unnest(ids) i EXCEPT ALL SELECT d.id FROM done d;
@@ -47,7 +49,7 @@ BEGIN
            coalesce((retention ->> j.queue)::bigint, default_retention_ms) = 0
              AND (j.idempotency_key IS NULL OR j.idempotency_released OR j.idempotency_expires_at <= now()) AS drop
     FROM jobwire.jobs j
-    WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = ANY (tokens)
+    WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
     ORDER BY j.id
     FOR UPDATE
   ), gone AS (

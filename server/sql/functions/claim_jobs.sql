@@ -9,7 +9,9 @@
 -- A generic plan is fixed with the table statistics of the moment it is
 -- made, so these statements are written so that no statistics can turn
 -- their plans into a scan of the table:
---   * sequential and bitmap scans are off inside them;
+--   * sequential and bitmap scans are off inside them (and so is JIT, which
+--     the cost those switches add would otherwise trigger on every call:
+--     see heartbeat_leases.sql);
 --   * the claim reads jobs_claim_idx, the only index whose order and
 --     predicate fit its inner query;
 --   * its UPDATE finds the locked rows by ctid, which only a TID scan can
@@ -35,7 +37,7 @@ RETURNS TABLE (
   max_attempts int, run_at timestamptz, created_at timestamptz, headers jsonb, idempotency_key text,
   errors jsonb, lease_expires_at timestamptz, lease_ms int, lease_token uuid
 ) LANGUAGE sql VOLATILE
-SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
   WITH next AS (
     SELECT c.ctid FROM unnest(queues) AS qn(name)
     CROSS JOIN LATERAL (

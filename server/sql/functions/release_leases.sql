@@ -1,11 +1,11 @@
 -- Gives back leases a stream could not deliver; the attempt is not counted.
--- Locks in id order like the other leased-row functions (heartbeat_leases.sql).
-CREATE OR REPLACE FUNCTION jobwire.release_leases(ids bigint[], tokens uuid[])
+-- Pairs and lock order as in heartbeat_leases.sql.
+CREATE OR REPLACE FUNCTION jobwire.release_leases(ids bigint[], pairs jsonb)
 RETURNS TABLE (id bigint, queue text) LANGUAGE sql VOLATILE
-SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan AS $$
+SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
   UPDATE jobwire.jobs j
   SET state = 'available', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL,
       leased_for_ms = NULL, worker_id = NULL
-  WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = ANY (tokens)
+  WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
   RETURNING j.id, j.queue
 $$;

@@ -1,4 +1,4 @@
-import type { Config } from "../config.js";
+import { MAX_DURATION_MS, type Config } from "../config.js";
 import { BrokerError, invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type {
@@ -22,9 +22,11 @@ import { CronError, nextFire, parseCron } from "./cron.js";
 import type { Dispatcher, LeaseSession } from "./dispatcher.js";
 import { decodeToken } from "./token.js";
 import { Coalescer } from "./coalescer.js";
+import { approxJobBytes } from "./size.js";
 import {
   checkJobId,
   checkJobSpec,
+  checkDurationMs,
   checkText,
   checkJobSpecs,
   checkLeaseMs,
@@ -106,8 +108,9 @@ export class Broker {
     private readonly hooks: BrokerHooks = {},
   ) {
     const parallel = Math.max(1, Math.floor(cfg.poolSize / 3));
-    this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel);
-    this.acks = new Coalescer((refs) => store.ack(refs), COALESCE_MAX_ROWS, parallel);
+    const down = (err: unknown) => err instanceof BrokerError && err.kind === "unavailable";
+    this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel, down);
+    this.acks = new Coalescer((refs) => store.ack(refs), COALESCE_MAX_ROWS, parallel, down);
   }
 
   // --- producers ------------------------------------------------------------
@@ -154,8 +157,19 @@ export class Broker {
 
   async nack(token: string, message: string, permanent: boolean, retryAfterMs: number | null): Promise<NackResult> {
     const ref = this.decodeToken("lease_token", token);
-    if (retryAfterMs !== null && !(retryAfterMs >= 0)) throw invalid("retry_after", "must not be negative");
-    const failed = await this.store.nack(ref, truncateMessage(message), permanent, retryAfterMs === null ? null : Math.round(retryAfterMs));
+    const retryAfter = checkDurationMs("retry_after", retryAfterMs, MAX_DURATION_MS);
+    const text = truncateMessage(message);
+    let failed: FailedJob | null;
+    try {
+      failed = await this.store.nack(ref, text, permanent, retryAfter);
+    } catch (err) {
+      if (err instanceof BrokerError) throw err;
+      // The failure statement broke on this job's own data: record the
+      // failure anyway, as dead, rather than leave the job running until
+      // its lease expires into the same error.
+      this.log.error("nack failed; dead-lettering the job", { jobId: ref.id, err });
+      failed = await this.store.quarantine(ref.id, `${text} (and its next attempt could not be scheduled: ${(err as Error).message})`, ref.token);
+    }
     if (!failed) {
       throw new BrokerError(
         "failed_precondition",
@@ -224,7 +238,7 @@ export class Broker {
     return moved.map((m) => m.id);
   }
 
-  async listJobs(l: ListInput): Promise<{ jobs: Job[]; nextPageToken: string }> {
+  async listJobs(l: ListInput): Promise<{ jobs: Job[]; nextPageToken: string; sizeLimited: boolean }> {
     if (l.queue) checkQueue("queue", l.queue);
     checkText("type", l.type);
     if (l.pageSize < 0 || l.pageSize > MAX_PAGE_SIZE) throw invalid("page_size", `must be from 0 (default) to ${MAX_PAGE_SIZE}`);
@@ -233,7 +247,17 @@ export class Broker {
     const jobs = await this.store.list({ queue: l.queue || null, type: l.type || null, states: l.states, beforeId, limit: size + 1 });
     const more = jobs.length > size;
     if (more) jobs.pop();
-    return { jobs, nextPageToken: more ? jobs[jobs.length - 1]!.id : "" };
+    // Never a response the client would refuse: stop the page early and say so.
+    const budget = Math.floor(this.cfg.maxMessageBytes * 0.9);
+    let bytes = 0;
+    for (let i = 0; i < jobs.length; i++) {
+      bytes += approxJobBytes(jobs[i]!);
+      if (bytes > budget && i > 0) {
+        jobs.length = i;
+        return { jobs, nextPageToken: jobs[i - 1]!.id, sizeLimited: true };
+      }
+    }
+    return { jobs, nextPageToken: more ? jobs[jobs.length - 1]!.id : "", sizeLimited: false };
   }
 
   async queueStats(queues: string[]): Promise<QueueStats[]> {

@@ -11,9 +11,14 @@ export function encodeToken(jobId: string, uuid: string): string {
   return `${jobId}.${uuid}`;
 }
 
+/** The largest job id, 2^63-1, as Postgres prints it. */
+const MAX_ID = "9223372036854775807";
+
 /**
- * Returns null for anything that is not a well-formed token: 1 to 19
- * digits, a dot, and a uuid in lower-case hex. Scanned by hand rather than
+ * Returns null for anything that is not a well-formed token: a job id (1 to
+ * 19 digits, at most 2^63-1), a dot, and a uuid in lower-case hex. An id past
+ * the bigint range failed the whole coalesced ack statement in SQL, and with
+ * it every other worker's acks in that statement. Scanned by hand rather than
  * with a regular expression, whose match array and groups showed in the
  * broker's profile at one token per job.
  */
@@ -24,6 +29,8 @@ export function decodeToken(token: string): LeaseRef | null {
     const c = token.charCodeAt(i);
     if (c < 48 || c > 57) return null;
   }
+  // 19 digits may pass 2^63-1; as equal-length digit strings, they compare as numbers.
+  if (dot === 19 && token.slice(0, 19) > MAX_ID) return null;
   for (let i = 0; i < UUID_LENGTH; i++) {
     const c = token.charCodeAt(dot + 1 + i);
     const ok = i === 8 || i === 13 || i === 18 || i === 23 ? c === 45 /* - */ : (c >= 48 && c <= 57) || (c >= 97 && c <= 102);

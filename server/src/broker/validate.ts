@@ -1,6 +1,6 @@
 import { invalid, BrokerError } from "../errors.js";
 import type { Config } from "../config.js";
-import { MAX_LEASE_MS, MAX_RETENTION_MS, MIN_LEASE_MS } from "../config.js";
+import { MAX_BACKOFF_MS, MAX_DURATION_MS, MAX_LEASE_MS, MAX_RETENTION_MS, MIN_LEASE_MS } from "../config.js";
 import type { NewJob, RetryPolicy } from "../model.js";
 
 /**
@@ -11,6 +11,12 @@ import type { NewJob, RetryPolicy } from "../model.js";
 
 export const QUEUE_NAME = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const JOB_ID = /^\d{1,19}$/;
+/** Job ids are Postgres bigints; a longer or larger one would fail its whole statement in SQL. */
+const MAX_ID = 9223372036854775807n;
+/** A protobuf Timestamp's range, which Postgres and Date both hold: 0001-01-01T00:00:00Z ... */
+const EARLIEST_MS = -62_135_596_800_000;
+/** ... to 9999-12-31T23:59:59.999Z. (A run_at before 4713 BC failed its whole INSERT in SQL.) */
+const LATEST_MS = 253_402_300_799_999;
 const MAX_TYPE_LEN = 255;
 const MAX_CONTENT_TYPE_LEN = 255;
 const MAX_KEY_LEN = 255;
@@ -21,9 +27,39 @@ const MAX_WORKER_ID_LEN = 255;
 export const MAX_ERROR_MESSAGE_BYTES = 64 * 1024;
 const MAX_ATTEMPTS_LIMIT = 1_000_000;
 
-/** Postgres text cannot hold NUL; refusing it here keeps it a client error, not an INTERNAL one. */
+/** In a /u pattern a surrogate pair is one code point, so \p{Cs} matches only a lone half. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Postgres text cannot hold NUL, and jsonb refuses a lone UTF-16 surrogate
+ * (which JSON input can carry as "\ud800"); refusing both here keeps them a
+ * client error rather than a failed statement.
+ */
 export function checkText(field: string, s: string): void {
   if (s.includes("\u0000")) throw invalid(field, "must not contain NUL characters");
+  if (LONE_SURROGATE.test(s)) throw invalid(field, "must be valid Unicode (it holds a lone surrogate)");
+}
+
+/** True for decimal digits naming a bigint (1 to 2^63-1). */
+export function isBigintId(s: string): boolean {
+  return JOB_ID.test(s) && (s.length < 19 || BigInt(s) <= MAX_ID);
+}
+
+/** A time within years 1 to 9999, or INVALID_ARGUMENT naming the field. */
+export function checkTime(field: string, d: Date): Date {
+  const t = d.getTime();
+  if (Number.isNaN(t) || t < EARLIEST_MS || t > LATEST_MS) {
+    throw invalid(field, "must be a time between year 1 and year 9999");
+  }
+  return d;
+}
+
+/** A duration from 0 to max, in whole milliseconds; null passes. */
+export function checkDurationMs(field: string, ms: number | null, max: number, what = `${max / 86_400_000} days`): number | null {
+  if (ms === null) return null;
+  if (!(ms >= 0)) throw invalid(field, "must not be negative");
+  if (ms > max) throw invalid(field, `must be at most ${what}, got ${Math.round(ms)}ms`);
+  return Math.round(ms);
 }
 
 export function checkQueue(field: string, queue: string): void {
@@ -35,7 +71,7 @@ export function checkQueue(field: string, queue: string): void {
 
 export function checkJobId(field: string, id: string): string {
   if (id === "") throw invalid(field, "is required");
-  if (!JOB_ID.test(id)) throw invalid(field, `"${id.slice(0, 40)}" is not a job id`);
+  if (!isBigintId(id)) throw invalid(field, `"${id.slice(0, 40)}" is not a job id`);
   return id;
 }
 
@@ -54,10 +90,15 @@ export function checkRetentionMs(field: string, ms: number | null): number | nul
   return Math.round(ms);
 }
 
+/**
+ * Backoffs from 0 to 365 days, multiplier 1 to 100, jitter 0 to 1: every
+ * combination, at any attempt, gives a finite delay (sql/functions/retry_delay.sql
+ * saturates at max_backoff).
+ */
 export function checkRetry(field: string, p: RetryPolicy | null): RetryPolicy | null {
   if (!p) return null;
-  if (p.initialMs !== undefined && !(p.initialMs >= 0)) throw invalid(`${field}.initial_backoff`, "must not be negative");
-  if (p.maxMs !== undefined && !(p.maxMs >= 0)) throw invalid(`${field}.max_backoff`, "must not be negative");
+  if (p.initialMs !== undefined) checkDurationMs(`${field}.initial_backoff`, p.initialMs, MAX_BACKOFF_MS);
+  if (p.maxMs !== undefined) checkDurationMs(`${field}.max_backoff`, p.maxMs, MAX_BACKOFF_MS);
   if (p.initialMs !== undefined && p.maxMs !== undefined && p.maxMs < p.initialMs) {
     throw invalid(`${field}.max_backoff`, "must not be less than initial_backoff");
   }
@@ -96,11 +137,12 @@ export function checkJobSpec(s: NewJob, at: string, cfg: Config): NewJob {
     );
   }
   if (s.contentType.length > MAX_CONTENT_TYPE_LEN) throw invalid(`${at}.content_type`, `is longer than ${MAX_CONTENT_TYPE_LEN} characters`);
-  if (s.delayMs !== null && !(s.delayMs >= 0)) throw invalid(`${at}.delay`, "must not be negative");
-  if (s.runAt !== null && Number.isNaN(s.runAt.getTime())) throw invalid(`${at}.run_at`, "is not a valid time");
+  const delayMs = checkDurationMs(`${at}.delay`, s.delayMs, MAX_DURATION_MS);
+  if (s.runAt !== null) checkTime(`${at}.run_at`, s.runAt);
   if (!Number.isInteger(s.priority)) throw invalid(`${at}.priority`, "must be an integer");
   if (key.length > MAX_KEY_LEN) throw invalid(`${at}.idempotency_key`, `is longer than ${MAX_KEY_LEN} characters`);
   if (s.idempotencyTtlMs !== null && !(s.idempotencyTtlMs > 0)) throw invalid(`${at}.idempotency_ttl`, "must be positive");
+  checkDurationMs(`${at}.idempotency_ttl`, s.idempotencyTtlMs, MAX_DURATION_MS);
   if (s.idempotencyTtlMs !== null && key === "") throw invalid(`${at}.idempotency_ttl`, "needs an idempotency_key");
   const headerKeys = Object.keys(s.headers);
   if (headerKeys.length > MAX_HEADERS) throw invalid(`${at}.headers`, `has ${headerKeys.length} entries; the limit is ${MAX_HEADERS}`);
@@ -119,7 +161,7 @@ export function checkJobSpec(s: NewJob, at: string, cfg: Config): NewJob {
     payload: s.payload,
     contentType: s.contentType || "application/json",
     runAt: s.runAt,
-    delayMs: s.delayMs === null ? null : Math.round(s.delayMs),
+    delayMs,
     priority: s.priority,
     maxAttempts: checkMaxAttempts(`${at}.max_attempts`, s.maxAttempts),
     leaseMs: checkLeaseMs(`${at}.lease_duration`, s.leaseMs),
@@ -153,7 +195,7 @@ export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {
 
 /** Error messages are recorded whatever they hold: NULs become U+FFFD, and long ones are cut. */
 export function truncateMessage(raw: string): string {
-  const message = raw.replace(/\u0000/g, "\uFFFD");
+  const message = raw.replace(/\u0000|\p{Cs}/gu, "\uFFFD");
   if (Buffer.byteLength(message) <= MAX_ERROR_MESSAGE_BYTES) return message;
   const cut = Buffer.from(message).subarray(0, MAX_ERROR_MESSAGE_BYTES - 32).toString("utf8").replace(/\uFFFD$/, "");
   return cut + " …[truncated]";

@@ -12,16 +12,16 @@ import type {
   QueueStats,
   ReplayFilter,
 } from "../model.js";
-import { DEFAULT_COMPLETED_RETENTION_MS } from "../config.js";
+import { DEFAULT_COMPLETED_RETENTION_MS, DEFAULT_MAX_ATTEMPTS } from "../config.js";
 import { withTx } from "./db.js";
 import * as admin from "./sql/admin.js";
 import { claim } from "./sql/claim.js";
 import { insertJobs, insertUnkeyed } from "./sql/enqueue.js";
-import { nack, reapExpired } from "./sql/fail.js";
+import { expiredIds, nack, quarantine, reapExpired, reapOne } from "./sql/fail.js";
 import { ack, heartbeat, release } from "./sql/leases.js";
 import { msUntilNextDue, promoteDue } from "./sql/promote.js";
 import { pruneCompleted } from "./sql/prune.js";
-import { setQueueConfig } from "./sql/queues.js";
+import { setQueueConfig, writeSettings } from "./sql/queues.js";
 import { metricsSnapshot, queueStats, type MetricsSnapshot } from "./sql/stats.js";
 
 /**
@@ -38,20 +38,29 @@ export interface JobStoreOptions {
    * retention of its own; 0 deletes it in the ack.
    */
   completedRetentionMs: number;
+  /** JOBWIRE_DEFAULT_MAX_ATTEMPTS: for jobs whose spec and queue set none. */
+  defaultMaxAttempts: number;
 }
 
-export const DEFAULT_STORE_OPTIONS: JobStoreOptions = { completedRetentionMs: DEFAULT_COMPLETED_RETENTION_MS };
+export const DEFAULT_STORE_OPTIONS: JobStoreOptions = {
+  completedRetentionMs: DEFAULT_COMPLETED_RETENTION_MS,
+  defaultMaxAttempts: DEFAULT_MAX_ATTEMPTS,
+};
 
 export class JobStore {
+  private readonly opts: JobStoreOptions;
+
   constructor(
     readonly pool: pg.Pool,
-    private readonly opts: JobStoreOptions = DEFAULT_STORE_OPTIONS,
-  ) {}
+    opts: Partial<JobStoreOptions> = {},
+  ) {
+    this.opts = { ...DEFAULT_STORE_OPTIONS, ...opts };
+  }
 
   enqueue(jobs: NewJob[]): Promise<EnqueueResult[]> {
     // The common path: no keys, one statement, one round trip.
-    if (jobs.every((j) => j.idempotencyKey === null)) return insertUnkeyed(this.pool, jobs);
-    return withTx(this.pool, (c) => insertJobs(c, jobs));
+    if (jobs.every((j) => j.idempotencyKey === null)) return insertUnkeyed(this.pool, jobs, this.opts.defaultMaxAttempts);
+    return withTx(this.pool, (c) => insertJobs(c, jobs, this.opts.defaultMaxAttempts));
   }
 
   claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {
@@ -80,6 +89,21 @@ export class JobStore {
 
   reapExpired(limit: number): Promise<FailedJob[]> {
     return reapExpired(this.pool, limit);
+  }
+
+  /** The ids of up to `limit` expired leases. */
+  expiredIds(limit: number): Promise<string[]> {
+    return expiredIds(this.pool, limit);
+  }
+
+  /** Fails one expired lease's attempt; null when it is no longer expired. */
+  reapOne(id: string): Promise<FailedJob | null> {
+    return reapOne(this.pool, id);
+  }
+
+  /** Dead-letters a running job (under `token`, when given) with `reason` in its history. */
+  quarantine(id: string, reason: string, token: string | null): Promise<FailedJob | null> {
+    return quarantine(this.pool, id, reason, token);
   }
 
   /** Moves due jobs to available; returns how many per queue. */
@@ -137,5 +161,10 @@ export class JobStore {
 
   setQueueConfig(c: QueueConfig): Promise<void> {
     return setQueueConfig(this.pool, c);
+  }
+
+  /** Records the broker defaults that the database's own code reads (the SQL enqueue()). */
+  writeSettings(s: { defaultMaxAttempts: number; maxPayloadBytes: number }): Promise<void> {
+    return writeSettings(this.pool, s);
   }
 }

@@ -144,6 +144,23 @@ describe("leased-row statements pair tokens with their own rows", () => {
     expect(states.map((r) => r.s)).toEqual(["completed", "completed", "completed"]);
   });
 
+  it("never lets two leases' tokens, swapped, complete each other's jobs", async () => {
+    // Ack(["A.<uuid of B>", "B.<uuid of A>"]) completed both jobs when ids
+    // and tokens were matched as two separate lists.
+    const store = new JobStore(pool);
+    const [a, b] = (await insertRunning("swapped", 2)).map((r) => ({ id: r.id, token: r.lease_token }));
+    const swapped = [
+      { id: a!.id, token: b!.token },
+      { id: b!.id, token: a!.token },
+    ];
+    expect(await store.heartbeat(swapped, null)).toEqual([null, null]);
+    expect(await store.ack(swapped)).toEqual([false, false]);
+    expect(await store.release(swapped)).toEqual([]);
+    const { rows: states } = await pool.query("SELECT state::text AS s FROM jobwire.jobs WHERE queue = 'swapped'");
+    expect(states.map((r) => r.s)).toEqual(["running", "running"]);
+    expect(await store.ack([a!, b!])).toEqual([true, true]);
+  });
+
   it("by primary key, with no join, however few jobs the statistics say are running", async () => {
     // A join to unnest(ids, tokens) planned as a nested loop over both lists
     // once ANALYZE had seen no running jobs: O(tokens^2), 130-400 ms per ack.
@@ -152,7 +169,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
     await pool.query("ANALYZE jobwire.jobs");
     const rows = await insertRunning("plan", 300);
     const ids = rows.map((r) => r.id);
-    const tokens = rows.map((r) => r.lease_token);
+    const pairs = JSON.stringify(Object.fromEntries(rows.map((r) => [r.id, r.lease_token])));
     // auto_explain shows the plan of the UPDATE inside each function.
     const client = await pool.connect();
     let plans: string[] = [];
@@ -167,7 +184,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
         ["SELECT * FROM jobwire.ack_leases($1, $2, 0)", 0],
       ] as const) {
         await client.query("BEGIN");
-        const { rowCount } = await client.query(call, [ids, tokens]);
+        const { rowCount } = await client.query(call, [ids, pairs]);
         await client.query("ROLLBACK");
         expect(rowCount, call).toBe(rows);
       }

@@ -113,13 +113,10 @@ export function jobToPb(j: Job): PbJob {
     cancelRequested: j.cancelRequested,
     leaseDuration: j.leaseMs === null ? undefined : msToDuration(j.leaseMs),
     workerId: j.workerId ?? "",
+    concurrencyKey: j.concurrencyKey ?? "",
+    orderingKey: j.orderingKey ?? "",
+    errorsDropped: j.errorsDropped,
   });
 }
 
-/** A generous upper bound on a job's encoded size, for packing lease batches under the message limit. */
-export function approxJobBytes(j: Job): number {
-  let n = 512 + j.payload.byteLength + j.queue.length + j.type.length;
-  for (const [k, v] of Object.entries(j.headers)) n += k.length + v.length + 8;
-  for (const e of j.errors) n += e.message.length + 64;
-  return n;
-}
+export { approxJobBytes } from "../broker/size.js";

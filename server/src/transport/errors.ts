@@ -21,22 +21,9 @@ export function toConnectError(err: unknown, log: Logger, procedure: string): Co
   if (err instanceof ConnectError) return err;
   if (err instanceof BrokerError) {
     if (err.kind === "internal") log.error("internal error", { procedure, err, cause: err.cause });
+    else if (err.kind === "unavailable" && err.cause !== undefined) log.warn(err.message, { procedure, cause: err.cause });
     return new ConnectError(err.message, CODES[err.kind]);
-  }
-  if (isDatabaseDown(err)) {
-    log.warn("database unavailable", { procedure, err });
-    return new ConnectError("the job store is unavailable; retry", Code.Unavailable);
   }
   log.error("unexpected error", { procedure, err });
   return new ConnectError("internal error", Code.Internal);
-}
-
-/** Connection-level failures (refused, reset, Postgres shutting down) are worth a retry by the client. */
-function isDatabaseDown(err: unknown): boolean {
-  if (typeof err !== "object" || err === null) return false;
-  const code = (err as { code?: string }).code ?? "";
-  return (
-    ["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMEDOUT", "57P01", "57P02", "57P03", "08000", "08003", "08006"].includes(code) ||
-    /Connection terminated|timeout exceeded when trying to connect/i.test((err as Error).message ?? "")
-  );
 }

@@ -232,7 +232,7 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
         pageSize: req.pageSize,
         pageToken: req.pageToken,
       });
-      return create(ListJobsResponseSchema, { jobs: page.jobs.map(jobToPb), nextPageToken: page.nextPageToken });
+      return create(ListJobsResponseSchema, { jobs: page.jobs.map(jobToPb), nextPageToken: page.nextPageToken, sizeLimited: page.sizeLimited });
     }),
     getQueueStats: guard(log, async (req) => {
       const stats = await broker.queueStats(req.queues);

@@ -11,10 +11,12 @@ import { policyJson } from "./rows.js";
  */
 
 /** The batch as rows, each with its id drawn from the sequence up front and its due time. */
+// Durations travel as bigint milliseconds: as int, anything over 2^31 ms
+// (24.86 days; a 30-day delay, say) failed the whole coalesced statement.
 const INPUT_CTE = `input AS (
   SELECT nextval('jobwire.job_id_seq') AS id, t.*, coalesce(t.run_at, now() + t.delay_ms * interval '1 millisecond') AS due
-  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::int[], $7::int[], $8::int[],
-              $9::int[], $10::jsonb[], $11::text[], $12::int[], $13::jsonb[])
+  FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::bigint[], $7::int[], $8::int[],
+              $9::int[], $10::jsonb[], $11::text[], $12::bigint[], $13::jsonb[])
        WITH ORDINALITY AS t(queue, type, payload, content_type, run_at, delay_ms, priority, max_attempts,
                             lease_ms, retry, idempotency_key, idempotency_ttl_ms, headers, ord)
 )`;
@@ -25,7 +27,7 @@ const INSERT_COLUMNS = `id, queue, type, payload, content_type, state, run_at, p
 const INSERT_VALUES = `p.id, p.queue, p.type, p.payload, p.content_type,
          CASE WHEN p.due > now() THEN 'scheduled' ELSE 'available' END::jobwire.job_state,
          p.due, p.priority,
-         coalesce(p.max_attempts, q.max_attempts, 25),
+         coalesce(p.max_attempts, q.max_attempts, $14::int),
          p.lease_ms, p.retry, p.idempotency_key,
          CASE WHEN p.idempotency_key IS NOT NULL THEN now() + p.idempotency_ttl_ms * interval '1 millisecond' END,
          p.headers
@@ -76,7 +78,7 @@ WHERE NOT j.idempotency_released`;
 
 type InsertRow = { id: string; duplicate: boolean; queue: string; idempotency_key: string | null };
 
-function insertParams(jobs: NewJob[]): unknown[] {
+function insertParams(jobs: NewJob[], defaultMaxAttempts: number): unknown[] {
   const n = jobs.length;
   const queue = new Array<string>(n), type = new Array<string>(n), payload = new Array<Buffer>(n);
   const contentType = new Array<string>(n), runAt = new Array<Date | null>(n), delayMs = new Array<number>(n);
@@ -97,12 +99,15 @@ function insertParams(jobs: NewJob[]): unknown[] {
     ttl[i] = j.idempotencyTtlMs ?? 0;
     headers[i] = JSON.stringify(j.headers);
   });
-  return [queue, type, payload, contentType, runAt, delayMs, priority, maxAttempts, leaseMs, retry, key, ttl, headers];
+  return [queue, type, payload, contentType, runAt, delayMs, priority, maxAttempts, leaseMs, retry, key, ttl, headers, defaultMaxAttempts];
 }
 
-/** Inserts jobs without idempotency keys: one statement, one round trip. */
-export async function insertUnkeyed(db: Queryable, jobs: NewJob[]): Promise<EnqueueResult[]> {
-  const { rows } = await query<{ id: string }>(db, INSERT_JOBS, insertParams(jobs), "jobwire_insert_jobs");
+/**
+ * Inserts jobs without idempotency keys: one statement, one round trip.
+ * `defaultMaxAttempts` applies where neither the job nor its queue sets one.
+ */
+export async function insertUnkeyed(db: Queryable, jobs: NewJob[], defaultMaxAttempts: number): Promise<EnqueueResult[]> {
+  const { rows } = await query<{ id: string }>(db, INSERT_JOBS, insertParams(jobs, defaultMaxAttempts), "jobwire_insert_jobs");
   return rows.map((r) => ({ jobId: r.id, duplicate: false }));
 }
 
@@ -111,12 +116,12 @@ export async function insertUnkeyed(db: Queryable, jobs: NewJob[]): Promise<Enqu
  * caller's transaction: release expired keys, insert (live keys are skipped
  * by ON CONFLICT), then look up the jobs that hold the skipped keys.
  */
-export async function insertJobs(c: pg.PoolClient, jobs: NewJob[]): Promise<EnqueueResult[]> {
+export async function insertJobs(c: pg.PoolClient, jobs: NewJob[], defaultMaxAttempts: number): Promise<EnqueueResult[]> {
   const keyed = jobs.filter((j) => j.idempotencyKey !== null);
   const kq = keyed.map((k) => k.queue);
   const kk = keyed.map((k) => k.idempotencyKey);
   if (keyed.length) await c.query({ name: "jobwire_release_keys", text: RELEASE_EXPIRED_KEYS, values: [kq, kk] });
-  const { rows } = await c.query<InsertRow>({ name: "jobwire_insert_keyed_jobs", text: INSERT_KEYED_JOBS, values: insertParams(jobs) });
+  const { rows } = await c.query<InsertRow>({ name: "jobwire_insert_keyed_jobs", text: INSERT_KEYED_JOBS, values: insertParams(jobs, defaultMaxAttempts) });
   if (!rows.some((r) => r.duplicate)) return rows.map((r) => ({ jobId: r.id, duplicate: false }));
   const live = await c.query<{ id: string; queue: string; idempotency_key: string }>({
     name: "jobwire_find_keys",

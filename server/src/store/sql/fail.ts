@@ -5,19 +5,20 @@ import { query, type Queryable } from "../db.js";
  * A failed attempt, by Nack or by the reaper. The one rule: cancel-requested
  * jobs become cancelled; permanent failures and exhausted attempts become
  * dead; the rest wait out their backoff as retryable (or go straight to
- * available when the wait is zero). The error joins the history.
+ * available when the wait is zero). The error joins the history, which
+ * sql/functions/push_error.sql keeps bounded.
  */
 const FAIL_SET = `
 SET state = d.next_state,
     run_at = CASE WHEN d.next_state IN ('retryable', 'available') THEN d.next_run_at ELSE j.run_at END,
     finished_at = CASE WHEN d.next_state IN ('dead', 'cancelled') THEN now() END,
-    errors = j.errors || jsonb_build_array(jsonb_build_object(
-      'attempt', j.attempt, 'message', d.message, 'at', now(), 'worker_id', j.worker_id)),
+    errors = e.kept, errors_dropped = e.dropped_total,
     lease_token = NULL, lease_expires_at = NULL`;
 
-// The decision, per failed row: where it goes next and when.
+// The decision, per failed row: where it goes next and when, and the entry for its history.
 const FAIL_DECIDE = `
-  SELECT f.id, f.message, r.next_run_at,
+  SELECT f.id, r.next_run_at, j.errors, j.errors_dropped,
+         jsonb_build_object('attempt', j.attempt, 'message', f.message, 'at', now(), 'worker_id', j.worker_id) AS entry,
          CASE WHEN j.cancel_requested THEN 'cancelled'
               WHEN f.permanent OR j.attempt >= j.max_attempts THEN 'dead'
               WHEN r.next_run_at <= now() THEN 'available'
@@ -33,12 +34,13 @@ function failStatement(failures: string): string {
   return `
 WITH failures AS (${failures}), d AS (${FAIL_DECIDE})
 UPDATE jobwire.jobs j ${FAIL_SET}
-FROM d WHERE j.id = d.id
+FROM d CROSS JOIN LATERAL jobwire.push_error(d.errors, d.errors_dropped, d.entry) e
+WHERE j.id = d.id
 RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
 }
 
 const NACK = failStatement(`
-  SELECT j.id, $3::bool AS permanent, $4::int AS retry_after_ms, $5::text AS message
+  SELECT j.id, $3::bool AS permanent, $4::bigint AS retry_after_ms, $5::text AS message
   FROM jobwire.jobs j
   WHERE j.id = $1 AND j.state = 'running' AND j.lease_token = $2
   FOR UPDATE`);
@@ -48,12 +50,39 @@ const NACK = failStatement(`
  * expired". Batched, and SKIP LOCKED so replicas split the work.
  */
 const REAP = failStatement(`
-  SELECT j.id, false AS permanent, NULL::int AS retry_after_ms, 'lease expired' AS message
+  SELECT j.id, false AS permanent, NULL::bigint AS retry_after_ms, 'lease expired' AS message
   FROM jobwire.jobs j
   WHERE j.state = 'running' AND j.lease_expires_at < now()
   ORDER BY j.id
   LIMIT $1
   FOR UPDATE SKIP LOCKED`);
+
+/** One expired lease, by id: how the reaper goes on past a row that fails its batch. */
+const REAP_ONE = failStatement(`
+  SELECT j.id, false AS permanent, NULL::bigint AS retry_after_ms, 'lease expired' AS message
+  FROM jobwire.jobs j
+  WHERE j.id = $1 AND j.state = 'running' AND j.lease_expires_at < now()
+  FOR UPDATE SKIP LOCKED`);
+
+/** The ids of expired leases, computing nothing about them. */
+const EXPIRED_IDS = `
+SELECT j.id FROM jobwire.jobs j
+WHERE j.state = 'running' AND j.lease_expires_at < now()
+ORDER BY j.id
+LIMIT $1`;
+
+/**
+ * Dead-letters a running job that no failure statement can handle, with
+ * the reason in its history. It computes nothing but the error entry, so
+ * what broke the row's retry (its policy, say) cannot break this too.
+ */
+const QUARANTINE = `
+UPDATE jobwire.jobs j
+SET state = 'dead', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+      'attempt', j.attempt, 'message', $2::text, 'at', now(), 'worker_id', j.worker_id))
+WHERE j.id = $1 AND j.state = 'running' AND ($3::uuid IS NULL OR j.lease_token = $3)
+RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
 
 interface FailedRow {
   id: string;
@@ -84,4 +113,25 @@ export async function nack(
 export async function reapExpired(db: Queryable, limit: number): Promise<FailedJob[]> {
   const { rows } = await query<FailedRow>(db, REAP, [limit], "jobwire_reap");
   return rows.map(toFailed);
+}
+
+/** The ids of up to `limit` expired leases. */
+export async function expiredIds(db: Queryable, limit: number): Promise<string[]> {
+  const { rows } = await query<{ id: string }>(db, EXPIRED_IDS, [limit], "jobwire_expired_ids");
+  return rows.map((r) => r.id);
+}
+
+/** Fails one expired lease's attempt; null when it is no longer expired (or another replica holds it). */
+export async function reapOne(db: Queryable, id: string): Promise<FailedJob | null> {
+  const { rows } = await query<FailedRow>(db, REAP_ONE, [id], "jobwire_reap_one");
+  return rows[0] ? toFailed(rows[0]) : null;
+}
+
+/**
+ * Dead-letters a running job with `reason`; null when it is no longer
+ * running (or, given a token, no longer under that lease).
+ */
+export async function quarantine(db: Queryable, id: string, reason: string, token: string | null): Promise<FailedJob | null> {
+  const { rows } = await query<FailedRow>(db, QUARANTINE, [id, reason, token], "jobwire_quarantine");
+  return rows[0] ? toFailed(rows[0]) : null;
 }

@@ -11,9 +11,9 @@ import { canonicalId } from "./rows.js";
  */
 
 /** Returns the ids it could not ack. */
-const ACK = "SELECT lost_id AS id FROM jobwire.ack_leases($1::bigint[], $2::uuid[], $3::bigint)";
-const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::uuid[], $3::int)";
-const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::uuid[])";
+const ACK = "SELECT lost_id AS id FROM jobwire.ack_leases($1::bigint[], $2::jsonb, $3::bigint)";
+const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::jsonb, $3::int)";
+const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::jsonb)";
 
 /** A statement's worth of leases: ids distinct; at[k] is the input index of ids[k]. */
 interface LeaseRound {
@@ -23,8 +23,8 @@ interface LeaseRound {
 }
 
 /**
- * Splits leases into rounds in which every id appears once (the functions
- * pair a row with its token only when each id appears once per call).
+ * Splits leases into rounds in which every id appears once (a round's
+ * tokens travel as one object keyed by id).
  * Almost every call is one round. No sorting is needed for lock order: the
  * functions' index scans visit the ids in ascending order.
  */
@@ -44,17 +44,22 @@ function leasedRounds(leases: LeaseRef[]): LeaseRound[] {
   return rounds;
 }
 
-const DIGITS = /^[0-9]+$/;
-const UUID = /^[0-9a-fA-F-]{36}$/;
-
 /**
- * An array parameter as a Postgres array literal when every element is
- * plain (digits, uuids), which needs no quoting; node-postgres would escape
- * each element with two regular expressions. Anything else goes as an array.
+ * A round's ids as a Postgres array literal, and its (id, token) pairs as a
+ * JSON object {"<id>": "<uuid>"}, each written straight into one string.
+ * The ids are decimal digits and the tokens lower-case uuids (broker/token.ts
+ * refuses anything else), so neither needs quoting or escaping; node-postgres
+ * would escape each array element with two regular expressions.
  */
-function arrayParam(values: string[], plain: RegExp): string | string[] {
-  for (const v of values) if (!plain.test(v)) return values;
-  return `{${values.join(",")}}`;
+function roundParams(round: LeaseRound): [string, string] {
+  let ids = "{";
+  let pairs = "{";
+  for (let k = 0; k < round.ids.length; k++) {
+    const sep = k === 0 ? "" : ",";
+    ids += sep + round.ids[k]!;
+    pairs += `${sep}"${round.ids[k]!}":"${round.tokens[k]!}"`;
+  }
+  return [ids + "}", pairs + "}"];
 }
 
 /**
@@ -70,7 +75,7 @@ async function leased<R extends object>(
   each: (row: R, i: number) => void,
 ): Promise<void> {
   for (const round of leasedRounds(leases)) {
-    const params = [arrayParam(round.ids, DIGITS), arrayParam(round.tokens, UUID), ...extra];
+    const params = [...roundParams(round), ...extra];
     const { rows } = await query<R & { id: string }>(db, sql, params, name);
     if (rows.length === 0) continue;
     const index = new Map<string, number>();

@@ -17,6 +17,7 @@ export interface JobRow {
   headers: Record<string, string>;
   idempotency_key: string | null;
   errors: ErrorJson[];
+  errors_dropped: number;
   lease_expires_at: Date | null;
   lease_ms: number | null;
   cancel_requested: boolean;
@@ -33,7 +34,7 @@ export interface ErrorJson {
 
 /** The columns every statement that returns whole jobs selects. */
 export const JOB_COLUMNS = `id, queue, type, payload, content_type, state, priority, attempt, max_attempts, run_at,
-  created_at, finished_at, headers, idempotency_key, errors, lease_expires_at, lease_ms, cancel_requested, worker_id`;
+  created_at, finished_at, headers, idempotency_key, errors, errors_dropped, lease_expires_at, lease_ms, cancel_requested, worker_id`;
 
 export function jobErrors(errors: ErrorJson[]): JobError[] {
   return errors.map((e): JobError => ({ attempt: e.attempt, message: e.message, at: new Date(e.at), workerId: e.worker_id ?? "" }));
@@ -56,7 +57,7 @@ export function toJob(r: JobRow): Job {
     headers: r.headers,
     idempotencyKey: r.idempotency_key,
     errors: jobErrors(r.errors),
-    errorsDropped: 0,
+    errorsDropped: r.errors_dropped,
     leaseExpiresAt: r.lease_expires_at,
     leaseMs: r.lease_ms,
     cancelRequested: r.cancel_requested,

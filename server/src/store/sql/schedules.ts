@@ -146,6 +146,7 @@ export async function msUntilNextFire(db: Queryable): Promise<number | null> {
  */
 export async function fireDue(
   pool: pg.Pool,
+  defaultMaxAttempts: number,
   limit: number,
   next: (cron: string, firedAt: Date, now: Date) => Date | null,
 ): Promise<Fired[]> {
@@ -159,7 +160,7 @@ export async function fireDue(
         idempotencyKey: `cron:${r.name}:${at.toISOString()}`,
         idempotencyTtlMs: FIRE_KEY_TTL_MS,
       };
-      const [result] = await insertJobs(c, [job]);
+      const [result] = await insertJobs(c, [job], defaultMaxAttempts);
       await c.query({ name: "jobwire_fired_schedule", text: FIRED, values: [r.name, next(r.cron, at, r.now), at, result!.jobId] });
       fired.push({ name: r.name, at, result: result! });
     }
