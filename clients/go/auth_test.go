@@ -4,10 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	jobwire "github.com/jobwire/jobwire/clients/go"
 	"github.com/jobwire/jobwire/clients/go/internal/testbroker"
 )
@@ -49,8 +49,9 @@ func TestClient_TokenAuthenticatesCallsAndWorkerStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.EnqueueJSON(ctx, queue, "greet", struct{}{}); connect.CodeOf(err) != connect.CodeUnauthenticated {
-			t.Errorf("%s: Enqueue error = %v, want UNAUTHENTICATED", tc.name, err)
+		_, err = c.EnqueueJSON(ctx, queue, "greet", struct{}{})
+		if jobwire.CodeOf(err) != jobwire.CodeUnauthenticated || !strings.HasPrefix(err.Error(), "unauthenticated: ") {
+			t.Errorf("%s: Enqueue error = %v, want UNAUTHENTICATED, named in its text", tc.name, err)
 		}
 		// A worker on such a client is refused its Lease stream for good.
 		w, err := jobwire.NewWorker(c, &jobwire.WorkerConfig{
@@ -66,8 +67,8 @@ func TestClient_TokenAuthenticatesCallsAndWorkerStream(t *testing.T) {
 		})
 		runErr := make(chan error, 1)
 		go func() { runErr <- w.Run(ctx) }()
-		if err := recv(t, runErr, tc.name+": the refused worker's Run to return"); connect.CodeOf(err) != connect.CodeUnauthenticated {
-			t.Errorf("%s: worker Run returned %v, want UNAUTHENTICATED", tc.name, err)
+		if err := recv(t, runErr, tc.name+": the refused worker's Run to return"); jobwire.CodeOf(err) != jobwire.CodeUnauthenticated || !strings.Contains(err.Error(), "unauthenticated: ") {
+			t.Errorf("%s: worker Run returned %v, want UNAUTHENTICATED, named in its text", tc.name, err)
 		}
 	}
 

@@ -2,11 +2,12 @@ package jobwire
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -21,12 +22,14 @@ import (
 const (
 	// DefaultCallTimeout bounds each unary call whose context has no deadline.
 	DefaultCallTimeout = 10 * time.Second
-	// DefaultRetryAttempts is how many times a unary call is tried in all
-	// when the broker answers UNAVAILABLE (it is restarting or draining).
+	// DefaultRetryAttempts is how many rounds of tries a unary call gets
+	// when the broker answers UNAVAILABLE (it is restarting or draining). A
+	// round tries every broker the Client was given once, so with one
+	// broker it is one try.
 	DefaultRetryAttempts = 5
 	// DefaultRetryInitialBackoff and DefaultRetryMaxBackoff shape the
-	// jittered exponential wait between those tries: about 50ms, 100ms,
-	// 200ms, 400ms, so five tries span roughly a second.
+	// jittered exponential wait between rounds: about 50ms, 100ms, 200ms,
+	// 400ms, so five rounds span roughly a second.
 	DefaultRetryInitialBackoff = 50 * time.Millisecond
 	DefaultRetryMaxBackoff     = 2 * time.Second
 	// DefaultMaxMessageBytes caps a message received from the broker. A Lease
@@ -37,13 +40,28 @@ const (
 // ClientConfig configures a Client. The zero value (or nil) uses the
 // defaults above.
 type ClientConfig struct {
-	// HTTPClient carries the calls. Nil means NewH2CClient(), which the
-	// Client closes in Close.
+	// HTTPClient carries the calls. Nil means NewH2CClient() (with Resolver),
+	// which the Client closes in Close.
 	HTTPClient connect.HTTPClient
+	// TLS configures https:// brokers for the default HTTPClient: set
+	// RootCAs to trust a private CA, and Certificates to present a client
+	// certificate to a broker that asks for one (mTLS). Nil means the
+	// system's roots and no client certificate. HTTP/2 is negotiated
+	// through ALPN whatever NextProtos says.
+	TLS *tls.Config
+	// Resolver looks up broker host names for the default HTTPClient. Nil
+	// means net.DefaultResolver. Every address a name resolves to is tried
+	// when a connection is made, so one name with a DNS record per broker
+	// replica fails over too.
+	Resolver *net.Resolver
+	// ShuffleBrokers starts the Client on a random one of the brokers it was
+	// given rather than the first, so that a fleet sharing one list spreads
+	// over the replicas (as libpq's load_balance_hosts=random does).
+	ShuffleBrokers bool
 	// CallTimeout bounds each unary call whose context has no deadline.
 	CallTimeout time.Duration
-	// RetryAttempts is the number of tries of a unary call answered with
-	// UNAVAILABLE; 1 disables retries.
+	// RetryAttempts is the number of rounds of tries of a unary call
+	// answered with UNAVAILABLE; 1 tries each broker once and does not wait.
 	RetryAttempts int
 	// RetryInitialBackoff and RetryMaxBackoff shape the waits between tries.
 	RetryInitialBackoff time.Duration
@@ -97,29 +115,35 @@ func (c *ClientConfig) withDefaults() ClientConfig {
 	return out
 }
 
-// Client talks to a jobwire broker. It is safe for concurrent use; make one
-// per broker and share it.
+// Client talks to a jobwire broker, or to one of several broker replicas
+// that share a database. It is safe for concurrent use; make one and share
+// it.
 type Client struct {
-	cfg        ClientConfig
-	ownHTTP    *http.Client // set when the Client made its own transport
-	retry      backoff.Policy
-	jobs       jobwirev1connect.JobServiceClient
-	workers    jobwirev1connect.WorkerServiceClient
-	admin      jobwirev1connect.AdminServiceClient
-	logger     *slog.Logger
-	brokerAddr string
+	cfg       ClientConfig
+	ownHTTP   *http.Client // set when the Client made its own transport
+	retry     backoff.Policy
+	logger    *slog.Logger
+	endpoints []*endpoint
+	// preferred indexes the endpoint calls go to now; see markFailed.
+	preferred atomic.Uint32
 }
 
-// NewClient returns a Client for the broker at baseURL, for example
-// "http://127.0.0.1:7070". The gRPC protocol is used over HTTP/2.
-func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
-	if !strings.HasPrefix(baseURL, "http://") && !strings.HasPrefix(baseURL, "https://") {
-		return nil, fmt.Errorf("jobwire: broker URL %q must start with http:// or https://", baseURL)
+// NewClient returns a Client for the broker at target, a base URL such as
+// "http://127.0.0.1:50051" (the broker's default port). The gRPC protocol
+// is used over HTTP/2.
+//
+// For broker replicas on one database, give several base URLs separated by
+// commas, "http://10.0.0.1:50051,http://10.0.0.2:50051", or one host name
+// with a DNS record per replica. Calls go to the first broker until it
+// fails, then to the next (see the package documentation on failover).
+func NewClient(target string, cfg *ClientConfig) (*Client, error) {
+	urls, err := parseBrokers(target)
+	if err != nil {
+		return nil, err
 	}
-	c := &Client{cfg: cfg.withDefaults(), brokerAddr: strings.TrimRight(baseURL, "/")}
+	c := &Client{cfg: cfg.withDefaults()}
 	var auth *bearerAuth
 	if c.cfg.Token != "" {
-		var err error
 		if auth, err = newBearerAuth(c.cfg.Token); err != nil {
 			return nil, err
 		}
@@ -128,7 +152,7 @@ func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
 	c.retry = backoff.Policy{Initial: c.cfg.RetryInitialBackoff, Max: c.cfg.RetryMaxBackoff}
 	httpClient := c.cfg.HTTPClient
 	if httpClient == nil {
-		c.ownHTTP = NewH2CClient()
+		c.ownHTTP = newH2CClient(c.cfg.Resolver, c.cfg.TLS)
 		httpClient = c.ownHTTP
 	}
 	opts := append([]connect.ClientOption{
@@ -138,9 +162,7 @@ func NewClient(baseURL string, cfg *ClientConfig) (*Client, error) {
 	if auth != nil {
 		opts = append(opts, connect.WithInterceptors(auth))
 	}
-	c.jobs = jobwirev1connect.NewJobServiceClient(httpClient, c.brokerAddr, opts...)
-	c.workers = jobwirev1connect.NewWorkerServiceClient(httpClient, c.brokerAddr, opts...)
-	c.admin = jobwirev1connect.NewAdminServiceClient(httpClient, c.brokerAddr, opts...)
+	c.makeEndpoints(urls, httpClient, opts)
 	return c, nil
 }
 
@@ -152,16 +174,18 @@ func (c *Client) Close() {
 	}
 }
 
-// JobService returns the generated JobService client, for calls this package
-// does not wrap. It has no retries or default deadline.
-func (c *Client) JobService() jobwirev1connect.JobServiceClient { return c.jobs }
+// JobService returns the generated JobService client of the current broker,
+// for calls this package does not wrap. It has no retries, failover or
+// default deadline.
+func (c *Client) JobService() jobwirev1connect.JobServiceClient { return c.current().jobs }
 
-// WorkerService returns the generated WorkerService client, for building a
-// worker runtime of your own.
-func (c *Client) WorkerService() jobwirev1connect.WorkerServiceClient { return c.workers }
+// WorkerService returns the generated WorkerService client of the current
+// broker, for building a worker runtime of your own.
+func (c *Client) WorkerService() jobwirev1connect.WorkerServiceClient { return c.current().workers }
 
-// AdminService returns the generated AdminService client.
-func (c *Client) AdminService() jobwirev1connect.AdminServiceClient { return c.admin }
+// AdminService returns the generated AdminService client of the current
+// broker.
+func (c *Client) AdminService() jobwirev1connect.AdminServiceClient { return c.current().admin }
 
 // EnqueueResult is the outcome of enqueuing one JobSpec.
 type EnqueueResult struct {
@@ -198,19 +222,19 @@ func (c *Client) EnqueueJSON(ctx context.Context, queue, jobType string, v any, 
 // the order of specs.
 func (c *Client) EnqueueMany(ctx context.Context, specs []*jobwirev1.JobSpec) ([]EnqueueResult, error) {
 	if len(specs) == 0 {
-		return nil, errors.New("jobwire: EnqueueMany needs at least one job")
+		return nil, invalidArgument("EnqueueMany needs at least one job")
 	}
 	for i, s := range specs {
 		if s == nil {
-			return nil, fmt.Errorf("jobwire: job spec %d is nil", i)
+			return nil, invalidArgument("job spec %d is nil", i)
 		}
 	}
 	ctx, span := c.startProducerSpan(ctx, specs)
 	defer span.End()
 
-	res, err := callUnary(ctx, c, c.jobs.Enqueue, &jobwirev1.EnqueueRequest{Jobs: specs})
+	res, err := callUnary(ctx, c, onJobs(jobwirev1connect.JobServiceClient.Enqueue), &jobwirev1.EnqueueRequest{Jobs: specs})
 	if err == nil && len(res.GetResults()) != len(specs) {
-		err = fmt.Errorf("jobwire: broker answered %d results for %d jobs", len(res.GetResults()), len(specs))
+		err = connect.NewError(connect.CodeInternal, fmt.Errorf("jobwire: broker answered %d results for %d jobs", len(res.GetResults()), len(specs)))
 	}
 	if err != nil {
 		endSpanWithError(span, err)
@@ -227,7 +251,7 @@ func (c *Client) EnqueueMany(ctx context.Context, specs []*jobwirev1.JobSpec) ([
 // GetJob returns the job with the given id. An unknown id answers NOT_FOUND
 // (see connect.CodeOf).
 func (c *Client) GetJob(ctx context.Context, id string) (*jobwirev1.Job, error) {
-	res, err := callUnary(ctx, c, c.jobs.GetJob, &jobwirev1.GetJobRequest{Id: id})
+	res, err := callUnary(ctx, c, onJobs(jobwirev1connect.JobServiceClient.GetJob), &jobwirev1.GetJobRequest{Id: id})
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +263,7 @@ func (c *Client) GetJob(ctx context.Context, id string) (*jobwirev1.Job, error) 
 // returns the job after the call. A completed or dead job answers
 // FAILED_PRECONDITION.
 func (c *Client) CancelJob(ctx context.Context, id string) (*jobwirev1.Job, error) {
-	res, err := callUnary(ctx, c, c.jobs.CancelJob, &jobwirev1.CancelJobRequest{Id: id})
+	res, err := callUnary(ctx, c, onJobs(jobwirev1connect.JobServiceClient.CancelJob), &jobwirev1.CancelJobRequest{Id: id})
 	if err != nil {
 		return nil, err
 	}
@@ -249,7 +273,7 @@ func (c *Client) CancelJob(ctx context.Context, id string) (*jobwirev1.Job, erro
 // Replay makes DEAD (and, when asked, CANCELLED) jobs AVAILABLE again with a
 // fresh attempt budget.
 func (c *Client) Replay(ctx context.Context, req *jobwirev1.ReplayRequest) (*jobwirev1.ReplayResponse, error) {
-	return callUnary(ctx, c, c.admin.Replay, req)
+	return callUnary(ctx, c, onAdmin(jobwirev1connect.AdminServiceClient.Replay), req)
 }
 
 // ReplayJobs replays the given DEAD jobs by id.
@@ -259,34 +283,7 @@ func (c *Client) ReplayJobs(ctx context.Context, ids ...string) (*jobwirev1.Repl
 
 // ListJobs lists jobs, newest first.
 func (c *Client) ListJobs(ctx context.Context, req *jobwirev1.ListJobsRequest) (*jobwirev1.ListJobsResponse, error) {
-	return callUnary(ctx, c, c.admin.ListJobs, req)
-}
-
-// callUnary makes one unary call with the per-call deadline, retrying
-// UNAVAILABLE with jittered exponential backoff. Only UNAVAILABLE is retried:
-// it is what the broker (and connect, for a refused or dropped connection)
-// answers when the request could not be served right now; every other code
-// is the broker's considered answer.
-func callUnary[Req, Res any](
-	ctx context.Context,
-	c *Client,
-	fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error),
-	req *Req,
-) (*Res, error) {
-	for attempt := 0; ; attempt++ {
-		callCtx, cancel := c.withCallTimeout(ctx)
-		res, err := fn(callCtx, connect.NewRequest(req))
-		cancel()
-		if err == nil {
-			return res.Msg, nil
-		}
-		if connect.CodeOf(err) != connect.CodeUnavailable || attempt+1 >= c.cfg.RetryAttempts || ctx.Err() != nil {
-			return nil, err
-		}
-		if !c.retry.Sleep(ctx.Done(), attempt) {
-			return nil, err
-		}
-	}
+	return callUnary(ctx, c, onAdmin(jobwirev1connect.AdminServiceClient.ListJobs), req)
 }
 
 // withCallTimeout applies CallTimeout unless ctx already has a deadline.

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	jobwire "github.com/jobwire/jobwire/clients/go"
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
+	"go.opentelemetry.io/otel/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -196,6 +197,39 @@ func TestConformance(t *testing.T) {
 			t.Errorf("handler saw the cancellation %v after CancelJob, want within a few heartbeats (2s)", d)
 		}
 		env.waitForState(id, stateCancelled)
+	})
+
+	t.Run("cancel_then_return", func(t *testing.T) {
+		t.Parallel()
+		env := setup(t, "cancel_then_return")
+		started := make(chan string, 1)
+		saw := make(chan error, 1)
+		env.startWorker(jobwire.WorkerConfig{Concurrency: 2}, func(w *jobwire.Worker) {
+			w.Handle("long", func(ctx context.Context, job *jobwire.Job) error {
+				started <- job.ID
+				<-ctx.Done()
+				saw <- context.Cause(ctx)
+				return nil // the work is done, cancelled or not
+			})
+		})
+
+		id := mustEnqueueJSON(env, "long", struct{}{}, jobwire.WithLeaseDuration(time.Second))
+		recv(t, started, "the handler to start")
+		if _, err := env.client.CancelJob(env.ctx, id); err != nil {
+			t.Fatalf("CancelJob: %v", err)
+		}
+		if cause := recv(t, saw, "the handler to see the cancellation"); !errors.Is(cause, jobwire.ErrJobCancelled) {
+			t.Errorf("context cause = %v, want ErrJobCancelled", cause)
+		}
+		job := env.waitForState(id, stateCompleted)
+		if job.GetAttempt() != 1 {
+			t.Errorf("attempt = %d, want 1", job.GetAttempt())
+		}
+		span := waitForSpan(t, "consumer", consumerSpanOf(env.queue, id, 1))
+		wantAttrs(t, span, map[string]any{"jobwire.job.outcome": "completed"})
+		if span.Status.Code != codes.Ok {
+			t.Errorf("consumer span status = %v, want OK", span.Status)
+		}
 	})
 
 	t.Run("stale_lease_refused", func(t *testing.T) {

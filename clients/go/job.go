@@ -26,6 +26,10 @@ type Job struct {
 	Attempt     int
 	MaxAttempts int
 	Headers     map[string]string
+	// ConcurrencyKey and OrderingKey are the keys the job was enqueued with
+	// (see WithConcurrencyKey and WithOrderingKey); empty when none.
+	ConcurrencyKey string
+	OrderingKey    string
 	// Proto is the job as the broker sent it, for fields not copied above.
 	Proto *jobwirev1.Job
 }
@@ -40,7 +44,10 @@ func newJob(p *jobwirev1.Job) *Job {
 		Attempt:     int(p.GetAttempt()),
 		MaxAttempts: int(p.GetMaxAttempts()),
 		Headers:     p.GetHeaders(),
-		Proto:       p,
+
+		ConcurrencyKey: p.GetConcurrencyKey(),
+		OrderingKey:    p.GetOrderingKey(),
+		Proto:          p,
 	}
 }
 
@@ -115,6 +122,24 @@ func WithHeader(key, value string) JobOption {
 		}
 		s.Headers[key] = value
 	}
+}
+
+// WithConcurrencyKey puts the job under a concurrency key, for example
+// "tenant:42". Jobs of one queue sharing a key count together against the
+// queue's MaxRunningPerKey and RateLimitPerKey, and the broker takes keys in
+// turn, so one key's backlog does not starve another's. 1 to 255 bytes.
+func WithConcurrencyKey(key string) JobOption {
+	return func(s *jobwirev1.JobSpec) { s.ConcurrencyKey = key }
+}
+
+// WithOrderingKey puts the job under an ordering key, for example
+// "account:42". Jobs of one queue sharing a key run one at a time, in
+// enqueue order (run_at, then id). A job waiting for a retry keeps its place
+// at the head of its key; one that completes, dies or is cancelled lets the
+// next run. So a job that goes DEAD releases the key: the jobs behind it
+// run without it, and replaying it later runs it after them. 1 to 255 bytes.
+func WithOrderingKey(key string) JobOption {
+	return func(s *jobwirev1.JobSpec) { s.OrderingKey = key }
 }
 
 // NewJSONJob returns a JobSpec whose payload is v encoded as JSON, with

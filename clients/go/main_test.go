@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -47,10 +48,24 @@ var (
 // TestMain installs the global OpenTelemetry provider and propagator, runs
 // the tests, and stops the broker that the first test needing one started
 // (tests that need none, run alone, start none).
+//
+// The examples cannot ask for a broker as tests do, so when they are going
+// to run (no -run filter, or one naming Example) the broker is started
+// first and its URL put in JOBWIRE_URL, where the examples look.
 func TestMain(m *testing.M) {
+	flag.Parse()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	otel.SetTracerProvider(tp)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+
+	if run := flag.Lookup("test.run").Value.String(); run == "" || strings.Contains(run, "Example") {
+		url, err := sharedBroker()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "start the broker for the examples: %v\n", err)
+			os.Exit(1)
+		}
+		os.Setenv("JOBWIRE_URL", url)
+	}
 
 	code := m.Run()
 
@@ -70,8 +85,16 @@ func TestMain(m *testing.M) {
 // JOBWIRE_TEST_URL points the tests at a broker that is already running.
 func brokerURL(t testing.TB) string {
 	t.Helper()
+	url, err := sharedBroker()
+	if err != nil {
+		t.Fatalf("start the broker: %v", err)
+	}
+	return url
+}
+
+func sharedBroker() (string, error) {
 	if u := os.Getenv("JOBWIRE_TEST_URL"); u != "" {
-		return u
+		return u, nil
 	}
 	brokerOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), testbroker.StartTimeout)
@@ -79,9 +102,9 @@ func brokerURL(t testing.TB) string {
 		broker, brokerErr = testbroker.Start(ctx, testbroker.Options{})
 	})
 	if brokerErr != nil {
-		t.Fatalf("start the broker: %v", brokerErr)
+		return "", brokerErr
 	}
-	return broker.URL
+	return broker.URL, nil
 }
 
 // testLogger logs the worker's warnings and errors (everything with

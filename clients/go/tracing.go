@@ -36,14 +36,23 @@ const (
 // messagingSystem is the value of messaging.system on every span.
 const messagingSystem = "jobwire"
 
-// Outcomes recorded as jobwire.job.outcome on consumer spans.
+// Outcomes recorded as jobwire.job.outcome on consumer spans: the shared
+// vocabulary of test/conformance/scenarios.md, the same in every client.
 const (
-	outcomeCompleted = "completed"  // acked
-	outcomeRetry     = "retry"      // nacked; the broker will try again
-	outcomeDead      = "dead"       // nacked permanently or out of attempts
-	outcomeCancelled = "cancelled"  // CancelJob was called during the attempt
-	outcomeLeaseLost = "lease_lost" // the lease was gone; nothing was reported
-	outcomeNackError = "nack_error" // the failure could not be reported
+	// The handler returned and the broker accepted the ack.
+	outcomeCompleted = "completed"
+	// The handler failed; the broker accepted the nack and will try again.
+	outcomeRetry = "retry"
+	// The handler failed permanently or on its last attempt; the job is DEAD.
+	outcomeDead = "dead"
+	// CancelJob was called and the handler failed; the job is CANCELLED.
+	outcomeCancelled = "cancelled"
+	// The lease was gone before the outcome could be recorded (expired and
+	// reclaimed, or refused as stale); the broker runs the job again.
+	outcomeLeaseLost = "lease_lost"
+	// The ack or nack could not reach the broker; the lease will expire and
+	// the job run again.
+	outcomeReportFailed = "report_failed"
 )
 
 func (c *Client) tracer() trace.Tracer {
@@ -107,6 +116,21 @@ func recordEnqueued(span trace.Span, results []EnqueueResult) {
 func endSpanWithError(span trace.Span, err error) {
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
+}
+
+// endConsumerSpan records how the attempt ended and ends its span. A
+// completed attempt has status OK; a failed handler's error and status were
+// recorded when it returned. span is nil only for an activeJob a test built
+// by hand.
+func endConsumerSpan(span trace.Span, outcome string) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(attrJobOutcome.String(outcome))
+	if outcome == outcomeCompleted {
+		span.SetStatus(codes.Ok, "")
+	}
+	span.End()
 }
 
 // startConsumerSpan starts the CONSUMER span of one attempt, parented to the

@@ -49,14 +49,19 @@ func attrOf(s tracetest.SpanStub, key string) (attribute.Value, bool) {
 	return attribute.Value{}, false
 }
 
-func consumerSpanOf(jobID string, attempt int) func(tracetest.SpanStub) bool {
+// consumerSpanOf matches the consumer span of one attempt. The queue is
+// part of the match because job ids repeat across the databases of the
+// brokers that some tests start for themselves, and all spans go to one
+// exporter.
+func consumerSpanOf(queue, jobID string, attempt int) func(tracetest.SpanStub) bool {
 	return func(s tracetest.SpanStub) bool {
 		if s.SpanKind != trace.SpanKindConsumer {
 			return false
 		}
+		q, _ := attrOf(s, "messaging.destination.name")
 		id, _ := attrOf(s, "messaging.message.id")
 		a, _ := attrOf(s, "jobwire.job.attempt")
-		return id.AsString() == jobID && a.AsInt64() == int64(attempt)
+		return q.AsString() == queue && id.AsString() == jobID && a.AsInt64() == int64(attempt)
 	}
 }
 
@@ -96,7 +101,8 @@ func TestTracing_ConsumerSpanIsChildOfProducerSpan(t *testing.T) {
 
 	producer := waitForSpan(t, "producer", func(s tracetest.SpanStub) bool {
 		id, _ := attrOf(s, "messaging.message.id")
-		return s.SpanKind == trace.SpanKindProducer && id.AsString() == res.JobID
+		q, _ := attrOf(s, "messaging.destination.name")
+		return s.SpanKind == trace.SpanKindProducer && id.AsString() == res.JobID && q.AsString() == env.queue
 	})
 	if producer.Name != "send "+env.queue {
 		t.Errorf("producer span name = %q, want %q", producer.Name, "send "+env.queue)
@@ -110,7 +116,7 @@ func TestTracing_ConsumerSpanIsChildOfProducerSpan(t *testing.T) {
 	})
 
 	for attempt, outcome := range map[int]string{1: "retry", 2: "completed"} {
-		consumer := waitForSpan(t, fmt.Sprintf("consumer (attempt %d)", attempt), consumerSpanOf(res.JobID, attempt))
+		consumer := waitForSpan(t, fmt.Sprintf("consumer (attempt %d)", attempt), consumerSpanOf(env.queue, res.JobID, attempt))
 		if consumer.SpanContext.TraceID() != producer.SpanContext.TraceID() {
 			t.Errorf("attempt %d: consumer trace %s, want the producer's %s", attempt, consumer.SpanContext.TraceID(), producer.SpanContext.TraceID())
 		}
@@ -216,7 +222,7 @@ func TestCrossLanguage_cross_language_trace_TypeScriptProducerGoWorker(t *testin
 	if job.GetAttempt() != 1 {
 		t.Errorf("attempt = %d, want 1", job.GetAttempt())
 	}
-	consumer := waitForSpan(t, "consumer", consumerSpanOf(id, 1))
+	consumer := waitForSpan(t, "consumer", consumerSpanOf(env.queue, id, 1))
 	if consumer.SpanContext.TraceID() != traceID {
 		t.Errorf("consumer trace id = %s, want the producer's %s", consumer.SpanContext.TraceID(), traceID)
 	}
@@ -273,7 +279,7 @@ func TestCrossLanguage_cross_language_trace_PythonProducerGoWorker(t *testing.T)
 		t.Errorf("handler decoded name %q, want %q", got.Name, "guido")
 	}
 	env.waitForState(produced.JobID, stateCompleted)
-	consumer := waitForSpan(t, "consumer", consumerSpanOf(produced.JobID, 1))
+	consumer := waitForSpan(t, "consumer", consumerSpanOf(env.queue, produced.JobID, 1))
 	if got := consumer.SpanContext.TraceID().String(); got != produced.TraceID {
 		t.Errorf("consumer trace id = %s, want the Python producer's %s", got, produced.TraceID)
 	}

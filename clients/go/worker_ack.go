@@ -31,6 +31,7 @@ func (a *acker) add(aj *activeJob) {
 	case a.in <- aj:
 	case <-a.stopCh:
 		a.r.logger.Warn("jobwire ack dropped: the worker has stopped", "job_id", aj.job.ID)
+		endConsumerSpan(aj.span, outcomeReportFailed)
 	}
 }
 
@@ -95,6 +96,9 @@ func (a *acker) finalFlush(pending []*activeJob) error {
 		delay := a.r.retry.Delay(failures - 1)
 		if time.Now().Add(delay).After(deadline) {
 			a.r.logger.Error("jobwire could not deliver acks before stopping; the jobs will run again", "jobs", len(pending))
+			for _, aj := range pending {
+				endConsumerSpan(aj.span, outcomeReportFailed)
+			}
 			return fmt.Errorf("jobwire: %d ack(s) could not be delivered before the worker stopped", len(pending))
 		}
 		time.Sleep(delay)
@@ -113,30 +117,40 @@ func (a *acker) flush(pending []*activeJob, failures *int) []*activeJob {
 		for i, aj := range batch {
 			tokens[i] = aj.token
 		}
+		ep := r.w.client.current()
 		ctx, cancel := context.WithTimeout(r.rpcCtx, r.w.client.cfg.CallTimeout)
-		res, err := r.w.client.workers.Ack(ctx, connect.NewRequest(&jobwirev1.AckRequest{LeaseTokens: tokens}))
+		res, err := ep.workers.Ack(ctx, connect.NewRequest(&jobwirev1.AckRequest{LeaseTokens: tokens}))
 		cancel()
+		err = asUnavailable(err)
 		if err != nil && transientCode(connect.CodeOf(err)) {
+			if connect.CodeOf(err) == connect.CodeUnavailable {
+				r.w.client.markFailed(ep, err)
+			}
 			*failures++
 			r.logger.Warn("jobwire ack failed; will retry", "error", err, "jobs", len(pending))
 			return pending
 		}
 		*failures = 0
+		var lostSet map[string]bool
 		if err != nil {
 			r.logger.Error("jobwire ack refused; the jobs will run again when their leases expire", "error", err, "jobs", n)
 		} else if lost := res.Msg.GetLostLeaseTokens(); len(lost) > 0 {
-			lostSet := make(map[string]bool, len(lost))
+			lostSet = make(map[string]bool, len(lost))
 			for _, t := range lost {
 				lostSet[t] = true
-			}
-			for _, aj := range batch {
-				if lostSet[aj.token] {
-					r.logger.Warn("jobwire ack came too late: the lease was lost and the job will run again", "job_id", aj.job.ID, "attempt", aj.job.Attempt)
-				}
 			}
 		}
 		for _, aj := range batch {
 			r.settle(aj)
+			switch {
+			case err != nil:
+				endConsumerSpan(aj.span, outcomeReportFailed)
+			case lostSet[aj.token]:
+				r.logger.Warn("jobwire ack came too late: the lease was lost and the job will run again", "job_id", aj.job.ID, "attempt", aj.job.Attempt)
+				endConsumerSpan(aj.span, outcomeLeaseLost)
+			default:
+				endConsumerSpan(aj.span, outcomeCompleted)
+			}
 		}
 		pending = pending[n:]
 	}

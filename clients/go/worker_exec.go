@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -24,6 +25,9 @@ type activeJob struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	// span is the attempt's consumer span. It ends when the outcome is
+	// known: at once for a nack, when the broker answers for an ack.
+	span trace.Span
 
 	// Guarded by workerRun.mu.
 	nextBeat time.Time
@@ -79,14 +83,15 @@ func (r *workerRun) execute(aj *activeJob) {
 	defer r.releaseSlot()
 
 	ctx, span := r.w.client.startConsumerSpan(aj.ctx, aj.job, r.cfg.WorkerID)
+	aj.span = span
 	err := r.callHandler(ctx, aj)
-	outcome := r.report(aj, err)
-	span.SetAttributes(attrJobOutcome.String(outcome))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
-	span.End()
+	if outcome := r.report(aj, err); outcome != "" {
+		endConsumerSpan(span, outcome)
+	}
 }
 
 // callHandler runs the job's handler, turning a panic into an ordinary
@@ -121,7 +126,8 @@ func (e *panicError) Error() string {
 }
 
 // report acks or nacks the attempt as the handler's result dictates and
-// returns the outcome for the span.
+// returns the outcome for the span, or "" when an ack was queued: the acker
+// ends the span once the broker has answered it.
 func (r *workerRun) report(aj *activeJob, err error) string {
 	cancelled := aj.cancelRequested.Load()
 	switch {
@@ -132,16 +138,18 @@ func (r *workerRun) report(aj *activeJob, err error) string {
 		return outcomeLeaseLost
 	case err == nil:
 		// Even after a cancellation request an ack completes the job: the
-		// handler finished the work.
+		// handler returned, so the work is done (cancel_then_return).
 		r.acks.add(aj)
-		return outcomeCompleted
+		return ""
 	}
 	state, nerr := r.nack(aj, err)
 	r.settle(aj)
 	switch {
+	case nerr != nil && CodeOf(nerr) == CodeFailedPrecondition:
+		return outcomeLeaseLost
 	case nerr != nil:
-		return outcomeNackError
-	case cancelled || state == jobwirev1.JobState_JOB_STATE_CANCELLED:
+		return outcomeReportFailed
+	case state == jobwirev1.JobState_JOB_STATE_CANCELLED || (cancelled && state == jobwirev1.JobState_JOB_STATE_UNSPECIFIED):
 		return outcomeCancelled
 	case state == jobwirev1.JobState_JOB_STATE_DEAD:
 		return outcomeDead
@@ -194,14 +202,20 @@ func (r *workerRun) nack(aj *activeJob, herr error) (jobwirev1.JobState, error) 
 	if d, ok := retryDelay(herr); ok {
 		req.RetryAfter = durationpb.New(d)
 	}
+	client := r.w.client
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(r.rpcCtx, r.w.client.cfg.CallTimeout)
-		res, err := r.w.client.workers.Nack(ctx, connect.NewRequest(req))
+		ep := client.current()
+		ctx, cancel := context.WithTimeout(r.rpcCtx, client.cfg.CallTimeout)
+		res, err := ep.workers.Nack(ctx, connect.NewRequest(req))
 		cancel()
 		if err == nil {
 			return res.Msg.GetState(), nil
 		}
+		err = asUnavailable(err)
 		code := connect.CodeOf(err)
+		if code == connect.CodeUnavailable {
+			client.markFailed(ep, err)
+		}
 		if code == connect.CodeFailedPrecondition {
 			r.logger.Warn("jobwire nack refused: the job's lease was lost", "job_id", aj.job.ID, "attempt", aj.job.Attempt)
 			return jobwirev1.JobState_JOB_STATE_UNSPECIFIED, err

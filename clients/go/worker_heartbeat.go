@@ -91,12 +91,18 @@ func (r *workerRun) heartbeat(beats []*activeJob, failures *int) {
 	}
 	// A heartbeat that takes longer than the interval is as good as lost.
 	timeout := min(max(shortest, minHeartbeatCallTimeout), r.w.client.cfg.CallTimeout)
+	ep := r.w.client.current()
 	ctx, cancel := context.WithTimeout(r.rpcCtx, timeout)
-	res, err := r.w.client.workers.Heartbeat(ctx, connect.NewRequest(&jobwirev1.HeartbeatRequest{LeaseTokens: tokens}))
+	res, err := ep.workers.Heartbeat(ctx, connect.NewRequest(&jobwirev1.HeartbeatRequest{LeaseTokens: tokens}))
 	cancel()
 	now := time.Now()
 
 	if err != nil {
+		// The next try goes to another broker, if there is one: a lease
+		// lives in the database, so any replica can extend it.
+		if err = asUnavailable(err); connect.CodeOf(err) == connect.CodeUnavailable {
+			r.w.client.markFailed(ep, err)
+		}
 		// Try again soon, well inside the lease, without hammering a broker
 		// that is down.
 		delay := r.retry.Delay(*failures)

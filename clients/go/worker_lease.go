@@ -40,19 +40,23 @@ func fatalStreamCode(code connect.Code) bool {
 }
 
 // leaseLoop keeps one Lease stream open until ctx is done, reopening it with
-// jittered exponential backoff when it breaks. It returns nil once ctx is
-// done and the last stream has drained, or the error that made the broker
-// refuse the stream for good.
+// jittered exponential backoff when it breaks. A stream that broke, or that
+// the broker ended (it drains before it stops), makes the Client move to
+// its next broker, so the new stream goes to a live replica instead of
+// waiting for this one to come back. It returns nil once ctx is done and
+// the last stream has drained, or the error that made the broker refuse
+// the stream for good.
 func (r *workerRun) leaseLoop(ctx context.Context) error {
 	policy := backoff.Policy{Initial: r.cfg.ReconnectInitialBackoff, Max: r.cfg.ReconnectMaxBackoff}
 	failures := 0
 	for ctx.Err() == nil {
-		healthy, err := r.leaseOnce(ctx)
+		ep := r.w.client.current()
+		healthy, err := r.leaseOnce(ctx, ep)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil && fatalStreamCode(connect.CodeOf(err)) {
-			r.logger.Error("jobwire broker refused the Lease stream", "error", err)
+			r.logger.Error("jobwire broker refused the Lease stream", "error", err, "broker", ep.url)
 			return fmt.Errorf("jobwire: lease stream refused: %w", err)
 		}
 		if healthy {
@@ -63,7 +67,8 @@ func (r *workerRun) leaseLoop(ctx context.Context) error {
 		if err == nil {
 			err = errors.New("the broker ended the stream")
 		}
-		r.logger.Warn("jobwire Lease stream ended; reconnecting", "error", err, "retry_in", delay)
+		r.w.client.markFailed(ep, err)
+		r.logger.Warn("jobwire Lease stream ended; reconnecting", "error", err, "broker", ep.url, "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
@@ -78,13 +83,13 @@ func (r *workerRun) leaseLoop(ctx context.Context) error {
 // leaseOnce runs one Lease stream until it ends. When ctx is done it
 // half-closes the stream and keeps receiving until the broker ends it.
 // healthy reports whether the stream worked for a while.
-func (r *workerRun) leaseOnce(ctx context.Context) (healthy bool, err error) {
+func (r *workerRun) leaseOnce(ctx context.Context, ep *endpoint) (healthy bool, err error) {
 	streamCtx, cancelStream := context.WithCancel(r.rpcCtx)
 	defer cancelStream()
 	started := time.Now()
 
 	sess := &leaseSession{
-		stream:       r.w.client.workers.Lease(streamCtx),
+		stream:       ep.workers.Lease(streamCtx),
 		creditSignal: make(chan struct{}, 1),
 		done:         make(chan struct{}),
 	}
@@ -119,7 +124,7 @@ func (r *workerRun) leaseOnce(ctx context.Context) (healthy bool, err error) {
 			err = rerr
 		}
 		_ = sess.stream.CloseResponse()
-		return false, err
+		return false, asUnavailable(err)
 	}
 
 	senderDone := make(chan struct{})
@@ -138,7 +143,7 @@ func (r *workerRun) leaseOnce(ctx context.Context) (healthy bool, err error) {
 			if errors.Is(rerr, io.EOF) {
 				return healthy, nil
 			}
-			return healthy, rerr
+			return healthy, asUnavailable(rerr)
 		}
 		healthy = true
 		if len(msg.GetJobs()) > 0 {

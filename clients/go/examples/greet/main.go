@@ -1,7 +1,7 @@
 // Command greet enqueues a "greet" job and runs a worker that processes it.
 //
 //	go run ./examples/greet                 # broker at http://127.0.0.1:50051
-//	JOBWIRE_URL=http://127.0.0.1:7070 go run ./examples/greet
+//	JOBWIRE_URL=http://10.0.0.5:50051,http://10.0.0.6:50051 go run ./examples/greet   # broker replicas
 //	go run ./examples/greet -forever        # keep working until Ctrl-C / SIGTERM
 //
 // By default it stops (gracefully, the way SIGTERM would) once its own job

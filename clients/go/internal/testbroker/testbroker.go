@@ -1,18 +1,24 @@
 // Package testbroker starts a real jobwire broker (node server/dist/main.js,
-// with embedded Postgres) for tests, and stops it with SIGTERM.
+// with embedded Postgres) for tests, and stops it with SIGTERM. Several
+// brokers can share one database: start the first with its embedded
+// Postgres, and the others with Options.DatabaseURL set to its DatabaseURL.
 package testbroker
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,11 +38,19 @@ var listeningRE = regexp.MustCompile(`jobwire listening on (https?://[^\s]+)`)
 
 // Options configure a broker.
 type Options struct {
-	// RepoRoot holds server/dist/main.js. Empty means FindRepoRoot().
+	// RepoRoot holds server/dist/main.js. Empty means $JOBWIRE_TEST_BROKER_ROOT
+	// (another checkout's build of the broker), else FindRepoRoot().
 	RepoRoot string
 	// DataDir is the embedded Postgres directory. Empty means a new
 	// temporary directory, removed by Stop.
 	DataDir string
+	// DatabaseURL, when set, is the Postgres the broker uses (DATABASE_URL)
+	// instead of an embedded one; DataDir is then unused.
+	DatabaseURL string
+	// Host to listen on (JOBWIRE_HOST); empty means the broker's default,
+	// 127.0.0.1. Any 127.x.y.z address works on Linux loopback, so two
+	// brokers can share a port on different addresses.
+	Host string
 	// Port to listen on; 0 picks a free one.
 	Port int
 	// Env is added to the broker's environment (KEY=VALUE).
@@ -53,6 +67,9 @@ type Broker struct {
 	Port    int
 	DataDir string
 	LogPath string
+	// DatabaseURL is the Postgres the broker uses: Options.DatabaseURL, or
+	// its embedded one, which other brokers can then share.
+	DatabaseURL string
 
 	cmd        *exec.Cmd
 	ownDataDir bool
@@ -60,6 +77,7 @@ type Broker struct {
 	exitErr    error
 	stopOnce   sync.Once
 	stopErr    error
+	killed     bool
 }
 
 // FindRepoRoot walks up from the working directory to the directory that
@@ -83,7 +101,7 @@ func FindRepoRoot() (string, error) {
 
 // Start launches a broker and waits until it listens.
 func Start(ctx context.Context, opts Options) (*Broker, error) {
-	root := opts.RepoRoot
+	root := cmp.Or(opts.RepoRoot, os.Getenv("JOBWIRE_TEST_BROKER_ROOT"))
 	if root == "" {
 		var err error
 		if root, err = FindRepoRoot(); err != nil {
@@ -94,8 +112,27 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 	if _, err := os.Stat(mainJS); err != nil {
 		return nil, fmt.Errorf("testbroker: %s is missing; build the broker first (npx tsc -b server): %w", mainJS, err)
 	}
-	b := &Broker{DataDir: opts.DataDir, LogPath: opts.LogPath, exited: make(chan struct{})}
-	if b.DataDir == "" {
+	b := &Broker{DataDir: opts.DataDir, LogPath: opts.LogPath, DatabaseURL: opts.DatabaseURL, exited: make(chan struct{})}
+	env := []string{
+		"JOBWIRE_PORT=" + strconv.Itoa(opts.Port),
+		"JOBWIRE_REAPER_INTERVAL_MS=200",
+	}
+	if opts.Host != "" {
+		env = append(env, "JOBWIRE_HOST="+opts.Host)
+	}
+	if opts.DatabaseURL != "" {
+		env = append(env, "DATABASE_URL="+opts.DatabaseURL)
+	} else {
+		// The embedded Postgres gets a port picked here, so that its URL is
+		// known and other brokers can share the database.
+		pgPort, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		b.DatabaseURL = fmt.Sprintf("postgres://jobwire@127.0.0.1:%d/jobwire", pgPort)
+		env = append(env, "JOBWIRE_EMBEDDED_PG_PORT="+strconv.Itoa(pgPort))
+	}
+	if b.DataDir == "" && opts.DatabaseURL == "" {
 		dir, err := TempDir()
 		if err != nil {
 			return nil, err
@@ -104,6 +141,9 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 		if b.LogPath == "" {
 			b.LogPath = filepath.Join(dir, "broker.log")
 		}
+	}
+	if b.DataDir != "" {
+		env = append(env, "JOBWIRE_DATA_DIR="+b.DataDir)
 	}
 	if b.LogPath == "" {
 		f, err := os.CreateTemp("", "jobwire-broker-*.log")
@@ -120,11 +160,10 @@ func Start(ctx context.Context, opts Options) (*Broker, error) {
 
 	cmd := exec.Command("node", mainJS)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(),
-		"JOBWIRE_PORT="+strconv.Itoa(opts.Port),
-		"JOBWIRE_DATA_DIR="+b.DataDir,
-		"JOBWIRE_REAPER_INTERVAL_MS=200",
-	)
+	// A DATABASE_URL of the caller's environment must not turn the broker
+	// into a client of some shared database.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "DATABASE_URL=") })
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Env = append(cmd.Env, opts.Env...)
 	cmd.Stderr = logFile
 	// Its own process group, so that a broker that will not exit can be
@@ -205,6 +244,20 @@ func TempDir() (string, error) {
 	return dir, nil
 }
 
+// freePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago, for
+// brokers that must share one port on different loopback addresses.
+func FreePort() (int, error) { return freePort() }
+
 func cutLast(s, sep string) (string, string, bool) {
 	for i := len(s) - len(sep); i >= 0; i-- {
 		if s[i:i+len(sep)] == sep {
@@ -233,6 +286,11 @@ func (b *Broker) stop() error {
 	}
 	select {
 	case <-b.exited:
+		if b.killed {
+			// What the broker left behind (an embedded Postgres) goes too.
+			_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGTERM)
+			return nil
+		}
 		return fmt.Errorf("testbroker: broker had already exited: %v", b.exitErr)
 	default:
 	}
@@ -249,6 +307,24 @@ func (b *Broker) stop() error {
 		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
 		<-b.exited
 		return fmt.Errorf("testbroker: broker did not exit within %v of SIGTERM; killed it", StopTimeout)
+	}
+}
+
+// Kill sends SIGKILL to the broker process alone, as a crash would, and
+// waits for it to exit. An embedded Postgres it started lives on, so that
+// brokers sharing its database carry on; Stop ends it.
+func (b *Broker) Kill() error {
+	b.killed = true
+	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("testbroker: kill the broker: %w", err)
+	}
+	timer := time.NewTimer(StopTimeout)
+	defer timer.Stop()
+	select {
+	case <-b.exited:
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("testbroker: broker did not exit within %v of SIGKILL", StopTimeout)
 	}
 }
 
