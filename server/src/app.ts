@@ -1,3 +1,4 @@
+import net from "node:net";
 import type pg from "pg";
 import { Broker, type BrokerHooks } from "./broker/broker.js";
 import { Dispatcher } from "./broker/dispatcher.js";
@@ -68,6 +69,8 @@ function mergeHooks(all: BrokerHooks[]): BrokerHooks {
 
 export async function startApp(config: Config, opts: AppOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
+  // A port in use is said before anything is started or migrated.
+  await checkPortFree(config.host, config.port);
   const stopTracing = await startTracing(log);
   let embedded: EmbeddedPostgres | null = null;
   let databaseUrl = config.databaseUrl;
@@ -85,7 +88,11 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     if (l) await Promise.all([l.reaper.stop(), l.scheduler.stop(), l.pruner.stop(), l.cron.stop()]);
   };
   try {
-    const client = await pool.connect();
+    const client = await pool.connect().catch((err: Error) => {
+      throw new Error(`could not connect to the database${config.databaseUrl ? ` at ${where(config.databaseUrl)} (DATABASE_URL)` : ""}: ${err.message}`, {
+        cause: err,
+      });
+    });
     try {
       const applied = await migrate(client);
       if (applied.length) log.info("migrations applied", { versions: applied });
@@ -184,4 +191,22 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       return stopping;
     },
   };
+}
+
+/** host:port/database of a Postgres URL, without credentials, for messages. */
+function where(url: string): string {
+  const u = new URL(url);
+  return `${u.hostname}:${u.port || 5432}${u.pathname}`;
+}
+
+/** Fails with a plain message when the broker's port is taken (port 0 is always free). */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once("error", (err: NodeJS.ErrnoException) =>
+      reject(new Error(err.code === "EADDRINUSE" ? `port ${port} on ${host} is already in use (JOBWIRE_PORT)` : `cannot listen on ${host}:${port}: ${err.message}`)),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }

