@@ -25,7 +25,7 @@ import jobwire
 QUEUE = "greetings"
 
 
-def greet(job: jobwire.Job) -> None:
+def greet(job: jobwire.LeasedJob) -> None:
     name = job.payload["name"]
     if not name.strip():
         # Retrying will not make an empty name valid: straight to DEAD.

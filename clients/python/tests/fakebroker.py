@@ -33,7 +33,7 @@ class Stream:
 
 
 class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, lease_seconds: float = 30.0) -> None:
+    def __init__(self, lease_seconds: float = 30.0, tls: grpc.ServerCredentials | None = None) -> None:
         self.lease_seconds = lease_seconds
         self.cond = threading.Condition()
         self.pending: list[job_pb2.Job] = []
@@ -48,12 +48,19 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
         self.lease_abort: grpc.StatusCode | None = None  # refuse Lease at once
         self.enqueue_failures: list[grpc.StatusCode] = []
         self.enqueue_calls = 0
+        # When set: each Enqueue announces itself on enqueue_arrived, then
+        # waits for enqueue_gate before answering.
+        self.enqueue_gate: threading.Event | None = None
+        self.enqueue_arrived = threading.Event()
         self._jobs_n = 0
         self._tokens_n = 0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self, self.server)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
         self.address = f"127.0.0.1:{self.port}"
 
     def start(self) -> "FakeBroker":
@@ -198,6 +205,10 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
     # -- JobService -----------------------------------------------------------------
 
     def Enqueue(self, request, context):
+        gate = self.enqueue_gate
+        if gate is not None:
+            self.enqueue_arrived.set()
+            gate.wait(30)
         with self.cond:
             self.enqueue_calls += 1
             if self.enqueue_failures:

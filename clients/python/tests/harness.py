@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -14,9 +15,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import jobwire
+import jobwire.aio
 from jobwire import JobState
 
 REPO = Path(os.environ.get("JOBWIRE_REPO", Path(__file__).resolve().parents[3]))
@@ -196,3 +198,58 @@ def running(worker: jobwire.Worker, stop_timeout: float = 60.0) -> Iterator[jobw
     assert not thread.is_alive(), f"worker.run() did not return within {stop_timeout}s of stop()"
     if errors:
         raise errors[0]
+
+
+# -- asyncio ---------------------------------------------------------------------
+
+
+async def await_until(what: str, probe: Callable[[], Awaitable[T | None]], timeout: float = WAIT_TIMEOUT) -> T:
+    """The asyncio wait_until: awaits probe until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def await_state(client: jobwire.aio.Client, job_id: str, *states: JobState, timeout: float = WAIT_TIMEOUT):
+    """wait_for_state through the asyncio client."""
+    last = None
+
+    async def probe():
+        nonlocal last
+        last = await client.get_job(job_id)
+        if last.state in states:
+            return last
+        if last.state.final:
+            raise AssertionError(f"job {job_id} ended {last.state}, expected {[s.name for s in states]}: {last}")
+        return None
+
+    try:
+        return await await_until(f"job {job_id} to reach {[s.name for s in states]}", probe, timeout)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; last seen: {last}") from None
+
+
+async def await_event(event: asyncio.Event, what: str, timeout: float = WAIT_TIMEOUT) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def arunning(worker: jobwire.aio.Worker, stop_timeout: float = 60.0) -> AsyncIterator[jobwire.aio.Worker]:
+    """Runs worker.run() as a task for the block, then stops it and checks
+    that run() returned cleanly."""
+    task = asyncio.get_running_loop().create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        done, _ = await asyncio.wait({task}, timeout=stop_timeout)
+    assert done, f"worker.run() did not return within {stop_timeout}s of stop()"
+    task.result()

@@ -4,13 +4,15 @@ carry ``authorization: Bearer <token>``, and calls without it are refused."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import grpc
 import pytest
 
 import jobwire
-from harness import WAIT_TIMEOUT, Broker, broker_data_dir, fresh_queue, run_on_thread, running, wait_event, wait_for_state
+import jobwire.aio
+from harness import WAIT_TIMEOUT, Broker, arunning, await_state, broker_data_dir, fresh_queue, run_on_thread, running, wait_event, wait_for_state
 from jobwire import JobState, JobwireError
 
 # The broker wants tokens of at least 16 characters.
@@ -36,6 +38,8 @@ def test_enqueue_without_a_valid_token_is_unauthenticated(auth_broker, token):
             client.enqueue("auth", {}, queue=fresh_queue("auth_refused"))
     assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
     assert caught.value.method == "Enqueue"
+    # The text names the code (issue 12: the clients' errors say what failed).
+    assert str(caught.value).startswith("UNAUTHENTICATED: ")
 
 
 def test_token_admits_the_client_and_the_worker(auth_broker):
@@ -43,7 +47,7 @@ def test_token_admits_the_client_and_the_worker(auth_broker):
     handled = threading.Event()
     seen: list[object] = []
 
-    def handler(job: jobwire.Job) -> None:
+    def handler(job: jobwire.LeasedJob) -> None:
         seen.append(job.payload)
         handled.set()
 
@@ -92,3 +96,36 @@ def test_a_token_the_broker_could_never_accept_is_refused_up_front(token):
         jobwire.Client("127.0.0.1:1", token=token)
     with pytest.raises(ValueError, match="token"):
         jobwire.Worker("127.0.0.1:1", ["q"], token=token)
+
+
+def test_aio_token_admits_the_client_and_the_worker_and_its_absence_is_refused(auth_broker):
+    q = fresh_queue("auth_aio")
+    seen: list[object] = []
+
+    async def handler(job: jobwire.aio.LeasedJob) -> None:
+        seen.append(job.payload)
+
+    async def scenario() -> jobwire.Job:
+        async with jobwire.aio.Client(auth_broker.address) as bare:
+            with pytest.raises(JobwireError) as caught:
+                await bare.enqueue("auth", {}, queue=q)
+            assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED
+        async with jobwire.aio.Client(auth_broker.address, token=TOKEN) as client:
+            job_id = (await client.enqueue("auth", {"n": 2}, queue=q)).id
+            worker = jobwire.aio.Worker(
+                auth_broker.address, [q], 1, {"auth": handler}, token=TOKEN, install_signal_handlers=False
+            )
+            async with arunning(worker):
+                return await await_state(client, job_id, JobState.COMPLETED)
+
+    job = asyncio.run(scenario())
+    assert job.attempt == 1 and seen == [{"n": 2}]
+
+
+def test_aio_worker_without_a_token_stops_with_unauthenticated(auth_broker):
+    worker = jobwire.aio.Worker(
+        auth_broker.address, [fresh_queue("auth_aio_worker")], 1, {}, install_signal_handlers=False
+    )
+    with pytest.raises(JobwireError) as caught:
+        asyncio.run(asyncio.wait_for(worker.run(), WAIT_TIMEOUT))
+    assert caught.value.code is grpc.StatusCode.UNAUTHENTICATED

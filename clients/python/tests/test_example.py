@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from harness import WAIT_TIMEOUT, fresh_queue, wait_for_state
 from jobwire import JobState
 
@@ -39,12 +41,24 @@ print("run returned", flush=True)
 """
 
 
-def test_sigterm_drains_a_worker_process(broker, client):
+AIO_WORKER_SCRIPT = """
+import asyncio, sys, jobwire.aio
+async def slow(job):
+    print("started", job.id, flush=True)
+    await asyncio.sleep(0.5)
+    print("finished", job.id, flush=True)
+asyncio.run(jobwire.aio.Worker(sys.argv[1], [sys.argv[2]], 2, {"slow": slow}).run())
+print("run returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("script", [WORKER_SCRIPT, AIO_WORKER_SCRIPT], ids=["threads", "asyncio"])
+def test_sigterm_drains_a_worker_process(broker, client, script):
     """The real signal path: SIGTERM while a job runs; the job completes and
     the process exits 0."""
     q = fresh_queue("sigterm")
     proc = subprocess.Popen(
-        [sys.executable, "-c", WORKER_SCRIPT, broker.address, q],
+        [sys.executable, "-c", script, broker.address, q],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -17,7 +17,7 @@ def test_worker_reconnects_after_broker_restart_without_losing_its_ack():
     release = threading.Event()
     handled: list[str] = []
 
-    def handler(job: jobwire.Job) -> None:
+    def handler(job: jobwire.LeasedJob) -> None:
         handled.append(job.payload["step"])
         if job.payload["step"] == "during":
             started.set()

@@ -22,7 +22,7 @@ def test_trace_producer_and_consumer_spans_share_a_trace(broker, client, spans):
     q = fresh_queue("trace")
     seen: queue.Queue = queue.Queue()
 
-    def traced(job: jobwire.Job) -> None:
+    def traced(job: jobwire.LeasedJob) -> None:
         # The handler runs inside the consumer span.
         seen.put(trace.get_current_span().get_span_context())
 
@@ -58,7 +58,7 @@ def test_trace_producer_and_consumer_spans_share_a_trace(broker, client, spans):
 def test_trace_failed_attempts_record_the_exception(broker, client, spans):
     q = fresh_queue("trace-failure")
 
-    def fails(job: jobwire.Job) -> None:
+    def fails(job: jobwire.LeasedJob) -> None:
         if job.attempt == 1:
             raise ValueError("first try fails")
         raise PermanentError("second try gives up")
@@ -72,8 +72,8 @@ def test_trace_failed_attempts_record_the_exception(broker, client, spans):
 
     (producer,) = spans_for(spans, result.id, SpanKind.PRODUCER)
     by_attempt = {s.attributes["jobwire.job.attempt"]: s for s in consumers}
-    assert by_attempt[1].attributes["jobwire.job.outcome"] == "failed"
-    assert by_attempt[2].attributes["jobwire.job.outcome"] == "failed_permanent"
+    assert by_attempt[1].attributes["jobwire.job.outcome"] == "retry"
+    assert by_attempt[2].attributes["jobwire.job.outcome"] == "dead"
     for span in consumers:
         assert span.parent.span_id == producer.context.span_id
         assert span.status.status_code == StatusCode.ERROR

@@ -13,7 +13,9 @@ from jobwire import _payload
 from jobwire._backoff import Backoff
 from jobwire._convert import duration_seconds, to_duration, to_timestamp
 from jobwire.v1 import job_pb2, worker_service_pb2
-from jobwire.worker import MAX_ERROR_BYTES, _error_message, _expiry
+from jobwire._lease_book import expiry as _expiry
+from jobwire._worker_core import MAX_ERROR_BYTES
+from jobwire._worker_core import error_message as _error_message
 
 
 class TestPayload:
@@ -158,3 +160,112 @@ class TestWorkerHelpers:
             jobwire.Worker("x:1", ["q"], 0)
         with pytest.raises(TypeError):
             jobwire.Worker("x:1", ["q"], 1, {"t": "not callable"})
+
+
+class TestSetQueueConfigRequest:
+    """Partial updates: only what is passed is sent; None clears through update_mask."""
+
+    def build(self, **kw):
+        from jobwire._requests import UNSET, set_queue_config_request
+
+        args = {
+            name: UNSET
+            for name in (
+                "retry",
+                "max_attempts",
+                "lease_duration",
+                "completed_retention",
+                "max_running",
+                "max_running_per_key",
+                "rate_limit",
+                "rate_limit_per_key",
+            )
+        }
+        args.update(kw)
+        return set_queue_config_request("q", **args)
+
+    def test_only_the_given_fields_are_present_and_no_mask(self):
+        req = self.build(max_running=5)
+        assert req.HasField("max_running") and req.max_running == 5
+        for name in ("max_attempts", "max_running_per_key", "retry", "lease_duration", "rate_limit"):
+            assert not req.HasField(name), name
+        assert not req.HasField("update_mask")
+
+    def test_zero_is_a_value_not_an_absence(self):
+        req = self.build(completed_retention=0, max_running=0)
+        assert req.HasField("completed_retention") and req.HasField("max_running")
+
+    def test_none_clears_through_a_mask_that_names_every_change(self):
+        req = self.build(max_running=None, max_attempts=3, rate_limit=jobwire.RateLimit(10, 1))
+        assert sorted(req.update_mask.paths) == ["max_attempts", "max_running", "rate_limit"]
+        assert not req.HasField("max_running")
+        assert req.max_attempts == 3 and req.rate_limit.count == 10 and req.rate_limit.period.seconds == 1
+
+    def test_nothing_to_change_is_refused(self):
+        with pytest.raises(ValueError):
+            self.build()
+
+
+class TestTypedResults:
+    def test_job_state_prints_its_name(self):
+        assert str(jobwire.JobState.DEAD) == "DEAD" and f"{jobwire.JobState.DEAD}" == "DEAD"
+        assert repr(jobwire.JobState.DEAD) == "JobState.DEAD"
+        assert jobwire.JobState.of(99) is jobwire.JobState.UNSPECIFIED
+
+    def test_job_from_proto(self):
+        p = job_pb2.Job(
+            id="7",
+            queue="q",
+            type="t",
+            payload=b'{"a":1}',
+            content_type="application/json",
+            state=job_pb2.JOB_STATE_DEAD,
+            attempt=2,
+            max_attempts=2,
+            errors=[job_pb2.JobError(attempt=1, message="boom", at=timestamp_pb2.Timestamp(seconds=10))],
+            errors_dropped=3,
+            lease_duration=duration_pb2.Duration(seconds=90),
+            concurrency_key="tenant:1",
+        )
+        job = jobwire.Job.from_proto(p)
+        assert job.state is jobwire.JobState.DEAD and job.payload == {"a": 1}
+        assert job.errors == (jobwire.JobError(1, "boom", dt.datetime(1970, 1, 1, 0, 0, 10, tzinfo=dt.timezone.utc)),)
+        assert job.errors_dropped == 3 and job.concurrency_key == "tenant:1"
+        assert job.lease_duration == dt.timedelta(seconds=90)
+        assert job.run_at is None and job.finished_at is None
+        assert "DEAD" in repr(job) and "payload" not in repr(job)
+
+    def test_a_bad_json_payload_raises_only_when_read(self):
+        job = jobwire.Job.from_proto(job_pb2.Job(id="1", payload=b"{nope", content_type="application/json"))
+        with pytest.raises(jobwire.PayloadError):
+            _ = job.payload
+
+    def test_queue_config_from_proto_keeps_unset_as_none(self):
+        from jobwire.v1 import admin_service_pb2
+
+        p = admin_service_pb2.QueueConfig(queue="q", max_running=0, paused=True)
+        config = jobwire.QueueConfig.from_proto(p)
+        assert config.max_running == 0 and config.max_attempts is None and config.rate_limit is None
+        assert config.paused and config.retry is None
+
+
+class TestErrors:
+    def test_text_starts_with_the_code_name(self):
+        import grpc
+
+        err = jobwire.JobwireError(grpc.StatusCode.PERMISSION_DENIED, "token lacks the admin scope", "PauseQueue")
+        assert str(err) == "PERMISSION_DENIED: token lacks the admin scope (PauseQueue)"
+        assert err.code is grpc.StatusCode.PERMISSION_DENIED and err.code_name == "PERMISSION_DENIED"
+
+
+def test_leased_job_carries_the_lease_expiry_the_broker_gave():
+    from jobwire._lease_book import leased_job_fields, new_lease
+
+    leased = worker_service_pb2.LeasedJob(
+        job=job_pb2.Job(id="5", state=job_pb2.JOB_STATE_RUNNING),
+        lease_token="5.tok",
+        lease_expires_at=timestamp_pb2.Timestamp(seconds=2_000_000_000),
+    )
+    job = jobwire.LeasedJob(**leased_job_fields(new_lease(leased, None)))
+    assert job.lease_expires_at == dt.datetime.fromtimestamp(2_000_000_000, dt.timezone.utc)
+    assert job.state is jobwire.JobState.RUNNING and job.cancel_reason is None

@@ -6,24 +6,49 @@
     worker = jobwire.Worker("localhost:50051", queues=["default"], concurrency=4,
                             handlers={"greet": lambda job: print(job.payload)})
     worker.run()  # until SIGTERM / SIGINT or worker.stop()
+
+The same for asyncio code lives in ``jobwire.aio``.
 """
 
 __version__ = "0.1.0"
 
-from .client import Client, EnqueueResult, JobState, RetryPolicy, job_spec  # noqa: E402
-from .errors import JobwireError, PayloadError, PermanentError  # noqa: E402
-from .worker import Job, Worker  # noqa: E402
+from ._requests import job_spec
+from ._rpc import TLS
+from .client import Client, JobPages
+from .errors import JobwireError, PayloadError, PermanentError
+from .model import (
+    EnqueueResult,
+    Job,
+    JobError,
+    JobState,
+    QueueConfig,
+    QueueStats,
+    RateLimit,
+    ReplayResult,
+    RetryPolicy,
+    WorkerStream,
+)
+from .worker import LeasedJob, Worker
 
 __all__ = [
+    "TLS",
     "Client",
     "EnqueueResult",
     "Job",
+    "JobError",
+    "JobPages",
     "JobState",
     "JobwireError",
+    "LeasedJob",
     "PayloadError",
     "PermanentError",
+    "QueueConfig",
+    "QueueStats",
+    "RateLimit",
+    "ReplayResult",
     "RetryPolicy",
     "Worker",
+    "WorkerStream",
     "__version__",
     "job_spec",
 ]

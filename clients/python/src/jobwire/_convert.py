@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Union
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 # Seconds (int or float), a timedelta, or an already built Duration.
-DurationLike = Union[int, float, _dt.timedelta, duration_pb2.Duration]
+DurationLike = int | float | _dt.timedelta | duration_pb2.Duration
 
 
 def to_duration(value: DurationLike) -> duration_pb2.Duration:
@@ -53,3 +52,13 @@ def to_timestamp(value: _dt.datetime | timestamp_pb2.Timestamp) -> timestamp_pb2
 def timestamp_seconds(value: timestamp_pb2.Timestamp) -> float:
     """Seconds since the Unix epoch, as time.time() counts them."""
     return value.seconds + value.nanos / 1_000_000_000
+
+
+def to_datetime(value: timestamp_pb2.Timestamp) -> _dt.datetime:
+    """An aware UTC datetime, to the microsecond."""
+    return _dt.datetime.fromtimestamp(value.seconds, _dt.timezone.utc) + _dt.timedelta(microseconds=value.nanos // 1000)
+
+
+def to_timedelta(value: duration_pb2.Duration) -> _dt.timedelta:
+    """A timedelta, to the microsecond."""
+    return _dt.timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)

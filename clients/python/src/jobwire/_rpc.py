@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import re
 import threading
 import time
-from typing import Any, Callable, Sequence, Tuple, TypeVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import grpc
 
 from ._backoff import Backoff
-from .errors import JobwireError
+from .errors import JobwireError, status_code
 
 log = logging.getLogger("jobwire")
 
@@ -36,7 +39,7 @@ DEFAULT_CALL_BACKOFF = Backoff(initial=0.05, maximum=1.0)
 # alike.
 MAX_RECONNECT_BACKOFF_MS = 1000
 
-ChannelOptions = Sequence[Tuple[str, object]]
+ChannelOptions = Sequence[tuple[str, object]]
 
 # What the broker accepts after "Bearer ": one run of visible ASCII. (gRPC
 # refuses other characters in a text metadata value, and the broker's
@@ -46,8 +49,9 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 T = TypeVar("T")
 
 
-def make_channel(address: str, options: ChannelOptions | None = None) -> grpc.Channel:
-    """A plaintext (h2c) channel to ``host:port``; the broker speaks no TLS."""
+def channel_options(options: ChannelOptions | None = None) -> list[tuple[str, object]]:
+    """jobwire's channel settings, with the caller's on top; the same for the
+    threaded and the asyncio channel."""
     merged: dict[str, object] = {
         "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
         "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
@@ -60,7 +64,59 @@ def make_channel(address: str, options: ChannelOptions | None = None) -> grpc.Ch
         "grpc.service_config_disable_resolution": 1,
     }
     merged.update(dict(options or ()))
-    return grpc.insecure_channel(address, options=list(merged.items()))
+    return list(merged.items())
+
+
+@dataclass(frozen=True)
+class TLS:
+    """Connect over TLS, and with a client certificate for mutual TLS.
+
+    Each of ``ca``, ``cert`` and ``key`` is PEM: ``bytes`` are the PEM itself,
+    a ``str`` or path-like is a file to read it from. ``ca`` is the
+    certificate authority to trust (None: the system's roots); ``cert`` and
+    ``key`` are the client's certificate chain and private key, given
+    together, for a broker that requires client certificates.
+    ``server_name`` overrides the name the broker's certificate must carry,
+    for an address whose host is not in it.
+
+        jobwire.Client("broker.internal:50051", tls=jobwire.TLS(ca="ca.pem"))
+    """
+
+    ca: bytes | str | os.PathLike[str] | None = None
+    cert: bytes | str | os.PathLike[str] | None = None
+    key: bytes | str | os.PathLike[str] | None = field(default=None, repr=False)
+    server_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("TLS: give cert and key together (or neither)")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=_pem(self.ca), private_key=_pem(self.key), certificate_chain=_pem(self.cert)
+        )
+
+    def channel_options(self) -> list[tuple[str, object]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    with open(value, "rb") as f:
+        return f.read()
+
+
+def make_channel(address: str, options: ChannelOptions | None = None, tls: TLS | None = None) -> grpc.Channel:
+    """A channel to ``host:port``: plaintext HTTP/2 (h2c), or TLS when given."""
+    if tls is None:
+        return grpc.insecure_channel(address, options=channel_options(options))
+    return grpc.secure_channel(address, tls.credentials(), options=[*tls.channel_options(), *channel_options(options)])
+
+
+def bearer(token: str) -> tuple[str, str]:
+    """The metadata entry that carries a token."""
+    return ("authorization", f"Bearer {token}")
 
 
 def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:
@@ -100,7 +156,7 @@ class _BearerToken(
     """Appends the authorization metadata to each call's own."""
 
     def __init__(self, token: str) -> None:
-        self._header = ("authorization", f"Bearer {token}")
+        self._header = bearer(token)
 
     def _details(self, details: grpc.ClientCallDetails) -> _CallDetails:
         return _CallDetails(
@@ -118,11 +174,35 @@ class _BearerToken(
     def intercept_unary_stream(self, continuation: _Continuation, details: grpc.ClientCallDetails, request: Any) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any) -> Any:
+    def intercept_stream_unary(
+        self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any
+    ) -> Any:
         return continuation(self._details(details), requests)
 
-    def intercept_stream_stream(self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any) -> Any:
+    def intercept_stream_stream(
+        self, continuation: _Continuation, details: grpc.ClientCallDetails, requests: Any
+    ) -> Any:
         return continuation(self._details(details), requests)
+
+
+def retry_pause(
+    err: grpc.RpcError, attempt: int, deadline: float, max_retries: int | None, backoff: Backoff
+) -> float | None:
+    """How long to wait before retrying a failed unary call, or None to give up.
+
+    Only UNAVAILABLE is retried: it means the broker could not be reached or
+    is draining, so the request was not processed. Every other status is the
+    broker's answer. A retry that could not start before the deadline is not
+    worth waiting for.
+    """
+    if status_code(err) is not grpc.StatusCode.UNAVAILABLE:
+        return None
+    if max_retries is not None and attempt >= max_retries:
+        return None
+    pause = backoff.delay(attempt)
+    if time.monotonic() + pause >= deadline:
+        return None
+    return pause
 
 
 def call_with_retry(
@@ -135,13 +215,11 @@ def call_with_retry(
     backoff: Backoff = DEFAULT_CALL_BACKOFF,
     interrupt: threading.Event | None = None,
 ) -> T:
-    """Calls ``fn(request, timeout=...)``, retrying UNAVAILABLE with backoff.
+    """Calls ``fn(request, timeout=...)``, retrying UNAVAILABLE with backoff
+    (see retry_pause), and raises the final failure as a JobwireError.
 
     ``timeout`` is the deadline for the whole call, retries included: each
-    attempt gets what is left of it. Only UNAVAILABLE is retried: it means the
-    broker could not be reached or is draining, so the request was not
-    processed. Every other status is the broker's answer and is raised as a
-    JobwireError at once.
+    attempt gets what is left of it.
     """
     deadline = time.monotonic() + timeout
     attempt = 0
@@ -150,15 +228,10 @@ def call_with_retry(
         try:
             return fn(request, timeout=max(remaining, 0.001))
         except grpc.RpcError as err:
-            code = err.code() if hasattr(err, "code") else None
-            pause = backoff.delay(attempt)
-            if (
-                code is not grpc.StatusCode.UNAVAILABLE
-                or (max_retries is not None and attempt >= max_retries)
-                or time.monotonic() + pause >= deadline
-            ):
+            pause = retry_pause(err, attempt, deadline, max_retries, backoff)
+            if pause is None:
                 raise JobwireError.from_rpc_error(err, method) from err
-            log.debug("%s: UNAVAILABLE (%s), retry %d in %.3fs", method, err.details(), attempt + 1, pause)
+            log.debug("%s: UNAVAILABLE, retry %d in %.3fs", method, attempt + 1, pause)
             attempt += 1
             if interrupt is not None:
                 if interrupt.wait(pause):

@@ -1,148 +1,49 @@
-"""Client: enqueue jobs, look them up, cancel and replay them."""
+"""Client: enqueue jobs, look them up, cancel and replay them, and manage
+queues. Every call returns the dataclasses of jobwire.model, never a raw
+protobuf message."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import enum
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence, Union
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import grpc
-from opentelemetry import trace
 
-from . import _payload, _tracing
-from ._convert import DurationLike, to_duration, to_timestamp
+from . import _requests, _tracing
+from ._convert import DurationLike
+from ._requests import DEFAULT_QUEUE, UNSET, SpecLike, _Unset, job_spec
 from ._rpc import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    TLS,
     ChannelOptions,
     call_with_retry,
     check_token,
     make_channel,
     with_token,
 )
-from .errors import JobwireError
-from .v1 import (
-    admin_service_pb2,
-    admin_service_pb2_grpc,
-    job_pb2,
-    job_service_pb2,
-    job_service_pb2_grpc,
-)
+from .model import EnqueueResult, Job, QueueConfig, QueueStats, RateLimit, ReplayResult, RetryPolicy, WorkerStream
+from .v1 import admin_service_pb2, admin_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
 
-DEFAULT_QUEUE = "default"
+__all__ = ["Client", "JobPages", "job_spec"]
 
-
-class JobState(enum.IntEnum):
-    """Where a job is in its life; equal to the jobwire.v1.JobState numbers,
-    so ``job.state == JobState.COMPLETED`` works on the protobuf Job."""
-
-    UNSPECIFIED = job_pb2.JOB_STATE_UNSPECIFIED
-    SCHEDULED = job_pb2.JOB_STATE_SCHEDULED
-    AVAILABLE = job_pb2.JOB_STATE_AVAILABLE
-    RUNNING = job_pb2.JOB_STATE_RUNNING
-    RETRYABLE = job_pb2.JOB_STATE_RETRYABLE
-    COMPLETED = job_pb2.JOB_STATE_COMPLETED
-    DEAD = job_pb2.JOB_STATE_DEAD
-    CANCELLED = job_pb2.JOB_STATE_CANCELLED
-
-    @property
-    def final(self) -> bool:
-        return self in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """The wait before a failed job's next attempt; unset fields use the
-    queue's policy, then the broker's (initial 1s, max 1h, multiplier 2,
-    jitter 0.2). Durations are seconds or timedeltas."""
-
-    initial_backoff: DurationLike | None = None
-    max_backoff: DurationLike | None = None
-    multiplier: float | None = None
-    jitter: float | None = None
-
-    def to_proto(self) -> job_pb2.RetryPolicy:
-        out = job_pb2.RetryPolicy()
-        if self.initial_backoff is not None:
-            out.initial_backoff.CopyFrom(to_duration(self.initial_backoff))
-        if self.max_backoff is not None:
-            out.max_backoff.CopyFrom(to_duration(self.max_backoff))
-        if self.multiplier is not None:
-            out.multiplier = self.multiplier
-        if self.jitter is not None:
-            out.jitter = self.jitter
-        return out
-
-
-@dataclass(frozen=True)
-class EnqueueResult:
-    """One enqueued job: its id, and whether its idempotency key matched a
-    live job so that nothing new was created."""
-
-    id: str
-    duplicate: bool = False
-
-
-def job_spec(
-    type: str,
-    payload: Any = None,
-    *,
-    queue: str = DEFAULT_QUEUE,
-    content_type: str | None = None,
-    headers: Mapping[str, str] | None = None,
-    run_at: _dt.datetime | None = None,
-    delay: DurationLike | None = None,
-    priority: int = 0,
-    max_attempts: int | None = None,
-    lease_duration: DurationLike | None = None,
-    retry: RetryPolicy | job_pb2.RetryPolicy | None = None,
-    idempotency_key: str | None = None,
-    idempotency_ttl: DurationLike | None = None,
-) -> job_pb2.JobSpec:
-    """Builds a JobSpec. ``payload`` is JSON-encoded unless it is bytes.
-
-    Durations are seconds (int or float) or timedeltas; ``run_at`` is a
-    datetime (naive means UTC). Give at most one of ``run_at`` and ``delay``.
-    """
-    if not type:
-        raise ValueError("job type must not be empty")
-    if run_at is not None and delay is not None:
-        raise ValueError("give at most one of run_at and delay")
-    data, ctype = _payload.encode(payload, content_type)
-    spec = job_pb2.JobSpec(queue=queue, type=type, payload=data, content_type=ctype, priority=priority)
-    if headers:
-        spec.headers.update(headers)
-    if run_at is not None:
-        spec.run_at.CopyFrom(to_timestamp(run_at))
-    if delay is not None:
-        spec.delay.CopyFrom(to_duration(delay))
-    if max_attempts is not None:
-        spec.max_attempts = max_attempts
-    if lease_duration is not None:
-        spec.lease_duration.CopyFrom(to_duration(lease_duration))
-    if retry is not None:
-        spec.retry.CopyFrom(retry.to_proto() if isinstance(retry, RetryPolicy) else retry)
-    if idempotency_key:
-        spec.idempotency_key = idempotency_key
-    if idempotency_ttl is not None:
-        spec.idempotency_ttl.CopyFrom(to_duration(idempotency_ttl))
-    return spec
-
-
-SpecLike = Union[job_pb2.JobSpec, Mapping[str, Any]]
+R = TypeVar("R")
 
 
 class Client:
     """A connection to a jobwire broker for producers and operators.
 
-    ``address`` is ``host:port``; the broker speaks gRPC over plaintext HTTP/2.
+    ``address`` is ``host:port``, reached over plaintext HTTP/2, or over TLS
+    with ``tls=jobwire.TLS(...)``.
     Every call has a deadline (``timeout`` seconds, retries included; a call
     can pass its own) and is retried after UNAVAILABLE with jittered backoff.
+    Other failures raise JobwireError, whose ``code`` is the gRPC status.
 
     Enqueue retries too, so a request the broker received just before the
     connection failed can be enqueued twice; give an ``idempotency_key`` when
-    that matters. Thread-safe; close it (or use ``with``) when done.
+    that matters. Thread-safe; close it (or use ``with``) when done. For
+    asyncio code, ``jobwire.aio.Client`` has the same methods as coroutines.
 
     ``token`` is sent as ``authorization: Bearer <token>`` on every call, for
     a broker started with JOBWIRE_AUTH_TOKENS. It applies to a ``channel``
@@ -158,6 +59,7 @@ class Client:
         max_retries: int | None = DEFAULT_MAX_RETRIES,
         channel: grpc.Channel | None = None,
         channel_options: ChannelOptions | None = None,
+        tls: TLS | None = None,
         token: str | None = None,
     ) -> None:
         if timeout <= 0:
@@ -168,7 +70,7 @@ class Client:
         self.timeout = timeout
         self.max_retries = max_retries
         self._own_channel = channel is None
-        self._channel = channel if channel is not None else make_channel(address, channel_options)
+        self._channel = channel if channel is not None else make_channel(address, channel_options, tls)
         if token is not None:
             self._channel = with_token(self._channel, token)
         self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
@@ -180,7 +82,7 @@ class Client:
         if self._own_channel:
             self._channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -208,7 +110,8 @@ class Client:
         is bytes, which are sent untouched (application/octet-stream unless
         ``content_type`` is given). Other options are those of ``job_spec``:
         content_type, headers, run_at, delay, priority, max_attempts,
-        lease_duration, retry, idempotency_key, idempotency_ttl.
+        lease_duration, retry, idempotency_key, idempotency_ttl,
+        concurrency_key, ordering_key.
         """
         spec = job_spec(type, payload, queue=queue, **opts)
         return self._enqueue([spec], timeout)[0]
@@ -219,65 +122,63 @@ class Client:
         Each item is a JobSpec or a mapping of ``job_spec`` arguments, e.g.
         ``{"type": "greet", "payload": {...}, "queue": "mail"}``.
         """
-        specs = [_as_spec(item) for item in jobs]
+        specs = [_requests.as_spec(item) for item in jobs]
         if not specs:
             return []
         return self._enqueue(specs, timeout)
 
     def _enqueue(self, specs: list[job_pb2.JobSpec], timeout: float | None) -> list[EnqueueResult]:
-        tracer = _tracing.tracer()
-        # One PRODUCER span per job, so that each job's consumer spans have
-        # their own parent; they share the RPC's duration.
-        spans = []
-        for spec in specs:
-            span = tracer.start_span(
-                f"send {spec.queue}",
-                kind=trace.SpanKind.PRODUCER,
-                attributes={
-                    _tracing.MESSAGING_SYSTEM: _tracing.SYSTEM,
-                    _tracing.MESSAGING_DESTINATION: spec.queue,
-                    _tracing.MESSAGING_OPERATION_TYPE: "send",
-                    _tracing.MESSAGING_OPERATION_NAME: "send",
-                    _tracing.JOB_TYPE: spec.type,
-                    **({_tracing.MESSAGING_BATCH_COUNT: len(specs)} if len(specs) > 1 else {}),
-                },
-            )
-            headers: dict[str, str] = {}
-            _tracing.inject(headers, span)
-            spec.headers.update(headers)
-            spans.append(span)
+        spans = _tracing.start_producer_spans(specs)
         try:
             response = self._call("Enqueue", self._jobs.Enqueue, job_service_pb2.EnqueueRequest(jobs=specs), timeout)
-        except Exception as err:
-            for span in spans:
-                span.record_exception(err)
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
-                span.end()
+            results = _requests.enqueue_results(response, len(specs))
+        except BaseException as err:
+            _tracing.fail_producer_spans(spans, err)
             raise
-        results = [EnqueueResult(r.job_id, r.duplicate) for r in response.results]
-        if len(results) != len(specs):
-            err = JobwireError(grpc.StatusCode.INTERNAL, f"broker answered {len(results)} results for {len(specs)} jobs", "Enqueue")
-            for span in spans:
-                span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)))
-                span.end()
-            raise err
-        for span, result in zip(spans, results, strict=True):
-            span.set_attribute(_tracing.MESSAGING_MESSAGE_ID, result.id)
-            span.end()
+        _tracing.end_producer_spans(spans, results)
         return results
 
-    # -- looking up and managing ---------------------------------------------
+    # -- jobs ------------------------------------------------------------------
 
-    def get_job(self, job_id: str, *, timeout: float | None = None) -> job_pb2.Job:
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job with its state, attempts and error history."""
-        return self._call("GetJob", self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout).job
+        response = self._call("GetJob", self._jobs.GetJob, job_service_pb2.GetJobRequest(id=job_id), timeout)
+        return Job.from_proto(response.job)
 
-    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> job_pb2.Job:
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Cancels a waiting job at once; on a RUNNING job, asks its worker to
         stop (the job comes back RUNNING with cancel_requested set). A
         completed or dead job raises JobwireError(FAILED_PRECONDITION)."""
         request = job_service_pb2.CancelJobRequest(id=job_id)
-        return self._call("CancelJob", self._jobs.CancelJob, request, timeout).job
+        return Job.from_proto(self._call("CancelJob", self._jobs.CancelJob, request, timeout).job)
+
+    def list_jobs(
+        self,
+        *,
+        queue: str = "",
+        type: str = "",
+        states: Iterable[int] = (),
+        error_contains: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> JobPages:
+        """The jobs matching the filters, newest first, fetched a page at a
+        time as the result is iterated (``page_size`` per call; the broker's
+        default is 100). Each page is one call with its own ``timeout``.
+
+            for job in client.list_jobs(queue="mail", states=[JobState.DEAD]):
+                ...
+        """
+        request = _requests.list_jobs_request(
+            queue=queue,
+            type=type,
+            states=states,
+            error_contains=error_contains,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return JobPages(lambda r: self._call("ListJobs", self._admin.ListJobs, r, timeout), request)
 
     def replay(
         self,
@@ -292,74 +193,97 @@ class Client:
         dry_run: bool = False,
         include_cancelled: bool = False,
         timeout: float | None = None,
-    ) -> admin_service_pb2.ReplayResponse:
+    ) -> ReplayResult:
         """Makes DEAD (and with include_cancelled, CANCELLED) jobs AVAILABLE
         again. Give either job ids or a filter, whose queue is required."""
-        request = admin_service_pb2.ReplayRequest(limit=limit, dry_run=dry_run, include_cancelled=include_cancelled)
-        filtered = any(v is not None for v in (queue, type, error_contains, finished_after, finished_before))
-        if job_ids and filtered:
-            raise ValueError("give either job_ids or filter arguments, not both")
-        if job_ids:
-            request.job_ids.extend(job_ids)
-        elif filtered:
-            if not queue:
-                raise ValueError("a replay filter needs a queue")
-            request.filter.queue = queue
-            if type:
-                request.filter.type = type
-            if error_contains:
-                request.filter.error_contains = error_contains
-            if finished_after is not None:
-                request.filter.finished_after.CopyFrom(to_timestamp(finished_after))
-            if finished_before is not None:
-                request.filter.finished_before.CopyFrom(to_timestamp(finished_before))
-        else:
-            raise ValueError("give job_ids or a filter (queue=...)")
-        return self._call("Replay", self._admin.Replay, request, timeout)
-
-    def list_jobs(
-        self,
-        *,
-        queue: str = "",
-        type: str = "",
-        states: Sequence[int] = (),
-        page_size: int = 0,
-        page_token: str = "",
-        timeout: float | None = None,
-    ) -> admin_service_pb2.ListJobsResponse:
-        """One page of jobs, newest first."""
-        request = admin_service_pb2.ListJobsRequest(
-            queue=queue, type=type, states=list(states), page_size=page_size, page_token=page_token
+        request = _requests.replay_request(
+            job_ids,
+            queue=queue,
+            type=type,
+            error_contains=error_contains,
+            finished_after=finished_after,
+            finished_before=finished_before,
+            limit=limit,
+            dry_run=dry_run,
+            include_cancelled=include_cancelled,
         )
-        return self._call("ListJobs", self._admin.ListJobs, request, timeout)
+        return ReplayResult.from_proto(self._call("Replay", self._admin.Replay, request, timeout))
+
+    # -- queues ------------------------------------------------------------------
+
+    def get_queue_stats(self, queues: Sequence[str] = (), *, timeout: float | None = None) -> list[QueueStats]:
+        """Counts per state, the oldest waiting job's age, and whether the
+        queue is paused; for the given queues, or every queue."""
+        request = admin_service_pb2.GetQueueStatsRequest(queues=list(queues))
+        response = self._call("GetQueueStats", self._admin.GetQueueStats, request, timeout)
+        return [QueueStats.from_proto(q) for q in response.queues]
+
+    def get_queue_config(self, queue: str, *, timeout: float | None = None) -> QueueConfig:
+        """The queue's whole config; a queue nobody configured has every
+        setting None (the broker's defaults apply)."""
+        request = admin_service_pb2.GetQueueConfigRequest(queue=queue)
+        return QueueConfig.from_proto(self._call("GetQueueConfig", self._admin.GetQueueConfig, request, timeout).config)
 
     def set_queue_config(
         self,
         queue: str,
         *,
-        retry: RetryPolicy | job_pb2.RetryPolicy | None = None,
-        max_attempts: int | None = None,
-        lease_duration: DurationLike | None = None,
-        completed_retention: DurationLike | None = None,
+        retry: RetryPolicy | job_pb2.RetryPolicy | _Unset | None = UNSET,
+        max_attempts: int | _Unset | None = UNSET,
+        lease_duration: DurationLike | _Unset | None = UNSET,
+        completed_retention: DurationLike | _Unset | None = UNSET,
+        max_running: int | _Unset | None = UNSET,
+        max_running_per_key: int | _Unset | None = UNSET,
+        rate_limit: RateLimit | _Unset | None = UNSET,
+        rate_limit_per_key: RateLimit | _Unset | None = UNSET,
         timeout: float | None = None,
-    ) -> None:
-        """Sets a queue's defaults; what is left None keeps the broker's.
+    ) -> QueueConfig | None:
+        """Changes some of a queue's settings and returns the whole config.
+
+        Only the settings passed are sent: one passed with a value is set,
+        one passed as None is cleared (back to the broker's default, through
+        the request's update_mask), and the others keep their values.
+
+            client.set_queue_config("mail", max_running=5)          # the rest stays
+            client.set_queue_config("mail", max_running=None)       # unlimited again
 
         ``completed_retention`` is how long completed jobs stay as history;
-        zero deletes each job when it is acked.
+        zero deletes each job when it is acked. Returns None only from a
+        broker that predates answering with the config.
         """
-        request = admin_service_pb2.SetQueueConfigRequest(queue=queue)
-        if retry is not None:
-            request.retry.CopyFrom(retry.to_proto() if isinstance(retry, RetryPolicy) else retry)
-        if max_attempts is not None:
-            request.max_attempts = max_attempts
-        if lease_duration is not None:
-            request.lease_duration.CopyFrom(to_duration(lease_duration))
-        if completed_retention is not None:
-            request.completed_retention.CopyFrom(to_duration(completed_retention))
-        self._call("SetQueueConfig", self._admin.SetQueueConfig, request, timeout)
+        request = _requests.set_queue_config_request(
+            queue,
+            retry=retry,
+            max_attempts=max_attempts,
+            lease_duration=lease_duration,
+            completed_retention=completed_retention,
+            max_running=max_running,
+            max_running_per_key=max_running_per_key,
+            rate_limit=rate_limit,
+            rate_limit_per_key=rate_limit_per_key,
+        )
+        response = self._call("SetQueueConfig", self._admin.SetQueueConfig, request, timeout)
+        return QueueConfig.from_proto(response.config) if response.HasField("config") else None
 
-    def _call(self, method: str, fn: Any, request: Any, timeout: float | None) -> Any:
+    def pause_queue(self, queue: str, *, timeout: float | None = None) -> QueueConfig:
+        """Stops every broker replica from leasing the queue's jobs, within a
+        second. Enqueues still succeed and running jobs finish. Idempotent."""
+        request = admin_service_pb2.PauseQueueRequest(queue=queue)
+        return QueueConfig.from_proto(self._call("PauseQueue", self._admin.PauseQueue, request, timeout).config)
+
+    def resume_queue(self, queue: str, *, timeout: float | None = None) -> QueueConfig:
+        """Lets a paused queue's jobs be leased again. Idempotent."""
+        request = admin_service_pb2.ResumeQueueRequest(queue=queue)
+        return QueueConfig.from_proto(self._call("ResumeQueue", self._admin.ResumeQueue, request, timeout).config)
+
+    def list_workers(self, queue: str = "", *, timeout: float | None = None) -> list[WorkerStream]:
+        """The open Lease streams on every broker replica; only those leasing
+        from ``queue`` when it is given."""
+        request = admin_service_pb2.ListWorkersRequest(queue=queue)
+        response = self._call("ListWorkers", self._admin.ListWorkers, request, timeout)
+        return [WorkerStream.from_proto(w) for w in response.workers]
+
+    def _call(self, method: str, fn: Callable[..., R], request: Any, timeout: float | None) -> R:
         return call_with_retry(
             method,
             fn,
@@ -369,17 +293,32 @@ class Client:
         )
 
 
-def _as_spec(item: SpecLike) -> job_pb2.JobSpec:
-    if isinstance(item, job_pb2.JobSpec):
-        # Copied: trace headers are added to it, and the caller's stays as given.
-        spec = job_pb2.JobSpec()
-        spec.CopyFrom(item)
-        return spec
-    if isinstance(item, Mapping):
-        args = dict(item)
-        try:
-            type_ = args.pop("type")
-        except KeyError:
-            raise ValueError("each job needs a 'type'") from None
-        return job_spec(type_, args.pop("payload", None), **args)
-    raise TypeError(f"expected a JobSpec or a mapping, got {type(item).__name__}")
+class JobPages:
+    """The result of list_jobs: iterate it for every matching job, or call
+    ``pages()`` for one ListJobs response at a time. Nothing is fetched until
+    it is iterated, and each iteration starts again from the first page."""
+
+    def __init__(
+        self,
+        fetch: Callable[[admin_service_pb2.ListJobsRequest], admin_service_pb2.ListJobsResponse],
+        request: admin_service_pb2.ListJobsRequest,
+    ) -> None:
+        self._fetch = fetch
+        self._request = request
+        #: After a page: the token that continues after it ("" on the last).
+        self.next_page_token = ""
+
+    def pages(self) -> Iterator[list[Job]]:
+        request = admin_service_pb2.ListJobsRequest()
+        request.CopyFrom(self._request)
+        while True:
+            response = self._fetch(request)
+            self.next_page_token = response.next_page_token
+            yield [Job.from_proto(j) for j in response.jobs]
+            if not response.next_page_token:
+                return
+            request.page_token = response.next_page_token
+
+    def __iter__(self) -> Iterator[Job]:
+        for page in self.pages():
+            yield from page

@@ -9,24 +9,51 @@ class JobwireError(Exception):
     """A call to the broker failed.
 
     ``code`` is the gRPC status code the broker (or the transport) answered
-    with, ``details`` its message. The original ``grpc.RpcError`` is kept as
-    ``__cause__``.
+    with, ``details`` its message and ``method`` the RPC ("Enqueue"). The
+    text starts with the code's name, so that a log line says what kind of
+    failure it was without a lookup::
+
+        PERMISSION_DENIED: token "ci" lacks the admin scope (PauseQueue)
+
+    The original ``grpc.RpcError`` is kept as ``__cause__``.
     """
 
     def __init__(self, code: grpc.StatusCode, details: str, method: str = "") -> None:
         self.code = code
         self.details = details
         self.method = method
-        where = f"{method}: " if method else ""
-        super().__init__(f"{where}{code.name}: {details}")
+        where = f" ({method})" if method else ""
+        super().__init__(f"{code.name}: {details}{where}")
+
+    @property
+    def code_name(self) -> str:
+        """The code as gRPC spells it: ``"NOT_FOUND"``."""
+        return self.code.name
 
     @classmethod
-    def from_rpc_error(cls, err: grpc.RpcError, method: str = "") -> "JobwireError":
-        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-        details = err.details() if hasattr(err, "details") else str(err)
-        wrapped = cls(code or grpc.StatusCode.UNKNOWN, details or "", method)
+    def from_rpc_error(cls, err: grpc.RpcError, method: str = "") -> JobwireError:
+        """Wraps an error of grpc's sync or asyncio API (both have code() and
+        details(); a bare RpcError from an interceptor may have neither)."""
+        code_fn = getattr(err, "code", None)
+        details_fn = getattr(err, "details", None)
+        code = code_fn() if callable(code_fn) else None
+        details = details_fn() if callable(details_fn) else None
+        wrapped = cls(
+            code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+            details if isinstance(details, str) else str(err),
+            method,
+        )
         wrapped.__cause__ = err
         return wrapped
+
+
+def status_code(err: BaseException) -> grpc.StatusCode | None:
+    """The status code of a grpc error (sync or asyncio), or None."""
+    code_fn = getattr(err, "code", None)
+    if not callable(code_fn):
+        return None
+    code = code_fn()
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 class PermanentError(Exception):
