@@ -195,6 +195,14 @@ describe("Lease", () => {
     }
   });
 
+  it("answers an open on an empty queue at once with an empty message, so the worker knows it is connected", async () => {
+    // With the default 15 s keepalive, a worker on an empty queue heard nothing for 15 s.
+    const s = new TestLeaseStream(tb.workers, { queues: [uniqueQueue()] });
+    await eventually(async () => (s.messages >= 1 ? true : undefined), 5000, "the first message");
+    expect(s.pending).toBe(0);
+    s.kill();
+  });
+
   it("sends empty keepalive messages on idle streams", async () => {
     const quick = await startTestBroker({ keepaliveMs: 100 });
     try {

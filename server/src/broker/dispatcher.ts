@@ -169,7 +169,13 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
   private ended = false;
   private error: BrokerError | null = null;
   private pump: Promise<void> = Promise.resolve();
-  private lastSent = Date.now();
+  /**
+   * When the last message went out; 0 until the first, so that a stream
+   * whose queues are empty gets an empty message at once: the worker then
+   * knows its stream is open, rather than waiting for the first keepalive
+   * (15 s by default).
+   */
+  private lastSent = 0;
 
   constructor(
     private readonly open: LeaseOpenInput,
