@@ -60,7 +60,7 @@ export interface AppOptions {
 /** Calls every hook set's handler for each event. */
 function mergeHooks(all: BrokerHooks[]): BrokerHooks {
   const out: BrokerHooks = {};
-  for (const key of ["enqueued", "leased", "acked", "failed", "replayed", "pruned"] as const) {
+  for (const key of ["enqueued", "leased", "acked", "lostAcks", "failed", "replayed", "pruned"] as const) {
     const fns = all.map((h) => h[key]).filter((f): f is NonNullable<typeof f> => f !== undefined);
     if (fns.length) out[key] = ((...args: unknown[]) => fns.forEach((f) => (f as (...a: unknown[]) => void)(...args))) as never;
   }

@@ -149,6 +149,8 @@ export interface FailedJob {
   runAt: Date;
   headers: Record<string, string>;
   attempt: number;
+  /** Its queue's waiting jobs may have been held back for it (limits, an ordering key): wake the queue. */
+  wakesQueue: boolean;
 }
 
 /** A recurring schedule; `template` is the job it enqueues (no run_at, delay or key). */
@@ -181,19 +183,63 @@ export interface NackResult {
   runAt: Date;
 }
 
-export interface QueueConfig {
-  queue: string;
+/** At most `count` starts per `periodMs`, a burst of `count` after a quiet period (GCRA: sql/functions/claim_keys.sql). */
+export interface RateLimit {
+  count: number;
+  periodMs: number;
+}
+
+/** The settings a queue can be given; null = unset (the broker's default, or unlimited). */
+export interface QueueSettings {
   maxAttempts: number | null;
   leaseMs: number | null;
   retry: RetryPolicy | null;
   /** How long completed jobs stay as history; 0 deletes them at ack; null: the broker's default. */
   completedRetentionMs: number | null;
+  /** Most RUNNING jobs of the queue at once, across replicas. */
+  maxRunning: number | null;
+  /** Most RUNNING jobs at once per concurrency key. */
+  maxRunningPerKey: number | null;
+  rateLimit: RateLimit | null;
+  rateLimitPerKey: RateLimit | null;
+}
+
+export type QueueSetting = keyof QueueSettings;
+
+export const QUEUE_SETTINGS: readonly QueueSetting[] = [
+  "retry",
+  "maxAttempts",
+  "leaseMs",
+  "completedRetentionMs",
+  "maxRunning",
+  "maxRunningPerKey",
+  "rateLimit",
+  "rateLimitPerKey",
+];
+
+export interface QueueConfig extends QueueSettings {
+  queue: string;
+  /** Set by PauseQueue: no replica leases the queue's jobs. */
+  paused: boolean;
+  /** The last change; null for a queue nobody configured. */
+  updatedAt: Date | null;
+}
+
+/**
+ * A change to a queue's settings: exactly the settings in `fields` change,
+ * to their value in `values` (a null value clears the setting).
+ */
+export interface QueueConfigChange {
+  queue: string;
+  values: QueueSettings;
+  fields: QueueSetting[];
 }
 
 export interface QueueStats {
   queue: string;
   counts: Record<JobState, number>;
   oldestAvailableAgeMs: number;
+  paused: boolean;
 }
 
 export interface ReplayFilter {

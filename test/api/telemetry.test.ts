@@ -39,7 +39,7 @@ describe("HTTP endpoints on the gRPC port", () => {
     expect(type).toContain("text/plain");
     expect(body).toContain(`jobwire_jobs_enqueued_total{queue="${queue}"} 3`);
     expect(body).toContain(`jobwire_jobs_leased_total{queue="${queue}"} 1`);
-    expect(body).toMatch(/jobwire_jobs_acked_total \d+/);
+    expect(body).toMatch(/jobwire_jobs_acked_total\{queue="[^"]+"\} \d+/);
     expect(body).toContain(`jobwire_queue_jobs{queue="${queue}",state="available"} 1`);
     expect(body).toContain(`jobwire_queue_jobs{queue="${queue}",state="scheduled"} 1`);
     expect(body).toContain("# TYPE jobwire_queue_oldest_available_seconds gauge");

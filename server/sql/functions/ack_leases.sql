@@ -4,66 +4,90 @@
 -- JOBWIRE_COMPLETED_RETENTION_MS; a queue's own setting wins.
 --
 -- When no acked row can be dropped (no queue, nor the default, has a
--- retention of zero) it is the single UPDATE of 003, which locks rows in id
--- order as it goes. Otherwise one call may delete some rows and update
--- others, and two statements would lock the two sets one after the other,
--- out of id order, where a heartbeat over the same rows locks in id order:
--- a deadlock. So the rows are locked first, in id order (FOR UPDATE over the
--- primary key's scan), then deleted or updated by id. Not by row address,
--- as the claim does: a lock that waited for a heartbeat holds the
--- heartbeat's new row version, which this statement's snapshot cannot see
--- through a TID scan, while a scan by id finds the old version and follows
--- it to the new one. A job whose idempotency key is live keeps its row until
--- the key expires.
+-- retention of zero) it is one UPDATE, which locks rows in id order as it
+-- goes. Otherwise one call may delete some rows and update others, and two
+-- statements would lock the two sets one after the other, out of id order,
+-- where a heartbeat over the same rows locks in id order: a deadlock. So
+-- the rows are locked first, in id order (FOR UPDATE over the primary key's
+-- scan), then deleted or updated by id. Not by row address, as the claim
+-- does: a lock that waited for a heartbeat holds the heartbeat's new row
+-- version, which this statement's snapshot cannot see through a TID scan,
+-- while a scan by id finds the old version and follows it to the new one.
+-- A job whose idempotency key is live keeps its row until the key expires.
 --
--- It returns the ids it could NOT complete (stale or unknown leases), not
--- the ones it did: almost always none, where a row per acked job cost the
--- broker a parsed row, an object and a lookup per job.
+-- A completion can let a held-back job start: a slot under max_running or
+-- max_running_per_key, a rate limit's turn, the next job of an ordering key.
+-- For those queues (gated: claim_gated.sql) it sends the NOTIFY that wakes
+-- a stream, at commit. Other queues pay only the look at their settings.
+--
+-- It returns the leases it could NOT complete (lost_id), and one row per
+-- queue with how many it completed there (queue, acked): almost always one
+-- or two rows, where a row per acked job cost the broker a parsed row, an
+-- object and a lookup per job.
 CREATE OR REPLACE FUNCTION jobwire.ack_leases(ids bigint[], pairs jsonb, default_retention_ms bigint)
-RETURNS TABLE (lost_id bigint) LANGUAGE plpgsql VOLATILE
+RETURNS TABLE (lost_id bigint, queue text, acked int) LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
   retention jsonb;
+  gated text[];
+  drops boolean;
+  done_ids bigint[];
+  done_queues text[];
+  wake text[];
 BEGIN
-  SELECT coalesce(jsonb_object_agg(q.name, q.completed_retention_ms), '{}') INTO retention
-  FROM jobwire.queues q WHERE q.completed_retention_ms IS NOT NULL;
+  SELECT coalesce(jsonb_object_agg(q.name, q.completed_retention_ms) FILTER (WHERE q.completed_retention_ms IS NOT NULL), '{}'),
+         coalesce(array_agg(q.name) FILTER (WHERE q.max_running IS NOT NULL OR q.max_running_per_key IS NOT NULL
+                                            OR q.rate_count IS NOT NULL OR q.key_rate_count IS NOT NULL), '{}')
+    INTO retention, gated
+  FROM jobwire.queues q;
+  drops := default_retention_ms = 0 OR jsonb_path_exists(retention, '$.* ? (@ == 0)');
 
-  IF default_retention_ms > 0 AND NOT jsonb_path_exists(retention, '$.* ? (@ == 0)') THEN
-    RETURN QUERY
+  IF NOT drops THEN
     WITH done AS (
       UPDATE jobwire.jobs j
       SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
           prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
                               j.idempotency_expires_at)
       WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
+      RETURNING j.id, j.queue, j.ordering_key IS NOT NULL AS ordered
+    )
+    SELECT array_agg(d.id), array_agg(d.queue), array_agg(DISTINCT d.queue) FILTER (WHERE d.ordered OR d.queue = ANY (gated))
+      INTO done_ids, done_queues, wake
+    FROM done d;
+  ELSE
+    WITH acked AS (
+      SELECT j.id, j.queue, j.ordering_key IS NOT NULL AS ordered,
+             coalesce((retention ->> j.queue)::bigint, default_retention_ms) = 0
+               AND (j.idempotency_key IS NULL OR j.idempotency_released OR j.idempotency_expires_at <= now()) AS drop
+      FROM jobwire.jobs j
+      WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
+      ORDER BY j.id
+      FOR UPDATE
+    ), gone AS (
+      DELETE FROM jobwire.jobs j
+      WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE a.drop))
+      RETURNING j.id
+    ), kept AS (
+      UPDATE jobwire.jobs j
+      SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+          prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
+                              j.idempotency_expires_at)
+      WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE NOT a.drop))
       RETURNING j.id
     )
-    SELECT i FROM unnest(ids) i EXCEPT ALL SELECT d.id FROM done d;
-    RETURN;
+    SELECT array_agg(a.id), array_agg(a.queue), array_agg(DISTINCT a.queue) FILTER (WHERE a.ordered OR a.queue = ANY (gated))
+      INTO done_ids, done_queues, wake
+    FROM acked a
+    WHERE a.id IN (SELECT g.id FROM gone g UNION ALL SELECT k.id FROM kept k);
   END IF;
 
+  IF wake IS NOT NULL THEN
+    PERFORM pg_notify('jobwire', 'a:' || w) FROM unnest(wake) w;
+  END IF;
   RETURN QUERY
-  WITH acked AS (
-    SELECT j.id,
-           coalesce((retention ->> j.queue)::bigint, default_retention_ms) = 0
-             AND (j.idempotency_key IS NULL OR j.idempotency_released OR j.idempotency_expires_at <= now()) AS drop
-    FROM jobwire.jobs j
-    WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
-    ORDER BY j.id
-    FOR UPDATE
-  ), gone AS (
-    DELETE FROM jobwire.jobs j
-    WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE a.drop))
-    RETURNING j.id
-  ), kept AS (
-    UPDATE jobwire.jobs j
-    SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-        prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
-                            j.idempotency_expires_at)
-    WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE NOT a.drop))
-    RETURNING j.id
-  )
-  SELECT i FROM unnest(ids) i EXCEPT ALL (SELECT g.id FROM gone g UNION ALL SELECT k.id FROM kept k);
+    SELECT i, NULL::text, NULL::int FROM (SELECT unnest(ids) EXCEPT ALL SELECT unnest(coalesce(done_ids, '{}'))) l(i)
+    UNION ALL
+    SELECT NULL::bigint, dq, count(*)::int FROM unnest(done_queues) dq GROUP BY dq;
 END
 $$;

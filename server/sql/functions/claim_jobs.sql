@@ -1,67 +1,49 @@
--- The claim, planned once per session.
+-- The claim: up to `lim` jobs from `queues` for one Lease stream, in one
+-- call (store/sql/claim.ts). A row is claimed by exactly one statement:
+-- FOR UPDATE SKIP LOCKED, and the lock re-checks state = 'available'.
 --
--- A prepared statement is re-planned on every execution for as long as its
--- plans for the actual values look cheaper than one plan for any value (the
--- "generic" plan), which they do for array parameters. At one job per call
--- that planning was half of Postgres's CPU: 1,055 against 598 us per job
--- for an enqueue, two claims and an ack, with these functions planned once.
---
--- A generic plan is fixed with the table statistics of the moment it is
--- made, so these statements are written so that no statistics can turn
--- their plans into a scan of the table:
---   * sequential and bitmap scans are off inside them (and so is JIT, which
---     the cost those switches add would otherwise trigger on every call:
---     see heartbeat_leases.sql);
---   * the claim reads jobs_claim_idx, the only index whose order and
---     predicate fit its inner query;
---   * its UPDATE finds the locked rows by ctid, which only a TID scan can
---     serve. With "state = 'available'" (the claim index's predicate) in the
---     UPDATE's WHERE, a plan made on a small or empty table scanned the
---     whole claim index instead. The recheck is not needed: the rows are
---     locked by this statement (FOR UPDATE re-evaluates the WHERE on the
---     row version it locks), so none can have changed, and no ctid can move.
---
--- The claim itself, as it was in store/jobs.ts: each queue is read through
--- jobs_claim_idx in delivery order (LATERAL, one index range per queue, so
--- several queues never force a sort of the whole backlog); SKIP LOCKED lets
--- concurrent claimers pass each other's rows instead of queueing behind
--- them. The lease length is the job's own, else the worker's, else the
--- queue's, else the broker default; the queues' lease lengths come in as one
--- jsonb row (cfg), not a lookup per claimed row. It returns only what it did
--- not set itself (the broker fills in the rest), and the error history only
--- when there is one.
-
+-- Each queue takes one of two paths:
+--   * the fast path (claim_plain.sql), one statement over jobs_claim_idx
+--     for every queue that has no limits and no waiting jobs with keys:
+--     what a queue that uses no flow control pays is this function's own
+--     look at the queues' settings, two index probes per queue, and the
+--     call, next to a claim of the same jobs as before;
+--   * the gated path (claim_gated.sql), one queue at a time, for the rest.
+-- Paused queues take neither: no replica leases from them once the pause
+-- has committed, and jobs already running finish as usual.
 CREATE OR REPLACE FUNCTION jobwire.claim_jobs(queues text[], lim int, worker_lease_ms int, default_lease_ms int, worker text)
-RETURNS TABLE (
-  id bigint, queue text, type text, payload bytea, content_type text, priority int, attempt int,
-  max_attempts int, run_at timestamptz, created_at timestamptz, headers jsonb, idempotency_key text,
-  errors jsonb, lease_expires_at timestamptz, lease_ms int, lease_token uuid
-) LANGUAGE sql VOLATILE
+RETURNS SETOF jobwire.claimed LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
-  WITH next AS (
-    SELECT c.ctid FROM unnest(queues) AS qn(name)
-    CROSS JOIN LATERAL (
-      SELECT j.ctid, j.id, j.priority, j.run_at FROM jobwire.jobs j
-      WHERE j.state = 'available' AND j.queue = qn.name
-      ORDER BY j.priority DESC, j.run_at, j.id
-      LIMIT lim
-      FOR UPDATE SKIP LOCKED
-    ) c
-    ORDER BY c.priority DESC, c.run_at, c.id
-    LIMIT lim
-  ), cfg AS (
-    SELECT coalesce(jsonb_object_agg(q.name, q.lease_ms), '{}') AS lease_ms
-    FROM jobwire.queues q WHERE q.name = ANY (queues) AND q.lease_ms IS NOT NULL
-  )
-  UPDATE jobwire.jobs j
-  SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
-      leased_for_ms = coalesce(j.lease_ms, worker_lease_ms, (cfg.lease_ms ->> j.queue)::int, default_lease_ms),
-      lease_expires_at = now()
-        + coalesce(j.lease_ms, worker_lease_ms, (cfg.lease_ms ->> j.queue)::int, default_lease_ms) * interval '1 millisecond',
-      worker_id = worker, cancel_requested = false
-  FROM cfg
-  WHERE j.ctid = ANY (ARRAY(SELECT ctid FROM next))
-  RETURNING j.id, j.queue, j.type, j.payload, j.content_type, j.priority, j.attempt, j.max_attempts,
-            j.run_at, j.created_at, j.headers, j.idempotency_key, nullif(j.errors, '[]'), j.lease_expires_at,
-            j.lease_ms, j.lease_token
+DECLARE
+  plain text[];
+  gated text[];
+  left_ int := lim;
+  n int;
+  g text;
+BEGIN
+  SELECT coalesce(array_agg(x.name) FILTER (WHERE NOT x.gated), '{}'), coalesce(array_agg(x.name) FILTER (WHERE x.gated), '{}')
+    INTO plain, gated
+  FROM (
+    SELECT qn.name,
+           c.max_running IS NOT NULL OR c.max_running_per_key IS NOT NULL OR c.rate_count IS NOT NULL OR c.key_rate_count IS NOT NULL
+           OR EXISTS (SELECT 1 FROM jobwire.jobs j
+                      WHERE j.state = 'available' AND j.concurrency_key IS NOT NULL AND j.ordering_key IS NULL AND j.queue = qn.name)
+           OR EXISTS (SELECT 1 FROM jobwire.jobs j
+                      WHERE j.ordering_key IS NOT NULL AND j.state IN ('available', 'running', 'retryable') AND j.state = 'available'
+                        AND j.queue = qn.name) AS gated
+    FROM unnest(queues) qn(name) LEFT JOIN jobwire.queues c ON c.name = qn.name
+    WHERE c.paused IS NOT TRUE
+  ) x;
+  IF cardinality(plain) > 0 THEN
+    RETURN QUERY SELECT * FROM jobwire.claim_plain(plain, left_, worker_lease_ms, default_lease_ms, worker);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    left_ := left_ - n;
+  END IF;
+  FOREACH g IN ARRAY gated LOOP
+    EXIT WHEN left_ <= 0;
+    RETURN QUERY SELECT * FROM jobwire.claim_gated(g, left_, worker_lease_ms, default_lease_ms, worker);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    left_ := left_ - n;
+  END LOOP;
+END
 $$;

@@ -22,7 +22,9 @@ CREATE OR REPLACE FUNCTION jobwire.enqueue(
   idempotency_key text DEFAULT NULL,
   idempotency_ttl interval DEFAULT interval '24 hours',
   headers jsonb DEFAULT '{}',
-  lease_duration interval DEFAULT NULL
+  lease_duration interval DEFAULT NULL,
+  concurrency_key text DEFAULT NULL,
+  ordering_key text DEFAULT NULL
 ) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -65,6 +67,14 @@ BEGIN
     RAISE EXCEPTION 'jobwire.enqueue: idempotency_ttl must be positive and at most 3650 days, got %', quote_nullable(idempotency_ttl)
       USING ERRCODE = '22023', HINT = 'the default is 24 hours';
   END IF;
+  IF concurrency_key IS NOT NULL AND length(concurrency_key) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION 'jobwire.enqueue: concurrency_key must be 1 to 255 characters' USING ERRCODE = '22023',
+      HINT = 'NULL means no key';
+  END IF;
+  IF ordering_key IS NOT NULL AND length(ordering_key) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION 'jobwire.enqueue: ordering_key must be 1 to 255 characters' USING ERRCODE = '22023',
+      HINT = 'NULL means no key';
+  END IF;
   IF headers IS NOT NULL AND jsonb_typeof(headers) <> 'object' THEN
     RAISE EXCEPTION 'jobwire.enqueue: headers must be a JSON object of strings, got %', jsonb_typeof(headers) USING ERRCODE = '22023';
   END IF;
@@ -82,17 +92,17 @@ BEGIN
      WHERE j.queue = enqueue.queue AND j.idempotency_key = enqueue.idempotency_key
        AND NOT j.idempotency_released AND j.idempotency_expires_at <= now();
   END IF;
-  INSERT INTO jobwire.jobs (queue, type, payload, state, run_at, priority, max_attempts, lease_ms,
-                            idempotency_key, idempotency_expires_at, headers)
+  INSERT INTO jobwire.jobs (queue, type, payload, state, run_at, queued_at, priority, max_attempts, lease_ms,
+                            idempotency_key, idempotency_expires_at, headers, concurrency_key, ordering_key)
   VALUES (enqueue.queue, enqueue.type, convert_to(enqueue.payload::text, 'UTF8'),
           CASE WHEN due > now() THEN 'scheduled' ELSE 'available' END::jobwire.job_state,
-          due, enqueue.priority,
+          due, due, enqueue.priority,
           coalesce(enqueue.max_attempts, (SELECT q.max_attempts FROM jobwire.queues q WHERE q.name = enqueue.queue),
                    default_attempts, 25),
           v_lease_ms,
           enqueue.idempotency_key,
           CASE WHEN enqueue.idempotency_key IS NOT NULL THEN now() + enqueue.idempotency_ttl END,
-          coalesce(enqueue.headers, '{}'))
+          coalesce(enqueue.headers, '{}'), enqueue.concurrency_key, enqueue.ordering_key)
   ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL AND NOT idempotency_released
   DO NOTHING
   RETURNING id INTO new_id;

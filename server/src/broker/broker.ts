@@ -12,6 +12,8 @@ import type {
   NackResult,
   NewJob,
   QueueConfig,
+  QueueConfigChange,
+  QueueSettings,
   QueueStats,
   ReplayFilter,
   Schedule,
@@ -32,8 +34,10 @@ import {
   checkLeaseMs,
   checkRetentionMs,
   checkLeaseOpen,
+  checkLimit,
   checkMaxAttempts,
   checkQueue,
+  checkRateLimit,
   checkRetry,
   truncateMessage,
   type LeaseOpenInput,
@@ -55,7 +59,10 @@ export interface BrokerHooks {
   /** The queue of every job created, and how many specs were duplicates. */
   enqueued?(queues: string[], duplicates: number): void;
   leased?(leases: Lease[]): void;
-  acked?(count: number, lost: number): void;
+  /** Jobs completed by one ack statement, per queue. */
+  acked?(perQueue: Map<string, number>): void;
+  /** Ack tokens refused because their lease was lost. */
+  lostAcks?(count: number): void;
   failed?(jobs: FailedJob[], cause: "nack" | "lease_expired"): void;
   /** Completed jobs deleted by the pruner after their retention. */
   pruned?(count: number): void;
@@ -110,7 +117,16 @@ export class Broker {
     const parallel = Math.max(1, Math.floor(cfg.poolSize / 3));
     const down = (err: unknown) => err instanceof BrokerError && err.kind === "unavailable";
     this.inserts = new Coalescer((jobs) => store.enqueue(jobs), COALESCE_MAX_ROWS, parallel, down);
-    this.acks = new Coalescer((refs) => store.ack(refs), COALESCE_MAX_ROWS, parallel, down);
+    this.acks = new Coalescer(
+      async (refs) => {
+        const r = await store.ack(refs);
+        if (r.perQueue.size > 0) hooks.acked?.(r.perQueue);
+        return r.acked;
+      },
+      COALESCE_MAX_ROWS,
+      parallel,
+      down,
+    );
   }
 
   // --- producers ------------------------------------------------------------
@@ -151,7 +167,7 @@ export class Broker {
     const done = await this.acks.submit(refs);
     const lost: string[] = [];
     for (let i = 0; i < tokens.length; i++) if (!done[i]) lost.push(tokens[i]!);
-    this.hooks.acked?.(tokens.length - lost.length, lost.length);
+    if (lost.length > 0) this.hooks.lostAcks?.(lost.length);
     return lost;
   }
 
@@ -265,16 +281,44 @@ export class Broker {
     return this.store.stats(queues);
   }
 
-  async setQueueConfig(c: QueueConfig): Promise<void> {
+  /** Changes exactly the settings the change names (null clears one); answers with the whole config. */
+  async setQueueConfig(c: QueueConfigChange): Promise<QueueConfig> {
     checkQueue("queue", c.queue);
-    const cfg: QueueConfig = {
-      queue: c.queue,
-      maxAttempts: checkMaxAttempts("max_attempts", c.maxAttempts),
-      leaseMs: checkLeaseMs("lease_duration", c.leaseMs),
-      retry: checkRetry("retry", c.retry),
-      completedRetentionMs: checkRetentionMs("completed_retention", c.completedRetentionMs),
+    const v = c.values;
+    const values: QueueSettings = {
+      maxAttempts: checkMaxAttempts("max_attempts", v.maxAttempts),
+      leaseMs: checkLeaseMs("lease_duration", v.leaseMs),
+      retry: checkRetry("retry", v.retry),
+      completedRetentionMs: checkRetentionMs("completed_retention", v.completedRetentionMs),
+      maxRunning: checkLimit("max_running", v.maxRunning),
+      maxRunningPerKey: checkLimit("max_running_per_key", v.maxRunningPerKey),
+      rateLimit: checkRateLimit("rate_limit", v.rateLimit),
+      rateLimitPerKey: checkRateLimit("rate_limit_per_key", v.rateLimitPerKey),
     };
-    await this.store.setQueueConfig(cfg);
+    const config = await this.store.setQueueConfig({ queue: c.queue, values, fields: c.fields });
+    // Looser limits may let held-back jobs start now.
+    this.store.notify(c.queue).catch((err) => this.log.warn("notify failed", { err, queue: c.queue }));
+    return config;
+  }
+
+  async getQueueConfig(queue: string): Promise<QueueConfig> {
+    checkQueue("queue", queue);
+    return this.store.getQueueConfig(queue);
+  }
+
+  /** No replica leases the queue's jobs once this commits; running jobs finish. */
+  async pauseQueue(queue: string): Promise<QueueConfig> {
+    checkQueue("queue", queue);
+    const config = await this.store.setPaused(queue, true);
+    this.log.info("queue paused", { queue });
+    return config;
+  }
+
+  async resumeQueue(queue: string): Promise<QueueConfig> {
+    checkQueue("queue", queue);
+    const config = await this.store.setPaused(queue, false);
+    this.log.info("queue resumed", { queue });
+    return config;
   }
 
   async setSchedule(s: { name: string; cron: string; job: NewJob | null; paused: boolean }): Promise<Schedule> {
@@ -314,7 +358,7 @@ export class Broker {
     this.hooks.failed?.(jobs, cause);
     const wake = new Set<string>();
     for (const j of jobs) {
-      if (j.state === "available") wake.add(j.queue);
+      if (j.state === "available" || j.wakesQueue) wake.add(j.queue);
       else if (j.state === "retryable") this.wakeups.jobDueIn(j.runAt.getTime() - Date.now());
     }
     for (const q of wake) {

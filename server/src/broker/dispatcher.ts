@@ -256,8 +256,9 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
       this.claimSeq = seen;
       const want = Math.min(this.credit, this.cfg.claimBatch);
       let got: ClaimedJob[];
+      let retryAt: Date | null;
       try {
-        got = await this.store.claim(this.queues, want, this.open.workerId, this.open.leaseMs, this.cfg.defaultLeaseMs);
+        ({ jobs: got, retryAt } = await this.store.claim(this.queues, want, this.open.workerId, this.open.leaseMs, this.cfg.defaultLeaseMs));
         failures = 0;
       } catch (err) {
         // The database is down or restarting: back off, keep the stream.
@@ -278,8 +279,11 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
         this.outboxResolve?.();
         this.outboxResolve = null;
       }
-      // Drained: NOTIFY, or the dispatcher's poll, wakes it.
-      if (got.length < want && this.wakeSeq === seen) await this.sleep();
+      // Drained: NOTIFY, or the dispatcher's poll, wakes it; or a rate
+      // limit's next start, which nothing announces.
+      if (got.length < want && this.wakeSeq === seen) {
+        await this.sleep(retryAt === null ? undefined : Math.min(this.cfg.pollIntervalMs, Math.max(1, retryAt.getTime() - Date.now())));
+      }
     }
   }
 

@@ -1,7 +1,7 @@
 import { invalid, BrokerError } from "../errors.js";
 import type { Config } from "../config.js";
 import { MAX_BACKOFF_MS, MAX_DURATION_MS, MAX_LEASE_MS, MAX_RETENTION_MS, MIN_LEASE_MS } from "../config.js";
-import type { NewJob, RetryPolicy } from "../model.js";
+import type { NewJob, RateLimit, RetryPolicy } from "../model.js";
 
 /**
  * Input checks for every RPC. Each failure names the request field at fault,
@@ -26,6 +26,8 @@ const MAX_WORKER_ID_LEN = 255;
 /** Nack messages longer than this are cut, not refused: the failure must be recorded. */
 export const MAX_ERROR_MESSAGE_BYTES = 64 * 1024;
 const MAX_ATTEMPTS_LIMIT = 1_000_000;
+const MAX_LIMIT = 1_000_000;
+const MAX_RATE_PERIOD_MS = 24 * 3600_000;
 
 /** In a /u pattern a surrogate pair is one code point, so \p{Cs} matches only a lone half. */
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -109,6 +111,29 @@ export function checkRetry(field: string, p: RetryPolicy | null): RetryPolicy | 
   return p;
 }
 
+/** A concurrency limit: 1 to 1,000,000 jobs; null = unlimited. */
+export function checkLimit(field: string, n: number | null): number | null {
+  if (n === null) return null;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_LIMIT) throw invalid(field, `must be from 1 to ${MAX_LIMIT}, got ${n}`);
+  return n;
+}
+
+/** A rate limit: 1 to 1,000,000 starts per 1 ms to 24 h; null = unlimited. */
+export function checkRateLimit(field: string, r: RateLimit | null): RateLimit | null {
+  if (r === null) return null;
+  checkLimit(`${field}.count`, r.count);
+  if (!(r.periodMs >= 1 && r.periodMs <= MAX_RATE_PERIOD_MS)) throw invalid(`${field}.period`, `must be from 1ms to 24h, got ${r.periodMs}ms`);
+  return { count: r.count, periodMs: Math.round(r.periodMs) };
+}
+
+/** A concurrency or ordering key: 1 to 255 characters; "" means none. */
+function checkKey(field: string, k: string | null): string | null {
+  if (k === null || k === "") return null;
+  if (k.length > MAX_KEY_LEN) throw invalid(field, `is longer than ${MAX_KEY_LEN} characters`);
+  checkText(field, k);
+  return k;
+}
+
 export function checkMaxAttempts(field: string, n: number | null): number | null {
   if (n === null) return null;
   if (!Number.isInteger(n) || n < 1 || n > MAX_ATTEMPTS_LIMIT) throw invalid(field, `must be from 1 to ${MAX_ATTEMPTS_LIMIT}, got ${n}`);
@@ -169,8 +194,8 @@ export function checkJobSpec(s: NewJob, at: string, cfg: Config): NewJob {
     idempotencyKey: key === "" ? null : key,
     idempotencyTtlMs: key === "" ? null : Math.round(s.idempotencyTtlMs ?? cfg.idempotencyTtlMs),
     headers: s.headers,
-    concurrencyKey: null,
-    orderingKey: null,
+    concurrencyKey: checkKey(`${at}.concurrency_key`, s.concurrencyKey),
+    orderingKey: checkKey(`${at}.ordering_key`, s.orderingKey),
   };
 }
 

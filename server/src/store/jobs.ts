@@ -1,6 +1,5 @@
 import type pg from "pg";
 import type {
-  ClaimedJob,
   EnqueueResult,
   FailedJob,
   Job,
@@ -9,19 +8,20 @@ import type {
   ListFilter,
   NewJob,
   QueueConfig,
+  QueueConfigChange,
   QueueStats,
   ReplayFilter,
 } from "../model.js";
 import { DEFAULT_COMPLETED_RETENTION_MS, DEFAULT_MAX_ATTEMPTS } from "../config.js";
 import { withTx } from "./db.js";
 import * as admin from "./sql/admin.js";
-import { claim } from "./sql/claim.js";
+import { claim, type Claim } from "./sql/claim.js";
 import { insertJobs, insertUnkeyed } from "./sql/enqueue.js";
 import { expiredIds, nack, quarantine, reapExpired, reapOne } from "./sql/fail.js";
-import { ack, heartbeat, release } from "./sql/leases.js";
+import { ack, heartbeat, release, type AckResult } from "./sql/leases.js";
 import { msUntilNextDue, promoteDue } from "./sql/promote.js";
 import { pruneCompleted } from "./sql/prune.js";
-import { setQueueConfig, writeSettings } from "./sql/queues.js";
+import { getQueueConfig, setPaused, setQueueConfig, writeSettings } from "./sql/queues.js";
 import { metricsSnapshot, queueStats, type MetricsSnapshot } from "./sql/stats.js";
 
 /**
@@ -63,7 +63,7 @@ export class JobStore {
     return withTx(this.pool, (c) => insertJobs(c, jobs, this.opts.defaultMaxAttempts));
   }
 
-  claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<ClaimedJob[]> {
+  claim(queues: string[], limit: number, workerId: string, workerLeaseMs: number | null, defaultLeaseMs: number): Promise<Claim> {
     return claim(this.pool, queues, limit, workerId, workerLeaseMs, defaultLeaseMs);
   }
 
@@ -72,8 +72,8 @@ export class JobStore {
     return release(this.pool, leases);
   }
 
-  /** Completes the leases that are still current; acked[i] tells leases[i]. */
-  ack(leases: LeaseRef[]): Promise<boolean[]> {
+  /** Completes the leases that are still current. */
+  ack(leases: LeaseRef[]): Promise<AckResult> {
     return ack(this.pool, leases, this.opts.completedRetentionMs);
   }
 
@@ -159,8 +159,18 @@ export class JobStore {
     return metricsSnapshot(this.pool);
   }
 
-  setQueueConfig(c: QueueConfig): Promise<void> {
+  /** Changes the settings `c` names; returns the whole config after. */
+  setQueueConfig(c: QueueConfigChange): Promise<QueueConfig> {
     return setQueueConfig(this.pool, c);
+  }
+
+  getQueueConfig(queue: string): Promise<QueueConfig> {
+    return getQueueConfig(this.pool, queue);
+  }
+
+  /** Pauses or resumes a queue; returns the whole config after. */
+  setPaused(queue: string, paused: boolean): Promise<QueueConfig> {
+    return setPaused(this.pool, queue, paused);
   }
 
   /** Records the broker defaults that the database's own code reads (the SQL enqueue()). */

@@ -1,3 +1,4 @@
+import type { QueueSettings } from "../model.js";
 import type pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { NewJob } from "../model.js";
@@ -5,6 +6,18 @@ import { createTestDatabase } from "../testing/index.js";
 import { createPool } from "./db.js";
 import { JobStore } from "./jobs.js";
 import { ScheduleStore } from "./schedules.js";
+
+/** Every queue setting unset. */
+const unset: QueueSettings = {
+  retry: null,
+  maxAttempts: null,
+  leaseMs: null,
+  completedRetentionMs: null,
+  maxRunning: null,
+  maxRunningPerKey: null,
+  rateLimit: null,
+  rateLimitPerKey: null,
+};
 
 /**
  * The broker's statements are named, so Postgres prepares them once per
@@ -76,10 +89,10 @@ it("makes generic plans that reach their rows through an index, for every named 
   await store.enqueue([newJob("p")]);
   await store.enqueue([newJob("p", "k1"), newJob("p", "k2")]);
   await store.enqueue([newJob("p", "k1")]);
-  const leased = await store.claim(["p", "h1"], 5, "w", null, 30_000);
+  const { jobs: leased } = await store.claim(["p", "h1"], 5, "w", null, 30_000);
   expect(leased).toHaveLength(5);
   const refs = leased.map((l) => ({ id: l.job.id, token: l.token }));
-  expect(await store.ack(refs.slice(0, 2))).toEqual([true, true]);
+  expect((await store.ack(refs.slice(0, 2))).acked).toEqual([true, true]);
   expect((await store.heartbeat(refs.slice(2), null)).every((r) => r !== null)).toBe(true);
   expect(await store.nack(refs[2]!, "boom", false, null)).not.toBeNull();
   expect(await store.release(refs.slice(3))).toEqual(["p"]);
@@ -96,7 +109,9 @@ it("makes generic plans that reach their rows through an index, for every named 
   await store.list({ queue: "p", type: null, states: ["dead"], beforeId: null, limit: 10 });
   await store.stats(["p"]);
   await store.metricsSnapshot();
-  await store.setQueueConfig({ queue: "p", maxAttempts: 5, leaseMs: null, retry: null });
+  await store.setQueueConfig({ queue: "p", values: { ...unset, maxAttempts: 5 }, fields: ["maxAttempts"] });
+  await store.getQueueConfig("p");
+  await store.setPaused("p", false);
   await schedules.upsert({ name: "s", cron: "* * * * *", template: newJob("p"), paused: false, nextRunAt: new Date(0) });
   await schedules.fireDue(10, () => new Date(Date.now() + 60_000));
   await schedules.list();

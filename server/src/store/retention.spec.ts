@@ -1,9 +1,21 @@
+import type { QueueSettings } from "../model.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase } from "../testing/index.js";
 import { silentLogger } from "../log.js";
 import { Pruner } from "../maintenance/pruner.js";
 import { JobStore } from "./jobs.js";
+
+const unset: QueueSettings = {
+  retry: null,
+  maxAttempts: null,
+  leaseMs: null,
+  completedRetentionMs: null,
+  maxRunning: null,
+  maxRunningPerKey: null,
+  rateLimit: null,
+  rateLimitPerKey: null,
+};
 
 /** Retention of completed jobs (migrations/005_retention.sql): the ack's delete-or-keep, and the pruner. */
 let pool: pg.Pool;
@@ -39,14 +51,14 @@ async function rowsOf(ids: string[]): Promise<{ id: string; state: string; prune
 }
 
 async function setRetention(queue: string, ms: number | null): Promise<void> {
-  await new JobStore(pool).setQueueConfig({ queue, maxAttempts: null, leaseMs: null, retry: null, completedRetentionMs: ms });
+  await new JobStore(pool).setQueueConfig({ queue, values: { ...unset, completedRetentionMs: ms }, fields: ["completedRetentionMs"] });
 }
 
 describe("ack with retention", () => {
   it("keeps completed jobs for the default retention, with prune_at set", async () => {
     const store = new JobStore(pool, { completedRetentionMs: 2 * HOUR });
     const jobs = await running("keep", 3);
-    expect(await store.ack(jobs)).toEqual([true, true, true]);
+    expect((await store.ack(jobs)).acked).toEqual([true, true, true]);
     const rows = await rowsOf(jobs.map((j) => j.id));
     expect(rows.map((r) => r.state)).toEqual(["completed", "completed", "completed"]);
     for (const r of rows) expect(r.prune_in_h).toBeCloseTo(2, 1);
@@ -56,10 +68,10 @@ describe("ack with retention", () => {
     const store = new JobStore(pool, { completedRetentionMs: 0 });
     const jobs = await running("drop", 4);
     const stale = { id: jobs[3]!.id, token: "00000000-0000-4000-8000-000000000000" };
-    expect(await store.ack([jobs[0]!, jobs[1]!, jobs[2]!, stale])).toEqual([true, true, true, false]);
+    expect((await store.ack([jobs[0]!, jobs[1]!, jobs[2]!, stale])).acked).toEqual([true, true, true, false]);
     expect((await rowsOf(jobs.map((j) => j.id))).map((r) => [r.id, r.state])).toEqual([[jobs[3]!.id, "running"]]);
     // A repeated ack of a deleted job is a lost lease, not an error.
-    expect(await store.ack([jobs[0]!])).toEqual([false]);
+    expect((await store.ack([jobs[0]!])).acked).toEqual([false]);
   });
 
   it("lets a queue's own retention win over the broker default, either way", async () => {
@@ -68,13 +80,13 @@ describe("ack with retention", () => {
     const keeping = new JobStore(pool, { completedRetentionMs: 5 * HOUR });
     const dropping = new JobStore(pool, { completedRetentionMs: 0 });
     const [z1, h1, d1] = [await running("q-zero", 1), await running("q-hour", 1), await running("q-default", 1)];
-    expect(await keeping.ack([...z1, ...h1, ...d1])).toEqual([true, true, true]);
+    expect((await keeping.ack([...z1, ...h1, ...d1])).acked).toEqual([true, true, true]);
     expect(await rowsOf([z1[0]!.id])).toEqual([]);
     expect((await rowsOf([h1[0]!.id]))[0]!.prune_in_h).toBeCloseTo(1, 1);
     expect((await rowsOf([d1[0]!.id]))[0]!.prune_in_h).toBeCloseTo(5, 1);
 
     const [z2, h2, d2] = [await running("q-zero", 1), await running("q-hour", 1), await running("q-default", 1)];
-    expect(await dropping.ack([...z2, ...h2, ...d2])).toEqual([true, true, true]);
+    expect((await dropping.ack([...z2, ...h2, ...d2])).acked).toEqual([true, true, true]);
     expect(await rowsOf([z2[0]!.id, d2[0]!.id])).toEqual([]);
     expect((await rowsOf([h2[0]!.id]))[0]!.state).toBe("completed");
   });
@@ -84,7 +96,7 @@ describe("ack with retention", () => {
     const keyed = await running("keyed", 2, "3 hours");
     const expired = await running("keyed", 1, "-1 minute");
     const plain = await running("keyed", 1);
-    expect(await store.ack([...keyed, ...expired, ...plain])).toEqual([true, true, true, true]);
+    expect((await store.ack([...keyed, ...expired, ...plain])).acked).toEqual([true, true, true, true]);
     const rows = await rowsOf([...keyed, ...expired, ...plain].map((j) => j.id));
     expect(rows.map((r) => r.id)).toEqual(keyed.map((j) => j.id));
     for (const r of rows) {
@@ -117,7 +129,7 @@ describe("ack with retention", () => {
         store.heartbeat(all, null),
         store.heartbeat([...all].reverse(), 30_000),
       ]);
-      expect(acked.every(Boolean)).toBe(true);
+      expect(acked.acked.every(Boolean)).toBe(true);
       expect(await rowsOf(a.map((j) => j.id))).toEqual([]);
       expect((await rowsOf(b.map((j) => j.id))).every((r) => r.state === "completed")).toBe(true);
     }

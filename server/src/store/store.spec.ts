@@ -138,7 +138,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
     const cStale = { id: c!.id, token: "00000000-0000-4000-8000-000000000001" };
     const beat = await store.heartbeat([padded, stale, a!, crossed, cStale], null);
     expect(beat.map((x) => x !== null)).toEqual([true, false, true, false, false]);
-    const acked = await store.ack([crossed, a!, stale, b!, padded]);
+    const { acked } = await store.ack([crossed, a!, stale, b!, padded]);
     expect(acked).toEqual([false, true, false, true, true]);
     const { rows: states } = await pool.query("SELECT state::text AS s FROM jobwire.jobs WHERE queue = 'pairs'");
     expect(states.map((r) => r.s)).toEqual(["completed", "completed", "completed"]);
@@ -154,11 +154,11 @@ describe("leased-row statements pair tokens with their own rows", () => {
       { id: b!.id, token: a!.token },
     ];
     expect(await store.heartbeat(swapped, null)).toEqual([null, null]);
-    expect(await store.ack(swapped)).toEqual([false, false]);
+    expect((await store.ack(swapped)).acked).toEqual([false, false]);
     expect(await store.release(swapped)).toEqual([]);
     const { rows: states } = await pool.query("SELECT state::text AS s FROM jobwire.jobs WHERE queue = 'swapped'");
     expect(states.map((r) => r.s)).toEqual(["running", "running"]);
-    expect(await store.ack([a!, b!])).toEqual([true, true]);
+    expect((await store.ack([a!, b!])).acked).toEqual([true, true]);
   });
 
   it("by primary key, with no join, however few jobs the statistics say are running", async () => {
@@ -179,9 +179,10 @@ describe("leased-row statements pair tokens with their own rows", () => {
         ["SELECT * FROM jobwire.heartbeat_leases($1, $2, NULL)", 300],
         ["SELECT * FROM jobwire.release_leases($1, $2)", 300],
         // Keeping completed jobs (one UPDATE), and deleting them (rows locked
-        // first, then DELETE); the ack returns the leases it could not ack.
-        ["SELECT * FROM jobwire.ack_leases($1, $2, 3600000)", 0],
-        ["SELECT * FROM jobwire.ack_leases($1, $2, 0)", 0],
+        // first, then DELETE); the ack returns the leases it could not ack
+        // (none), and one row per queue with how many it acked.
+        ["SELECT * FROM jobwire.ack_leases($1, $2, 3600000)", 1],
+        ["SELECT * FROM jobwire.ack_leases($1, $2, 0)", 1],
       ] as const) {
         await client.query("BEGIN");
         const { rowCount } = await client.query(call, [ids, pairs]);
@@ -247,8 +248,9 @@ describe("indexes", () => {
     await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
                       SELECT 'hist', 't', 'available', 1, '\\x' FROM generate_series(1, 100)`);
     await pool.query("ANALYZE jobwire.jobs");
-    const { rows } = await pool.query(`EXPLAIN SELECT id FROM jobwire.jobs WHERE state = 'available' AND queue = 'hist'
-                                       ORDER BY priority DESC, run_at, id LIMIT 10 FOR UPDATE SKIP LOCKED`);
+    const { rows } = await pool.query(`EXPLAIN SELECT id FROM jobwire.jobs
+                                       WHERE state = 'available' AND concurrency_key IS NULL AND ordering_key IS NULL AND queue = 'hist'
+                                       ORDER BY priority DESC, queued_at, id LIMIT 10 FOR UPDATE SKIP LOCKED`);
     const plan = rows.map((r) => r["QUERY PLAN"]).join("\n");
     expect(plan).toContain("jobs_claim_idx");
     expect(plan).not.toMatch(/Sort|Seq Scan/);

@@ -66,10 +66,10 @@ export class Metrics {
       leased: (leases) => {
         for (const [queue, n] of count(leases.map((l) => l.job.queue))) this.leased.inc({ queue }, n);
       },
-      acked: (n, lost) => {
-        if (n) this.acked.inc({}, n);
-        if (lost) this.lostAcks.inc({}, lost);
+      acked: (perQueue) => {
+        for (const [queue, n] of perQueue) this.acked.inc({ queue }, n);
       },
+      lostAcks: (n) => this.lostAcks.inc({}, n),
       failed: (jobs, cause) => {
         for (const j of jobs) this.failed.inc({ queue: j.queue, outcome: j.state === "available" || j.state === "retryable" ? "retry" : j.state, cause });
       },

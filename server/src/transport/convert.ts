@@ -1,8 +1,20 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { QueueConfigSchema, RateLimit as PbRateLimit, SetQueueConfigRequest } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { timestampDate, timestampFromDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { JobSchema, JobState as PbJobState, type Job as PbJob, type JobSpec, type RetryPolicy as PbRetryPolicy } from "@jobwire/proto/jobwire/v1/job_pb";
 import { invalid } from "../errors.js";
-import type { Job, JobState, NewJob, RetryPolicy } from "../model.js";
+import {
+  QUEUE_SETTINGS,
+  type Job,
+  type JobState,
+  type NewJob,
+  type QueueConfig,
+  type QueueConfigChange,
+  type QueueSetting,
+  type QueueSettings,
+  type RateLimit,
+  type RetryPolicy,
+} from "../model.js";
 
 /** Protobuf in, plain domain types out (and back). No logic beyond shape. */
 
@@ -87,8 +99,8 @@ export function specFromPb(s: JobSpec, i: number): NewJob {
     idempotencyKey: s.idempotencyKey || null,
     idempotencyTtlMs: durationMs(s.idempotencyTtl),
     headers: s.headers,
-    concurrencyKey: null,
-    orderingKey: null,
+    concurrencyKey: s.concurrencyKey || null,
+    orderingKey: s.orderingKey || null,
   };
 }
 
@@ -120,3 +132,76 @@ export function jobToPb(j: Job): PbJob {
 }
 
 export { approxJobBytes } from "../broker/size.js";
+
+export function rateFromPb(r: PbRateLimit | undefined): RateLimit | null {
+  if (!r) return null;
+  return { count: r.count, periodMs: durationMs(r.period) ?? 0 };
+}
+
+/** The request fields of SetQueueConfig, by update_mask path, and the setting each is. */
+export const QUEUE_CONFIG_PATHS: Record<string, QueueSetting> = {
+  retry: "retry",
+  max_attempts: "maxAttempts",
+  lease_duration: "leaseMs",
+  completed_retention: "completedRetentionMs",
+  max_running: "maxRunning",
+  max_running_per_key: "maxRunningPerKey",
+  rate_limit: "rateLimit",
+  rate_limit_per_key: "rateLimitPerKey",
+};
+
+/**
+ * SetQueueConfigRequest to a change. Without update_mask, the fields
+ * present in the request change; with it, exactly the named fields change,
+ * and a named field left unset is cleared.
+ */
+export function queueChangeFromPb(req: SetQueueConfigRequest): QueueConfigChange {
+  const values: QueueSettings = {
+    retry: retryFromPb(req.retry),
+    maxAttempts: req.maxAttempts ?? null,
+    leaseMs: durationMs(req.leaseDuration),
+    completedRetentionMs: durationMs(req.completedRetention),
+    maxRunning: req.maxRunning ?? null,
+    maxRunningPerKey: req.maxRunningPerKey ?? null,
+    rateLimit: rateFromPb(req.rateLimit),
+    rateLimitPerKey: rateFromPb(req.rateLimitPerKey),
+  };
+  let fields: QueueSetting[];
+  if (req.updateMask && req.updateMask.paths.length > 0) {
+    fields = req.updateMask.paths.map((p, i) => {
+      const f = QUEUE_CONFIG_PATHS[p];
+      if (!f) throw invalid(`update_mask.paths[${i}]`, `"${p.slice(0, 60)}" is not a setting; one of ${Object.keys(QUEUE_CONFIG_PATHS).join(", ")}`);
+      return f;
+    });
+  } else {
+    const present: Record<QueueSetting, boolean> = {
+      retry: req.retry !== undefined,
+      maxAttempts: req.maxAttempts !== undefined,
+      leaseMs: req.leaseDuration !== undefined,
+      completedRetentionMs: req.completedRetention !== undefined,
+      maxRunning: req.maxRunning !== undefined,
+      maxRunningPerKey: req.maxRunningPerKey !== undefined,
+      rateLimit: req.rateLimit !== undefined,
+      rateLimitPerKey: req.rateLimitPerKey !== undefined,
+    };
+    fields = QUEUE_SETTINGS.filter((f) => present[f]);
+  }
+  return { queue: req.queue, values, fields: [...new Set(fields)] };
+}
+
+export function queueConfigToPb(c: QueueConfig): MessageInitShape<typeof QueueConfigSchema> {
+  const rate = (r: RateLimit | null) => (r ? { count: r.count, period: msToDuration(r.periodMs) } : undefined);
+  return {
+    queue: c.queue,
+    retry: c.retry ? retryToPb(c.retry) : undefined,
+    maxAttempts: c.maxAttempts ?? undefined,
+    leaseDuration: c.leaseMs === null ? undefined : msToDuration(c.leaseMs),
+    completedRetention: c.completedRetentionMs === null ? undefined : msToDuration(c.completedRetentionMs),
+    maxRunning: c.maxRunning ?? undefined,
+    maxRunningPerKey: c.maxRunningPerKey ?? undefined,
+    rateLimit: rate(c.rateLimit),
+    rateLimitPerKey: rate(c.rateLimitPerKey),
+    paused: c.paused,
+    updatedAt: ts(c.updatedAt),
+  };
+}

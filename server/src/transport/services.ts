@@ -8,6 +8,9 @@ import {
   ListSchedulesResponseSchema,
   ReplayResponseSchema,
   SetQueueConfigResponseSchema,
+  GetQueueConfigResponseSchema,
+  PauseQueueResponseSchema,
+  ResumeQueueResponseSchema,
   SetScheduleResponseSchema,
   ScheduleSchema,
 } from "@jobwire/proto/jobwire/v1/admin_service_pb";
@@ -37,6 +40,8 @@ import {
   durationMs,
   jobToPb,
   msToDuration,
+  queueChangeFromPb,
+  queueConfigToPb,
   retryFromPb,
   retryToPb,
   specFromPb,
@@ -247,6 +252,7 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
           dead: BigInt(s.counts.dead),
           cancelled: BigInt(s.counts.cancelled),
           oldestAvailableAge: msToDuration(s.oldestAvailableAgeMs),
+          paused: s.paused,
         })),
       });
     }),
@@ -261,15 +267,11 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
       return create(DeleteScheduleResponseSchema, {});
     }),
     listSchedules: guard(log, async () => create(ListSchedulesResponseSchema, { schedules: (await broker.listSchedules()).map(scheduleToPb) })),
-    setQueueConfig: guard(log, async (req) => {
-      await broker.setQueueConfig({
-        queue: req.queue,
-        maxAttempts: req.maxAttempts ?? null,
-        leaseMs: durationMs(req.leaseDuration),
-        retry: retryFromPb(req.retry),
-        completedRetentionMs: durationMs(req.completedRetention),
-      });
-      return create(SetQueueConfigResponseSchema, {});
-    }),
+    setQueueConfig: guard(log, async (req) =>
+      create(SetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.setQueueConfig(queueChangeFromPb(req))) }),
+    ),
+    getQueueConfig: guard(log, async (req) => create(GetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.getQueueConfig(req.queue)) })),
+    pauseQueue: guard(log, async (req) => create(PauseQueueResponseSchema, { config: queueConfigToPb(await broker.pauseQueue(req.queue)) })),
+    resumeQueue: guard(log, async (req) => create(ResumeQueueResponseSchema, { config: queueConfigToPb(await broker.resumeQueue(req.queue)) })),
   };
 }

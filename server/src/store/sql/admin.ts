@@ -6,20 +6,30 @@ import { JOB_COLUMNS, toJob, type JobRow } from "./rows.js";
 
 const GET_JOB = `SELECT ${JOB_COLUMNS} FROM jobwire.jobs WHERE id = $1`;
 
-/** Waiting jobs are cancelled at once; a running one is asked to stop. */
+/**
+ * Waiting jobs are cancelled at once; a running one is asked to stop. A
+ * cancelled job with an ordering key lets the next one of its key start:
+ * its queue is woken at commit.
+ */
 const CANCEL = `
-UPDATE jobwire.jobs
-SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
-    cancel_requested = (state = 'running'),
-    finished_at = CASE WHEN state = 'running' THEN NULL ELSE now() END
-WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'running')
-RETURNING ${JOB_COLUMNS}`;
+WITH c AS (
+  UPDATE jobwire.jobs
+  SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+      cancel_requested = (state = 'running'),
+      finished_at = CASE WHEN state = 'running' THEN NULL ELSE now() END
+  WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable', 'running')
+  RETURNING ${JOB_COLUMNS}
+)
+SELECT c.*, CASE WHEN c.ordering_key IS NOT NULL AND c.state = 'cancelled' THEN pg_notify('jobwire', 'a:' || c.queue) END AS notified
+FROM c`;
 
 const FILTER_IDS = "SELECT id FROM jobwire.jobs WHERE id = ANY($1::bigint[]) AND state = ANY($2::jobwire.job_state[]) ORDER BY id";
 
 /**
  * Replay: a fresh attempt budget, the error history kept. The state check
- * makes it idempotent: a job already replayed is no longer dead.
+ * makes it idempotent: a job already replayed is no longer dead. A
+ * replayed job goes to the back of the line (queued_at = now()), and of its
+ * ordering key, if it has one.
  */
 const REPLAY_IDS = `
 WITH target AS (
@@ -27,7 +37,7 @@ WITH target AS (
   ORDER BY id FOR UPDATE SKIP LOCKED
 ), moved AS (
   UPDATE jobwire.jobs j
-  SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL, cancel_requested = false,
+  SET state = 'available', attempt = 0, run_at = now(), queued_at = now(), finished_at = NULL, cancel_requested = false,
       lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
   FROM target WHERE j.id = target.id
   RETURNING j.id, j.queue, j.headers

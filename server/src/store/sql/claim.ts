@@ -4,23 +4,28 @@ import { cmpId, jobErrors, type JobRow } from "./rows.js";
 
 /**
  * Claims up to `limit` available jobs from `queues` for one stream: the SQL
- * function sql/functions/claim_jobs.sql, planned once per session. A row is
- * claimed by exactly one statement: FOR UPDATE SKIP LOCKED, and the lock
- * re-checks state = 'available'.
- *
- * Its UPDATE once found the claimed rows through a join to the CTE that
- * locked them; once the backlog grew, Postgres hashed a sequential scan of
- * the whole table for it: 43 ms per 500-job claim over 50,000 available
- * jobs, against ~5 ms with the rows passed as an array (of ids then, of
- * row addresses now).
+ * function sql/functions/claim_jobs.sql (a fast path for queues that use no
+ * flow control, a gated one for the rest), each planned once per session. A
+ * row is claimed by exactly one statement: FOR UPDATE SKIP LOCKED, and the
+ * lock re-checks state = 'available'.
  */
 const CLAIM = "SELECT * FROM jobwire.claim_jobs($1::text[], $2::int, $3::int, $4::int, $5::text)";
 
-/** A claimed row: the columns claim_jobs returns (what the claim did not set itself; errors null when empty). */
+/** A claimed row (jobwire.claimed): what the claim did not set itself; errors null when empty. */
 type ClaimRow = Omit<JobRow, "state" | "finished_at" | "cancel_requested" | "worker_id" | "errors"> & {
   errors: JobRow["errors"] | null;
   lease_token: string;
 };
+
+export interface Claim {
+  jobs: ClaimedJob[];
+  /**
+   * When a rate limit cut this claim short: the earliest time its queue's
+   * next job may start. Nothing else wakes a stream then (no NOTIFY comes
+   * when a limiter refills), so the stream looks again at that time.
+   */
+  retryAt: Date | null;
+}
 
 /**
  * A claimed row as a Job, with what the claim set filled in. Written out
@@ -45,13 +50,13 @@ function claimedJob(r: ClaimRow, workerId: string): Job {
     headers: r.headers,
     idempotencyKey: r.idempotency_key,
     errors: r.errors === null ? [] : jobErrors(r.errors),
-    errorsDropped: 0,
+    errorsDropped: r.errors_dropped,
     leaseExpiresAt: r.lease_expires_at,
     leaseMs: r.lease_ms,
     cancelRequested: false,
     workerId,
-    concurrencyKey: null,
-    orderingKey: null,
+    concurrencyKey: r.concurrency_key,
+    orderingKey: r.ordering_key,
   };
 }
 
@@ -67,13 +72,20 @@ export async function claim(
   workerId: string,
   workerLeaseMs: number | null,
   defaultLeaseMs: number,
-): Promise<ClaimedJob[]> {
+): Promise<Claim> {
   const { rows } = await query<ClaimRow>(db, CLAIM, [queues, limit, workerLeaseMs, defaultLeaseMs, workerId], "jobwire_claim");
+  // A row without an id is a rate limit's next start, not a job.
+  let retryAt: Date | null = null;
+  let jobs = rows;
+  if (rows.some((r) => r.id === null)) {
+    jobs = rows.filter((r) => r.id !== null);
+    for (const r of rows) if (r.id === null && (retryAt === null || r.lease_expires_at! < retryAt)) retryAt = r.lease_expires_at;
+  }
   // RETURNING has no defined order; deliver in claim order. It usually
   // comes back in that order already (primary-key order, one priority):
   // check in one pass before sorting.
   let sorted = true;
-  for (let i = 1; i < rows.length && sorted; i++) sorted = claimOrder(rows[i - 1]!, rows[i]!) <= 0;
-  if (!sorted) rows.sort(claimOrder);
-  return rows.map((r) => ({ job: claimedJob(r, workerId), token: r.lease_token, expiresAt: r.lease_expires_at! }));
+  for (let i = 1; i < jobs.length && sorted; i++) sorted = claimOrder(jobs[i - 1]!, jobs[i]!) <= 0;
+  if (!sorted) jobs.sort(claimOrder);
+  return { jobs: jobs.map((r) => ({ job: claimedJob(r, workerId), token: r.lease_token, expiresAt: r.lease_expires_at! })), retryAt };
 }

@@ -16,21 +16,21 @@ import { policyJson } from "./rows.js";
 const INPUT_CTE = `input AS (
   SELECT nextval('jobwire.job_id_seq') AS id, t.*, coalesce(t.run_at, now() + t.delay_ms * interval '1 millisecond') AS due
   FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::timestamptz[], $6::bigint[], $7::int[], $8::int[],
-              $9::int[], $10::jsonb[], $11::text[], $12::bigint[], $13::jsonb[])
+              $9::int[], $10::jsonb[], $11::text[], $12::bigint[], $13::jsonb[], $14::text[], $15::text[])
        WITH ORDINALITY AS t(queue, type, payload, content_type, run_at, delay_ms, priority, max_attempts,
-                            lease_ms, retry, idempotency_key, idempotency_ttl_ms, headers, ord)
+                            lease_ms, retry, idempotency_key, idempotency_ttl_ms, headers, concurrency_key, ordering_key, ord)
 )`;
 
-const INSERT_COLUMNS = `id, queue, type, payload, content_type, state, run_at, priority, max_attempts,
-                            lease_ms, retry, idempotency_key, idempotency_expires_at, headers`;
+const INSERT_COLUMNS = `id, queue, type, payload, content_type, state, run_at, queued_at, priority, max_attempts,
+                            lease_ms, retry, idempotency_key, idempotency_expires_at, headers, concurrency_key, ordering_key`;
 
 const INSERT_VALUES = `p.id, p.queue, p.type, p.payload, p.content_type,
          CASE WHEN p.due > now() THEN 'scheduled' ELSE 'available' END::jobwire.job_state,
-         p.due, p.priority,
-         coalesce(p.max_attempts, q.max_attempts, $14::int),
+         p.due, p.due, p.priority,
+         coalesce(p.max_attempts, q.max_attempts, $16::int),
          p.lease_ms, p.retry, p.idempotency_key,
          CASE WHEN p.idempotency_key IS NOT NULL THEN now() + p.idempotency_ttl_ms * interval '1 millisecond' END,
-         p.headers
+         p.headers, p.concurrency_key, p.ordering_key
   FROM input p LEFT JOIN jobwire.queues q ON q.name = p.queue
   ORDER BY p.ord`;
 
@@ -84,6 +84,7 @@ function insertParams(jobs: NewJob[], defaultMaxAttempts: number): unknown[] {
   const contentType = new Array<string>(n), runAt = new Array<Date | null>(n), delayMs = new Array<number>(n);
   const priority = new Array<number>(n), maxAttempts = new Array<number | null>(n), leaseMs = new Array<number | null>(n);
   const retry = new Array<string | null>(n), key = new Array<string | null>(n), ttl = new Array<number>(n), headers = new Array<string>(n);
+  const ckey = new Array<string | null>(n), okey = new Array<string | null>(n);
   jobs.forEach((j, i) => {
     queue[i] = j.queue;
     type[i] = j.type;
@@ -98,8 +99,10 @@ function insertParams(jobs: NewJob[], defaultMaxAttempts: number): unknown[] {
     key[i] = j.idempotencyKey;
     ttl[i] = j.idempotencyTtlMs ?? 0;
     headers[i] = JSON.stringify(j.headers);
+    ckey[i] = j.concurrencyKey;
+    okey[i] = j.orderingKey;
   });
-  return [queue, type, payload, contentType, runAt, delayMs, priority, maxAttempts, leaseMs, retry, key, ttl, headers, defaultMaxAttempts];
+  return [queue, type, payload, contentType, runAt, delayMs, priority, maxAttempts, leaseMs, retry, key, ttl, headers, ckey, okey, defaultMaxAttempts];
 }
 
 /**

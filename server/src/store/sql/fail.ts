@@ -29,6 +29,16 @@ const FAIL_DECIDE = `
                             jobwire.retry_delay(j.attempt, j.retry, (SELECT q.retry FROM jobwire.queues q WHERE q.name = j.queue))) AS next_run_at
   ) r`;
 
+/**
+ * What a failure statement returns. `wakes`: the job held something a
+ * waiting job may be held back for (its queue has limits, or it had an
+ * ordering key), so the queue's streams should look again.
+ */
+const RETURNING = `j.id, j.queue, j.state, j.run_at, j.headers, j.attempt,
+  j.ordering_key IS NOT NULL OR EXISTS (
+    SELECT 1 FROM jobwire.queues q WHERE q.name = j.queue AND (q.max_running IS NOT NULL OR q.max_running_per_key IS NOT NULL
+                                                               OR q.rate_count IS NOT NULL OR q.key_rate_count IS NOT NULL)) AS wakes`;
+
 /** A failed-attempt statement: `failures` selects (and locks) the rows, with id, permanent, retry_after_ms, message. */
 function failStatement(failures: string): string {
   return `
@@ -36,7 +46,7 @@ WITH failures AS (${failures}), d AS (${FAIL_DECIDE})
 UPDATE jobwire.jobs j ${FAIL_SET}
 FROM d CROSS JOIN LATERAL jobwire.push_error(d.errors, d.errors_dropped, d.entry) e
 WHERE j.id = d.id
-RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+RETURNING ${RETURNING}`;
 }
 
 const NACK = failStatement(`
@@ -82,7 +92,7 @@ SET state = 'dead', finished_at = now(), lease_token = NULL, lease_expires_at = 
     errors = j.errors || jsonb_build_array(jsonb_build_object(
       'attempt', j.attempt, 'message', $2::text, 'at', now(), 'worker_id', j.worker_id))
 WHERE j.id = $1 AND j.state = 'running' AND ($3::uuid IS NULL OR j.lease_token = $3)
-RETURNING j.id, j.queue, j.state, j.run_at, j.headers, j.attempt`;
+RETURNING ${RETURNING}`;
 
 interface FailedRow {
   id: string;
@@ -91,10 +101,11 @@ interface FailedRow {
   run_at: Date;
   headers: Record<string, string>;
   attempt: number;
+  wakes: boolean;
 }
 
 function toFailed(r: FailedRow): FailedJob {
-  return { id: r.id, queue: r.queue, state: r.state, runAt: r.run_at, headers: r.headers, attempt: r.attempt };
+  return { id: r.id, queue: r.queue, state: r.state, runAt: r.run_at, headers: r.headers, attempt: r.attempt, wakesQueue: r.wakes };
 }
 
 /** Fails one attempt; null when the lease is not current. */

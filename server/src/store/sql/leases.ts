@@ -10,8 +10,8 @@ import { canonicalId } from "./rows.js";
  * at O(tokens).
  */
 
-/** Returns the ids it could not ack. */
-const ACK = "SELECT lost_id AS id FROM jobwire.ack_leases($1::bigint[], $2::jsonb, $3::bigint)";
+/** Returns the ids it could not ack (id), and how many it acked per queue (queue, acked). */
+const ACK = "SELECT lost_id AS id, queue, acked FROM jobwire.ack_leases($1::bigint[], $2::jsonb, $3::bigint)";
 const HEARTBEAT = "SELECT id, lease_expires_at, cancel_requested FROM jobwire.heartbeat_leases($1::bigint[], $2::jsonb, $3::int)";
 const RELEASE = "SELECT id, queue FROM jobwire.release_leases($1::bigint[], $2::jsonb)";
 
@@ -80,16 +80,27 @@ async function leased<R extends object>(
     if (rows.length === 0) continue;
     const index = new Map<string, number>();
     for (let k = 0; k < round.ids.length; k++) index.set(round.ids[k]!, round.at[k]!);
-    for (const r of rows) each(r, index.get(r.id)!);
+    for (const r of rows) each(r, r.id === null ? -1 : index.get(r.id)!);
   }
 }
 
-/** Completes the leases that are still current; acked[i] tells leases[i]. */
-export async function ack(db: Queryable, leases: LeaseRef[], defaultRetentionMs: number): Promise<boolean[]> {
+export interface AckResult {
+  /** acked[i] tells leases[i]. */
+  acked: boolean[];
+  /** Jobs completed, per queue. */
+  perQueue: Map<string, number>;
+}
+
+/** Completes the leases that are still current. */
+export async function ack(db: Queryable, leases: LeaseRef[], defaultRetentionMs: number): Promise<AckResult> {
   const acked = new Array<boolean>(leases.length).fill(true);
-  // The statement names the leases it could not ack.
-  await leased(db, ACK, "jobwire_ack", leases, [defaultRetentionMs], (_, i) => (acked[i] = false));
-  return acked;
+  const perQueue = new Map<string, number>();
+  // The statement names the leases it could not ack, and counts the others per queue.
+  await leased<{ queue: string | null; acked: number | null }>(db, ACK, "jobwire_ack", leases, [defaultRetentionMs], (r, i) => {
+    if (r.queue !== null) perQueue.set(r.queue, (perQueue.get(r.queue) ?? 0) + r.acked!);
+    else acked[i] = false;
+  });
+  return { acked, perQueue };
 }
 
 /** Extends the leases that are still current; extended[i] tells leases[i] (null: lost). */

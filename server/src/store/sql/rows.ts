@@ -22,6 +22,8 @@ export interface JobRow {
   lease_ms: number | null;
   cancel_requested: boolean;
   worker_id: string | null;
+  concurrency_key: string | null;
+  ordering_key: string | null;
 }
 
 /** One entry of jobs.errors. */
@@ -34,7 +36,8 @@ export interface ErrorJson {
 
 /** The columns every statement that returns whole jobs selects. */
 export const JOB_COLUMNS = `id, queue, type, payload, content_type, state, priority, attempt, max_attempts, run_at,
-  created_at, finished_at, headers, idempotency_key, errors, errors_dropped, lease_expires_at, lease_ms, cancel_requested, worker_id`;
+  created_at, finished_at, headers, idempotency_key, errors, errors_dropped, lease_expires_at, lease_ms, cancel_requested,
+  worker_id, concurrency_key, ordering_key`;
 
 export function jobErrors(errors: ErrorJson[]): JobError[] {
   return errors.map((e): JobError => ({ attempt: e.attempt, message: e.message, at: new Date(e.at), workerId: e.worker_id ?? "" }));
@@ -62,8 +65,8 @@ export function toJob(r: JobRow): Job {
     leaseMs: r.lease_ms,
     cancelRequested: r.cancel_requested,
     workerId: r.worker_id,
-    concurrencyKey: null,
-    orderingKey: null,
+    concurrencyKey: r.concurrency_key,
+    orderingKey: r.ordering_key,
   };
 }
 

@@ -15,6 +15,8 @@ interface TemplateJson {
   lease_ms: number | null;
   retry: RetryPolicy | null;
   headers: Record<string, string>;
+  concurrency_key?: string | null;
+  ordering_key?: string | null;
 }
 
 function templateToJson(t: NewJob): TemplateJson {
@@ -28,6 +30,8 @@ function templateToJson(t: NewJob): TemplateJson {
     lease_ms: t.leaseMs,
     retry: t.retry,
     headers: t.headers,
+    concurrency_key: t.concurrencyKey,
+    ordering_key: t.orderingKey,
   };
 }
 
@@ -46,8 +50,8 @@ function templateFromJson(j: TemplateJson): NewJob {
     idempotencyKey: null,
     idempotencyTtlMs: null,
     headers: j.headers,
-    concurrencyKey: null,
-    orderingKey: null,
+    concurrencyKey: j.concurrency_key ?? null,
+    orderingKey: j.ordering_key ?? null,
   };
 }
 
