@@ -24,6 +24,7 @@ import { runBurnDown } from "./scenarios/burn-down.js";
 import type { Ctx } from "./scenarios/common.js";
 import { runHistory } from "./scenarios/history.js";
 import { runLatency } from "./scenarios/latency.js";
+import { runFairness, runLimits } from "./scenarios/flow.js";
 import { runResources } from "./scenarios/resources.js";
 import { runSteadyState } from "./scenarios/steady-state.js";
 import { openSystem, type System } from "./systems.js";
@@ -32,6 +33,8 @@ const RUNNERS: Record<ScenarioName, (ctx: Ctx) => Promise<void>> = {
   "burn-down": runBurnDown,
   "steady-state": runSteadyState,
   latency: runLatency,
+  limits: runLimits,
+  fairness: runFairness,
   "bulk-enqueue": runBulkEnqueue,
   history: runHistory,
   resources: runResources,

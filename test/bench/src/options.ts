@@ -3,7 +3,7 @@
  * --quick preset, validated once before anything starts.
  */
 
-export const SCENARIOS = ["burn-down", "steady-state", "latency", "bulk-enqueue", "history", "resources"] as const;
+export const SCENARIOS = ["burn-down", "steady-state", "latency", "bulk-enqueue", "history", "limits", "fairness", "resources"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export const SYSTEMS = ["jobwire", "graphile-worker", "pg-boss"] as const;
