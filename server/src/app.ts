@@ -4,7 +4,12 @@ import { Broker, type BrokerHooks } from "./broker/broker.js";
 import { Dispatcher } from "./broker/dispatcher.js";
 import type { Config } from "./config.js";
 import { createLogger, type Logger } from "./log.js";
+import { randomUUID } from "node:crypto";
+import os from "node:os";
+import { Counters, DEFAULT_COUNTERS_BATCH, DEFAULT_COUNTERS_INTERVAL_MS } from "./maintenance/counters.js";
 import { CronLoop } from "./maintenance/cron.js";
+import { DEFAULT_PRESENCE_INTERVAL_MS, DEFAULT_PRESENCE_STALE_MS, Presence } from "./maintenance/presence.js";
+import { DEFAULT_SAMPLE_INTERVAL_MS, DEFAULT_SAMPLES_KEPT, Sampler } from "./maintenance/sampler.js";
 import { Pruner } from "./maintenance/pruner.js";
 import { Reaper } from "./maintenance/reaper.js";
 import { Scheduler } from "./maintenance/scheduler.js";
@@ -44,6 +49,9 @@ export interface Loops {
   scheduler: Scheduler;
   pruner: Pruner;
   cron: CronLoop;
+  presence: Presence;
+  counters: Counters;
+  sampler: Sampler;
 }
 
 export interface AppOptions {
@@ -60,7 +68,7 @@ export interface AppOptions {
 /** Calls every hook set's handler for each event. */
 function mergeHooks(all: BrokerHooks[]): BrokerHooks {
   const out: BrokerHooks = {};
-  for (const key of ["enqueued", "leased", "acked", "lostAcks", "failed", "replayed", "pruned"] as const) {
+  for (const key of ["enqueued", "leased", "completed", "acked", "lostAcks", "failed", "replayed", "pruned"] as const) {
     const fns = all.map((h) => h[key]).filter((f): f is NonNullable<typeof f> => f !== undefined);
     if (fns.length) out[key] = ((...args: unknown[]) => fns.forEach((f) => (f as (...a: unknown[]) => void)(...args))) as never;
   }
@@ -85,7 +93,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
   let broker: Broker | null = null;
   let server: RunningServer | null = null;
   const stopLoops = async (l: Loops | null) => {
-    if (l) await Promise.all([l.reaper.stop(), l.scheduler.stop(), l.pruner.stop(), l.cron.stop()]);
+    if (l) await Promise.all([l.reaper.stop(), l.scheduler.stop(), l.pruner.stop(), l.cron.stop(), l.presence.leave(), l.counters.stop(), l.sampler.stop()]);
   };
   try {
     const client = await pool.connect().catch((err: Error) => {
@@ -108,26 +116,44 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       log,
       (leases) => hooks.leased?.(leases),
     );
-    const metrics = new Metrics(store, () => dispatcher.openStreams);
+    // The broker is built below, with the metrics' hooks; the gauges reach it when scraped.
+    let brokerForGauges: Broker | null = null;
+    const metrics = new Metrics(
+      () => (brokerForGauges ? brokerForGauges.gauges() : Promise.reject(new Error("starting"))),
+      () => dispatcher.openStreams,
+      log,
+    );
     const tracing = opts.tracing ?? stopTracing !== null;
     const hooks = mergeHooks([metrics.hooks(), ...(tracing ? [tracingHooks()] : []), ...(opts.hooks ? [opts.hooks] : [])]);
     const scheduler = new Scheduler(store, { intervalMs: config.schedulerIntervalMs, batch: config.reaperBatch }, log);
     const cron = new CronLoop(schedules, { intervalMs: config.schedulerIntervalMs, batch: 100 }, log);
+    const sampler = new Sampler(store, { intervalMs: DEFAULT_SAMPLE_INTERVAL_MS, keep: DEFAULT_SAMPLES_KEPT }, log);
+    // Unique per process, and readable: which host and process a stream is on.
+    const brokerId = `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     const b = new Broker(
       config,
       store,
       schedules,
       dispatcher,
-      { jobDueIn: (ms) => scheduler.dueIn(ms), scheduleDueIn: (ms) => cron.poke(ms) },
+      {
+        jobDueIn: (ms) => scheduler.dueIn(ms),
+        scheduleDueIn: (ms) => cron.poke(ms),
+        brokerId,
+        history: (queue) => ({ samples: sampler.samples(queue), intervalMs: sampler.cfg.intervalMs }),
+      },
       log,
       hooks,
     );
     broker = b;
+    brokerForGauges = b;
     const l: Loops = {
       reaper: new Reaper(store, { intervalMs: config.reaperIntervalMs, batch: config.reaperBatch }, log, (jobs) => b.afterFailure(jobs, "lease_expired")),
       scheduler,
       pruner: new Pruner(store, { intervalMs: config.prunerIntervalMs, batch: config.prunerBatch }, log, (n) => hooks.pruned?.(n)),
       cron,
+      presence: new Presence(store, brokerId, () => dispatcher.streams(brokerId), { intervalMs: DEFAULT_PRESENCE_INTERVAL_MS, staleMs: DEFAULT_PRESENCE_STALE_MS }, log),
+      counters: new Counters(store, { intervalMs: DEFAULT_COUNTERS_INTERVAL_MS, batch: DEFAULT_COUNTERS_BATCH }, log),
+      sampler,
     };
     notifier = new Notifier(
       databaseUrl,
@@ -142,15 +168,19 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       log,
     );
     await notifier.start();
-    for (const loop of [l.reaper, l.scheduler, l.pruner, l.cron]) loop.start();
+    for (const loop of [l.reaper, l.scheduler, l.pruner, l.cron, l.presence, l.counters, l.sampler]) loop.start();
     loops = l;
     server = await startServer(b, log, {
       host: config.host,
       port: config.port,
       maxMessageBytes: config.maxMessageBytes,
       // Auth first: an unauthenticated call gets no span and no work.
-      interceptors: [...(config.authTokens.length ? [authInterceptor(config.authTokens)] : []), ...(tracing ? [tracingInterceptor()] : [])],
-      httpRoutes: httpRoutes({ metrics, pool, log }),
+      interceptors: [
+        ...(config.authTokens.length ? [authInterceptor(config.authTokens)] : []),
+        metrics.rpcInterceptor(),
+        ...(tracing ? [tracingInterceptor()] : []),
+      ],
+      httpRoutes: httpRoutes({ metrics, ready: () => b.ready(), log }),
     });
   } catch (err) {
     await broker?.dispatcher.drain().catch(() => {});

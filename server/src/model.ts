@@ -242,6 +242,48 @@ export interface QueueStats {
   paused: boolean;
 }
 
+/** One open Lease stream, on some broker replica (AdminService.ListWorkers). */
+export interface WorkerStream {
+  brokerId: string;
+  workerId: string;
+  queues: string[];
+  maxInFlight: number;
+  /** Jobs the broker may still send on it. */
+  credit: number;
+  /** Jobs sent whose credit has not come back. */
+  held: number;
+  connectedAt: Date;
+  /** The worker's address as the broker sees it ("" when unknown). */
+  peer: string;
+}
+
+/** What /metrics reads from the database, cluster-wide (telemetry/metrics.ts). */
+export interface QueueGauges {
+  /** Every queue that has a config row or a count. */
+  queues: string[];
+  /** Jobs per queue and state, for the states with a partial index. */
+  counts: { queue: string; state: string; n: number }[];
+  oldest: { queue: string; seconds: number }[];
+  paused: string[];
+  /** Open Lease streams per queue, on every replica. */
+  workers: Map<string, number>;
+  /** Jobs enqueued per queue, by any path. */
+  enqueued: Map<string, number>;
+}
+
+/** One queue at one moment, with the counts of the interval that ended then (AdminService.GetQueueHistory). */
+export interface QueueSample {
+  at: Date;
+  queue: string;
+  available: number;
+  waiting: number;
+  running: number;
+  dead: number;
+  enqueued: number;
+  completed: number;
+  failed: number;
+}
+
 export interface ReplayFilter {
   queue: string;
   type: string | null;

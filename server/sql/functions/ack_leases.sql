@@ -20,6 +20,8 @@
 -- For those queues (gated: claim_gated.sql) it sends the NOTIFY that wakes
 -- a stream, at commit. Other queues pay only the look at their settings.
 --
+-- It counts completions per queue (counter_deltas: migrations/008_operators.sql).
+--
 -- It returns the leases it could NOT complete (lost_id), and one row per
 -- queue with how many it completed there (queue, acked): almost always one
 -- or two rows, where a row per acked job cost the broker a parsed row, an
@@ -84,6 +86,10 @@ BEGIN
 
   IF wake IS NOT NULL THEN
     PERFORM pg_notify('jobwire', 'a:' || w) FROM unnest(wake) w;
+  END IF;
+  -- Completions per queue, for the counters every replica reports (one row per queue per call).
+  IF done_queues IS NOT NULL THEN
+    INSERT INTO jobwire.counter_deltas (queue, kind, n) SELECT dq, 'completed', count(*) FROM unnest(done_queues) dq GROUP BY dq;
   END IF;
   RETURN QUERY
     SELECT i, NULL::text, NULL::int FROM (SELECT unnest(ids) EXCEPT ALL SELECT unnest(coalesce(done_ids, '{}'))) l(i)

@@ -13,10 +13,13 @@ import type {
   NewJob,
   QueueConfig,
   QueueConfigChange,
+  QueueGauges,
   QueueSettings,
+  QueueSample,
   QueueStats,
   ReplayFilter,
   Schedule,
+  WorkerStream,
 } from "../model.js";
 import type { JobStore } from "../store/jobs.js";
 import type { ScheduleStore } from "../store/schedules.js";
@@ -59,6 +62,8 @@ export interface BrokerHooks {
   /** The queue of every job created, and how many specs were duplicates. */
   enqueued?(queues: string[], duplicates: number): void;
   leased?(leases: Lease[]): void;
+  /** The jobs an Ack completed through this replica. */
+  completed?(ids: string[]): void;
   /** Jobs completed by one ack statement, per queue. */
   acked?(perQueue: Map<string, number>): void;
   /** Ack tokens refused because their lease was lost. */
@@ -86,15 +91,23 @@ export interface ListInput {
 }
 
 /**
- * What the broker asks of the background loops, which app.ts wires in (the
- * broker does not own them: see app.ts).
+ * What the broker needs from the rest of the process: the background loops
+ * and this replica's identity, which app.ts wires in (the broker owns
+ * none of them: see app.ts).
  */
-export interface BrokerWakeups {
+export interface BrokerEnv {
   /** A job becomes due in `ms` (a retry's backoff): the scheduler should look by then. */
   jobDueIn(ms: number): void;
   /** A schedule's next fire is in `ms`. */
   scheduleDueIn(ms: number): void;
+  /** This replica's id (ListWorkers names it). */
+  brokerId: string;
+  /** The sampled history of one queue, or of all (maintenance/sampler.ts), and the time between samples. */
+  history(queue: string | null): { samples: QueueSample[]; intervalMs: number };
 }
+
+/** Other replicas report their streams every 5 s; a report older than 15 s is a replica that is gone. */
+const WORKERS_FRESH_MS = 15_000;
 
 /**
  * The broker's domain: every operation producers, workers and operators
@@ -110,7 +123,7 @@ export class Broker {
     readonly store: JobStore,
     private readonly schedules: ScheduleStore,
     readonly dispatcher: Dispatcher,
-    private readonly wakeups: BrokerWakeups,
+    private readonly env: BrokerEnv,
     private readonly log: Logger,
     private readonly hooks: BrokerHooks = {},
   ) {
@@ -166,7 +179,12 @@ export class Broker {
     const refs = this.decodeTokens("lease_tokens", tokens);
     const done = await this.acks.submit(refs);
     const lost: string[] = [];
-    for (let i = 0; i < tokens.length; i++) if (!done[i]) lost.push(tokens[i]!);
+    const ids: string[] = [];
+    for (let i = 0; i < tokens.length; i++) {
+      if (done[i]) ids.push(refs[i]!.id);
+      else lost.push(tokens[i]!);
+    }
+    this.hooks.completed?.(ids);
     if (lost.length > 0) this.hooks.lostAcks?.(lost.length);
     return lost;
   }
@@ -301,6 +319,50 @@ export class Broker {
     return config;
   }
 
+  /** The database's figures for /metrics. */
+  async gauges(): Promise<QueueGauges> {
+    const [snap, counters, flags, others] = await Promise.all([
+      this.store.metricsSnapshot(),
+      this.store.readCounters(),
+      this.store.queueFlags(),
+      this.store.listBrokerStreams(WORKERS_FRESH_MS),
+    ]);
+    const workers = new Map<string, number>();
+    const streams = [...this.dispatcher.streams(this.env.brokerId), ...others.filter((s) => s.brokerId !== this.env.brokerId)];
+    for (const s of streams) for (const q of s.queues) workers.set(q, (workers.get(q) ?? 0) + 1);
+    const enqueued = new Map<string, number>();
+    for (const c of counters) if (c.kind === "enqueued") enqueued.set(c.queue, c.total);
+    return {
+      queues: [...new Set([...flags.map((f) => f.queue), ...counters.map((c) => c.queue)])],
+      counts: snap.counts,
+      oldest: snap.oldest,
+      paused: flags.filter((f) => f.paused).map((f) => f.queue),
+      workers,
+      enqueued,
+    };
+  }
+
+  /** True when the database answers (/readyz). */
+  async ready(): Promise<boolean> {
+    return this.store.ping().then(
+      () => true,
+      () => false,
+    );
+  }
+
+  /** Open Lease streams on every replica: this one's as they are now, the others' as they last reported. */
+  async listWorkers(queue: string): Promise<WorkerStream[]> {
+    if (queue) checkQueue("queue", queue);
+    const others = (await this.store.listBrokerStreams(WORKERS_FRESH_MS)).filter((s) => s.brokerId !== this.env.brokerId);
+    const all = [...this.dispatcher.streams(this.env.brokerId), ...others];
+    return queue ? all.filter((s) => s.queues.includes(queue)) : all;
+  }
+
+  queueHistory(queue: string): { samples: QueueSample[]; intervalMs: number } {
+    if (queue) checkQueue("queue", queue);
+    return this.env.history(queue || null);
+  }
+
   async getQueueConfig(queue: string): Promise<QueueConfig> {
     checkQueue("queue", queue);
     return this.store.getQueueConfig(queue);
@@ -338,7 +400,7 @@ export class Broker {
     if (s.job.idempotencyKey) throw invalid("schedule.job.idempotency_key", "must be unset; each fire is keyed by its time");
     const template = checkJobSpec(s.job, "schedule.job", this.cfg);
     const saved = await this.schedules.upsert({ name: s.name, cron: s.cron.trim(), template, paused: s.paused, nextRunAt: s.paused ? null : next });
-    this.wakeups.scheduleDueIn(Math.max(0, next.getTime() - Date.now()));
+    this.env.scheduleDueIn(Math.max(0, next.getTime() - Date.now()));
     return saved;
   }
 
@@ -359,7 +421,7 @@ export class Broker {
     const wake = new Set<string>();
     for (const j of jobs) {
       if (j.state === "available" || j.wakesQueue) wake.add(j.queue);
-      else if (j.state === "retryable") this.wakeups.jobDueIn(j.runAt.getTime() - Date.now());
+      else if (j.state === "retryable") this.env.jobDueIn(j.runAt.getTime() - Date.now());
     }
     for (const q of wake) {
       this.store.notify(q).catch((err) => this.log.warn("notify failed", { err, queue: q }));

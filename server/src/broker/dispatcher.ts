@@ -1,6 +1,6 @@
 import { BrokerError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { ClaimedJob, Lease } from "../model.js";
+import type { ClaimedJob, Lease, WorkerStream } from "../model.js";
 import type { JobStore } from "../store/jobs.js";
 import { encodeToken } from "./token.js";
 import type { LeaseOpenInput } from "./validate.js";
@@ -128,6 +128,11 @@ export class Dispatcher {
     return this.sessions.size;
   }
 
+  /** This replica's open streams, for ListWorkers and the presence loop. */
+  streams(brokerId: string): WorkerStream[] {
+    return [...this.sessions].map((s) => s.describe(brokerId));
+  }
+
   /** Streams on `queue` asleep with credit after finding it empty. */
   idleStreamsOn(queue: string): number {
     let n = 0;
@@ -176,6 +181,7 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
    * (15 s by default).
    */
   private lastSent = 0;
+  private readonly connectedAt = new Date();
 
   constructor(
     private readonly open: LeaseOpenInput,
@@ -211,6 +217,21 @@ export class LeaseSession implements AsyncIterable<LeaseBatch> {
   addCredit(n: number): void {
     this.credit = Math.min(this.maxCredit, this.credit + n);
     if (!this.drained || this.wakeSeq !== this.claimSeq) this.kick();
+  }
+
+  describe(brokerId: string): WorkerStream {
+    let unsent = 0;
+    for (const b of this.outbox) unsent += b.length;
+    return {
+      brokerId,
+      workerId: this.open.workerId,
+      queues: this.queues,
+      maxInFlight: this.maxCredit,
+      credit: this.credit,
+      held: this.maxCredit - this.credit - unsent,
+      connectedAt: this.connectedAt,
+      peer: this.open.peer ?? "",
+    };
   }
 
   /** Asleep after finding its queues empty, with credit to take work: a wake-up would start a claim. */

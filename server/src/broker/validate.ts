@@ -204,6 +204,8 @@ export interface LeaseOpenInput {
   workerId: string;
   maxInFlight: number;
   leaseMs: number | null;
+  /** The worker's address as the transport sees it ("" when unknown). */
+  peer?: string;
 }
 
 export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {

@@ -11,9 +11,10 @@ import type {
   QueueConfigChange,
   QueueStats,
   ReplayFilter,
+  WorkerStream,
 } from "../model.js";
 import { DEFAULT_COMPLETED_RETENTION_MS, DEFAULT_MAX_ATTEMPTS } from "../config.js";
-import { withTx } from "./db.js";
+import { query, withTx } from "./db.js";
 import * as admin from "./sql/admin.js";
 import { claim, type Claim } from "./sql/claim.js";
 import { insertJobs, insertUnkeyed } from "./sql/enqueue.js";
@@ -22,7 +23,9 @@ import { ack, heartbeat, release, type AckResult } from "./sql/leases.js";
 import { msUntilNextDue, promoteDue } from "./sql/promote.js";
 import { pruneCompleted } from "./sql/prune.js";
 import { getQueueConfig, setPaused, setQueueConfig, writeSettings } from "./sql/queues.js";
-import { metricsSnapshot, queueStats, type MetricsSnapshot } from "./sql/stats.js";
+import { heartbeatBroker, leaveBrokers, listBrokerStreams, pruneBrokers } from "./sql/brokers.js";
+import { foldCounters, readCounters, type CounterRow } from "./sql/counters.js";
+import { metricsSnapshot, queueFlags, queueStats, type MetricsSnapshot } from "./sql/stats.js";
 
 /**
  * JobStore: every statement on jobwire.jobs and jobwire.queues, one named
@@ -159,6 +162,15 @@ export class JobStore {
     return metricsSnapshot(this.pool);
   }
 
+  queueFlags(): Promise<{ queue: string; paused: boolean }[]> {
+    return queueFlags(this.pool);
+  }
+
+  /** Resolves when the database answers a trivial query. */
+  async ping(): Promise<void> {
+    await query(this.pool, "SELECT 1", [], "jobwire_ping");
+  }
+
   /** Changes the settings `c` names; returns the whole config after. */
   setQueueConfig(c: QueueConfigChange): Promise<QueueConfig> {
     return setQueueConfig(this.pool, c);
@@ -171,6 +183,33 @@ export class JobStore {
   /** Pauses or resumes a queue; returns the whole config after. */
   setPaused(queue: string, paused: boolean): Promise<QueueConfig> {
     return setPaused(this.pool, queue, paused);
+  }
+
+  /** Folds up to `limit` count deltas into the totals; returns how many. */
+  foldCounters(limit: number): Promise<number> {
+    return foldCounters(this.pool, limit);
+  }
+
+  /** Cluster-wide counts per queue: enqueued (by any path), completed, failed. */
+  readCounters(): Promise<CounterRow[]> {
+    return readCounters(this.pool);
+  }
+
+  heartbeatBroker(id: string, startedAt: Date, streams: WorkerStream[]): Promise<void> {
+    return heartbeatBroker(this.pool, id, startedAt, streams);
+  }
+
+  pruneBrokers(staleMs: number): Promise<number> {
+    return pruneBrokers(this.pool, staleMs);
+  }
+
+  leaveBrokers(id: string): Promise<void> {
+    return leaveBrokers(this.pool, id);
+  }
+
+  /** Every replica's Lease streams, as last reported within `freshMs`. */
+  listBrokerStreams(freshMs: number): Promise<WorkerStream[]> {
+    return listBrokerStreams(this.pool, freshMs);
   }
 
   /** Records the broker defaults that the database's own code reads (the SQL enqueue()). */

@@ -1,11 +1,10 @@
-import type pg from "pg";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../telemetry/metrics.js";
 import { DASHBOARD_HTML } from "./dashboard.js";
 
 /**
  * Plain HTTP on the gRPC port (HTTP/1.1 or HTTP/2):
- *   GET /metrics   Prometheus
+ *   GET /metrics   Prometheus (telemetry/metrics.ts)
  *   GET /healthz   the process is up
  *   GET /readyz    the database answers
  *   GET /          the dashboard (it calls AdminService over the Connect protocol)
@@ -13,7 +12,7 @@ import { DASHBOARD_HTML } from "./dashboard.js";
 type Req = { method?: string; url?: string };
 type Res = { statusCode: number; setHeader(k: string, v: string): unknown; end(body: string): unknown };
 
-export function httpRoutes(deps: { metrics: Metrics; pool: pg.Pool; log: Logger }) {
+export function httpRoutes(deps: { metrics: Metrics; ready: () => Promise<boolean>; log: Logger }) {
   const send = (res: Res, status: number, type: string, body: string) => {
     res.statusCode = status;
     res.setHeader("content-type", type);
@@ -25,11 +24,12 @@ export function httpRoutes(deps: { metrics: Metrics; pool: pg.Pool; log: Logger 
     const path = (req.url ?? "/").split("?")[0];
     switch (path) {
       case "/metrics":
+        // Answers even with the database down (jobwire_database_up 0).
         deps.metrics.render().then(
-          (body) => send(res, 200, "text/plain; version=0.0.4; charset=utf-8", body),
+          (m) => send(res, 200, m.contentType, m.body),
           (err) => {
-            deps.log.warn("metrics scrape failed", { err });
-            send(res, 503, "text/plain", "database unavailable\n");
+            deps.log.error("metrics scrape failed", { err });
+            send(res, 500, "text/plain", "metrics failed\n");
           },
         );
         return true;
@@ -37,8 +37,8 @@ export function httpRoutes(deps: { metrics: Metrics; pool: pg.Pool; log: Logger 
         send(res, 200, "text/plain", "ok\n");
         return true;
       case "/readyz":
-        deps.pool.query("SELECT 1").then(
-          () => send(res, 200, "text/plain", "ready\n"),
+        deps.ready().then(
+          (ok) => send(res, ok ? 200 : 503, "text/plain", ok ? "ready\n" : "database unavailable\n"),
           () => send(res, 503, "text/plain", "database unavailable\n"),
         );
         return true;

@@ -9,6 +9,8 @@ import {
   ReplayResponseSchema,
   SetQueueConfigResponseSchema,
   GetQueueConfigResponseSchema,
+  GetQueueHistoryResponseSchema,
+  ListWorkersResponseSchema,
   PauseQueueResponseSchema,
   ResumeQueueResponseSchema,
   SetScheduleResponseSchema,
@@ -273,5 +275,36 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
     getQueueConfig: guard(log, async (req) => create(GetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.getQueueConfig(req.queue)) })),
     pauseQueue: guard(log, async (req) => create(PauseQueueResponseSchema, { config: queueConfigToPb(await broker.pauseQueue(req.queue)) })),
     resumeQueue: guard(log, async (req) => create(ResumeQueueResponseSchema, { config: queueConfigToPb(await broker.resumeQueue(req.queue)) })),
+    listWorkers: guard(log, async (req) =>
+      create(ListWorkersResponseSchema, {
+        workers: (await broker.listWorkers(req.queue)).map((w) => ({
+          workerId: w.workerId,
+          queues: w.queues,
+          maxInFlight: w.maxInFlight,
+          credit: w.credit,
+          jobsHeld: w.held,
+          connectedAt: ts(w.connectedAt),
+          brokerId: w.brokerId,
+          peer: w.peer,
+        })),
+      }),
+    ),
+    getQueueHistory: guard(log, async (req) => {
+      const h = broker.queueHistory(req.queue);
+      return create(GetQueueHistoryResponseSchema, {
+        samples: h.samples.map((s) => ({
+          at: ts(s.at),
+          queue: s.queue,
+          available: BigInt(s.available),
+          waiting: BigInt(s.waiting),
+          running: BigInt(s.running),
+          dead: BigInt(s.dead),
+          enqueued: BigInt(s.enqueued),
+          completed: BigInt(s.completed),
+          failed: BigInt(s.failed),
+        })),
+        interval: msToDuration(h.intervalMs),
+      });
+    }),
   };
 }

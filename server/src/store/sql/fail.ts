@@ -42,11 +42,15 @@ const RETURNING = `j.id, j.queue, j.state, j.run_at, j.headers, j.attempt,
 /** A failed-attempt statement: `failures` selects (and locks) the rows, with id, permanent, retry_after_ms, message. */
 function failStatement(failures: string): string {
   return `
-WITH failures AS (${failures}), d AS (${FAIL_DECIDE})
-UPDATE jobwire.jobs j ${FAIL_SET}
-FROM d CROSS JOIN LATERAL jobwire.push_error(d.errors, d.errors_dropped, d.entry) e
-WHERE j.id = d.id
-RETURNING ${RETURNING}`;
+WITH failures AS (${failures}), d AS (${FAIL_DECIDE}), failed AS (
+  UPDATE jobwire.jobs j ${FAIL_SET}
+  FROM d CROSS JOIN LATERAL jobwire.push_error(d.errors, d.errors_dropped, d.entry) e
+  WHERE j.id = d.id
+  RETURNING ${RETURNING}
+), counted AS (
+  INSERT INTO jobwire.counter_deltas (queue, kind, n) SELECT queue, 'failed', count(*) FROM failed GROUP BY queue
+)
+SELECT * FROM failed`;
 }
 
 const NACK = failStatement(`

@@ -85,3 +85,11 @@ export async function metricsSnapshot(db: Queryable): Promise<MetricsSnapshot> {
     oldest: oldest.rows.map((r) => ({ queue: r.queue, seconds: Math.max(0, Number(r.age_ms) / 1000) })),
   };
 }
+
+const QUEUE_FLAGS = "SELECT name AS queue, paused FROM jobwire.queues";
+
+/** Every configured queue, and whether it is paused. */
+export async function queueFlags(db: Queryable): Promise<{ queue: string; paused: boolean }[]> {
+  const { rows } = await query<{ queue: string; paused: boolean }>(db, QUEUE_FLAGS, [], "jobwire_queue_flags");
+  return rows;
+}
