@@ -295,6 +295,8 @@ export interface ReplayFilter {
 export interface ListFilter {
   queue: string | null;
   type: string | null;
+  /** Jobs whose last error contains this text. */
+  errorContains: string | null;
   states: JobState[];
   beforeId: string | null;
   limit: number;

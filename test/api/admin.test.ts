@@ -140,6 +140,18 @@ describe("ListJobs and GetQueueStats", () => {
     await expectCode(tb.admin.listJobs({ pageToken: "nope" }), Code.InvalidArgument, "page_token");
   });
 
+  it("filters by the last error's text, with keyset pages", async () => {
+    const queue = uniqueQueue();
+    const smtp = await deadJobs(queue, 3, "smtp timeout after 30s");
+    await deadJobs(queue, 2, "bad address");
+    const first = await tb.admin.listJobs({ queue, errorContains: "smtp", pageSize: 2 });
+    expect(first.jobs.map((j) => j.id)).toEqual([smtp[2], smtp[1]]);
+    const second = await tb.admin.listJobs({ queue, errorContains: "smtp", pageSize: 2, pageToken: first.nextPageToken });
+    expect(second.jobs.map((j) => j.id)).toEqual([smtp[0]]);
+    expect(second.nextPageToken).toBe("");
+    await expectCode(tb.admin.listJobs({ errorContains: "a\u0000b" }), Code.InvalidArgument, "error_contains");
+  });
+
   it("counts jobs per state and reports the oldest waiting job's age", async () => {
     const queue = uniqueQueue();
     const ids = await enqueue(tb, { queue }, { queue }, { queue, schedule: { case: "delay", value: { seconds: 600n, nanos: 0 } } });

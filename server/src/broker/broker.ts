@@ -85,6 +85,7 @@ export interface ReplayInput {
 export interface ListInput {
   queue: string;
   type: string;
+  errorContains: string;
   states: JobState[];
   pageSize: number;
   pageToken: string;
@@ -278,7 +279,15 @@ export class Broker {
     if (l.pageSize < 0 || l.pageSize > MAX_PAGE_SIZE) throw invalid("page_size", `must be from 0 (default) to ${MAX_PAGE_SIZE}`);
     const beforeId = l.pageToken ? checkJobId("page_token", l.pageToken) : null;
     const size = l.pageSize || DEFAULT_PAGE_SIZE;
-    const jobs = await this.store.list({ queue: l.queue || null, type: l.type || null, states: l.states, beforeId, limit: size + 1 });
+    checkText("error_contains", l.errorContains);
+    const jobs = await this.store.list({
+      queue: l.queue || null,
+      type: l.type || null,
+      errorContains: l.errorContains || null,
+      states: l.states,
+      beforeId,
+      limit: size + 1,
+    });
     const more = jobs.length > size;
     if (more) jobs.pop();
     // Never a response the client would refuse: stop the page early and say so.

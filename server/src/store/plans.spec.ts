@@ -106,7 +106,7 @@ it("makes generic plans that reach their rows through an index, for every named 
   expect(dead).toHaveLength(10);
   await store.filterIds(dead, ["dead"]);
   await store.replayIds(dead.slice(0, 1), ["dead"]);
-  await store.list({ queue: "p", type: null, states: ["dead"], beforeId: null, limit: 10 });
+  await store.list({ queue: "p", type: null, errorContains: "boom", states: ["dead"], beforeId: null, limit: 10 });
   await store.stats(["p"]);
   await store.metricsSnapshot();
   await store.setQueueConfig({ queue: "p", values: { ...unset, maxAttempts: 5 }, fields: ["maxAttempts"] });

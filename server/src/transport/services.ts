@@ -235,6 +235,7 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
       const page = await broker.listJobs({
         queue: req.queue,
         type: req.type,
+        errorContains: req.errorContains,
         states: req.states.map((s, i) => stateFromPb(`states[${i}]`, s)),
         pageSize: req.pageSize,
         pageToken: req.pageToken,

@@ -65,6 +65,7 @@ WHERE ($1::text IS NULL OR queue = $1)
   AND ($2::text IS NULL OR type = $2)
   AND (cardinality($3::jobwire.job_state[]) = 0 OR state = ANY($3::jobwire.job_state[]))
   AND ($4::bigint IS NULL OR id < $4)
+  AND ($6::text IS NULL OR strpos(errors -> -1 ->> 'message', $6) > 0)
 ORDER BY id DESC
 LIMIT $5`;
 
@@ -108,7 +109,7 @@ export async function selectReplayable(db: Queryable, f: ReplayFilter, states: J
 }
 
 export async function listJobs(db: Queryable, f: ListFilter): Promise<Job[]> {
-  const { rows } = await query<JobRow>(db, LIST_JOBS, [f.queue, f.type, f.states, f.beforeId, f.limit], "jobwire_list_jobs");
+  const { rows } = await query<JobRow>(db, LIST_JOBS, [f.queue, f.type, f.states, f.beforeId, f.limit, f.errorContains], "jobwire_list_jobs");
   return rows.map(toJob);
 }
 
