@@ -57,6 +57,7 @@ COPY --from=build /app/server/package.json server/
 COPY --from=build /app/server/dist server/dist
 COPY --from=build /app/server/migrations server/migrations
 COPY --from=build /app/server/sql server/sql
+COPY --from=build /app/proto/dist proto/dist
 USER node
 EXPOSE 50051
 # SIGTERM drains: no new leases, Lease streams end with UNAVAILABLE so

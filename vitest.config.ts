@@ -2,7 +2,13 @@ import { defineConfig } from "vitest/config";
 
 export default defineConfig({
   test: {
-    include: ["server/src/**/*.spec.ts", "clients/typescript/src/**/*.spec.ts", "test/**/*.test.ts"],
+    include: [
+      "proto/src/**/*.spec.ts",
+      "proto/fast/**/*.spec.ts",
+      "server/src/**/*.spec.ts",
+      "clients/typescript/src/**/*.spec.ts",
+      "test/**/*.test.ts",
+    ],
     globalSetup: ["test/setup/global-setup.ts"],
     pool: "forks",
     testTimeout: 30_000,

@@ -3,6 +3,7 @@
 # the committed tree differs from what it produces.
 #
 #   TypeScript  proto/gen/                 protoc-gen-es (npm), through buf.gen.yaml
+#               proto/fast/                tools/protoc-gen-jobwire-fast (this repository), through buf.gen.yaml
 #   Go          clients/go/gen/            protoc-gen-go, protoc-gen-connect-go (go install), through buf.gen.yaml
 #   Python      clients/python/src/jobwire/v1/   grpcio-tools, clients/python/scripts/generate.sh
 set -euo pipefail
@@ -20,6 +21,9 @@ if [ -f scripts/go-plugins.txt ]; then
     [ -x "$GOBIN/$bin" ] || go install "$mod"
   done < scripts/go-plugins.txt
 fi
+
+# The fast-codec plugin is TypeScript in this repository: compile it first.
+tsc -b tools/protoc-gen-jobwire-fast
 
 buf generate
 

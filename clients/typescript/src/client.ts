@@ -1,10 +1,10 @@
 import { create } from "@bufbuild/protobuf";
-import { type CallOptions as ConnectCallOptions, type Client, type Transport, createClient } from "@connectrpc/connect";
+import { type Client, type Transport, createClient } from "@connectrpc/connect";
 import { AdminService, type QueueStats } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { type Job, type JobSpec, RetryPolicySchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
-import { type LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
-import { RawLeaseService, type RawLeaseResponse } from "./lease-decoding.js";
+import { encodeLeasedJob } from "@jobwire/proto/fast/jobwire/v1/worker_service_fast";
+import { type LeaseResponse, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import {
   type JobStateName,
   dateToTimestamp,
@@ -18,7 +18,7 @@ import { NotFoundError } from "./errors.js";
 import { decodePayload, encodePayload } from "./payload.js";
 import { type CallOptions, type RetryOptions, withRetry } from "./retry.js";
 import { ATTR, SpanStatusCode, context, errorMessage, startProducerSpan, trace } from "./tracing.js";
-import { type OwnedTransport, type TransportOptions, createTransport, normalizeAddress } from "./transport.js";
+import { type LeaseBatches, type OwnedTransport, type TransportOptions, createTransport, normalizeAddress } from "./transport.js";
 import { Code } from "@connectrpc/connect";
 import type { Span } from "@opentelemetry/api";
 
@@ -177,11 +177,8 @@ export class JobwireClient {
   /** The generated connect-es clients, for calls this class does not wrap. */
   readonly jobs: Client<typeof JobService>;
   readonly workers: Client<typeof WorkerService>;
-  /** WorkerService.Lease read as raw batches, which the Worker decodes by hand (lease-decoding.ts). */
-  readonly rawLease: (
-    requests: AsyncIterable<LeaseRequest>,
-    options?: ConnectCallOptions,
-  ) => AsyncIterable<RawLeaseResponse>;
+  /** WorkerService.Lease with each batch's LeasedJobs left encoded, which the Worker reads as views (lease-view.ts). */
+  readonly leaseBatches: LeaseBatches;
   readonly admin: Client<typeof AdminService>;
   private readonly owned: OwnedTransport;
   private readonly timeoutMs: number | undefined;
@@ -190,11 +187,21 @@ export class JobwireClient {
   constructor(opts: ClientOptions = {}) {
     this.address = normalizeAddress(opts.address ?? process.env["JOBWIRE_ADDRESS"] ?? "");
     this.defaultQueue = opts.defaultQueue ?? DEFAULT_QUEUE;
-    this.owned = opts.transport !== undefined ? { transport: opts.transport, close: () => {} } : createTransport(this.address, opts);
+    if (opts.transport !== undefined) {
+      // Someone else's transport: the Lease stream goes through connect-es, and its jobs are encoded again for the Worker.
+      const lease = createClient(WorkerService, opts.transport).lease;
+      this.owned = {
+        transport: opts.transport,
+        leaseBatches: (requests, call) =>
+          encodedJobs(lease(requests, { signal: call.signal, timeoutMs: call.timeoutMs, headers: call.header, onHeader: call.onHeader })),
+        close: () => {},
+      };
+    } else {
+      this.owned = createTransport(this.address, opts);
+    }
     this.jobs = createClient(JobService, this.owned.transport);
     this.workers = createClient(WorkerService, this.owned.transport);
-    const raw = createClient(RawLeaseService, this.owned.transport);
-    this.rawLease = (requests, options) => raw.lease(requests, options) as unknown as AsyncIterable<RawLeaseResponse>;
+    this.leaseBatches = this.owned.leaseBatches;
     this.admin = createClient(AdminService, this.owned.transport);
     this.timeoutMs = opts.timeoutMs;
     this.retry = opts.retry ?? {};
@@ -340,6 +347,10 @@ export class JobwireClient {
   }
 }
 
+async function* encodedJobs(responses: AsyncIterable<LeaseResponse>): AsyncIterable<Uint8Array[]> {
+  for await (const res of responses) yield res.jobs.map((j) => encodeLeasedJob(j));
+}
+
 /** Builds the protobuf JobSpec for one job; exported for tests and tools. */
 export function buildJobSpec(j: JobToEnqueue & { queue: string }): JobSpec {
   return jobSpec(j, j.queue, j.headers ?? {});
@@ -362,6 +373,8 @@ function jobSpec(j: JobToEnqueue, queue: string, headers: Record<string, string>
     priority: j.priority ?? 0,
     idempotencyKey: j.idempotencyKey ?? "",
     headers,
+    concurrencyKey: "",
+    orderingKey: "",
   };
   if (j.runAt !== undefined) spec.schedule = { case: "runAt", value: dateToTimestamp(j.runAt) };
   if (j.delayMs !== undefined) spec.schedule = { case: "delay", value: msToDuration(j.delayMs) };

@@ -9,7 +9,6 @@
  * whose parent is the context extracted from those headers, so one trace
  * holds the enqueue and every attempt, across processes.
  */
-import type { Interceptor } from "@connectrpc/connect";
 import {
   type Attributes,
   type Context,
@@ -210,17 +209,16 @@ export function errorMessage(err: unknown): string {
 }
 
 /**
- * Sends the caller's trace context with every RPC (traceparent/tracestate
- * request headers), so a broker that traces its RPCs parents them to the
- * producer's or worker's span.
+ * Puts the caller's trace context into a call's headers (traceparent,
+ * tracestate), so a broker that traces its RPCs parents them to the
+ * producer's or worker's span. transport.ts does it for every call.
  */
-export const traceContextInterceptor: Interceptor = (next) => (req) => {
-  propagation.inject(context.active(), req.header, {
-    set(h: Headers, k: string, v: string) {
-      h.set(k, v);
+export function injectTraceHeaders(h: Headers): void {
+  propagation.inject(context.active(), h, {
+    set(target: Headers, k: string, v: string) {
+      target.set(k, v);
     },
   });
-  return next(req);
-};
+}
 
 export { context, trace, SpanStatusCode };

@@ -31,7 +31,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
+import type { JobViewPlain } from "@jobwire/proto/fast/jobwire/view/v1/lease_fast";
+import { type Job, JobState } from "@jobwire/proto/jobwire/v1/job_pb";
 import { type LeaseRequest, LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { type Context, ROOT_CONTEXT, type Span } from "@opentelemetry/api";
 import { hostname } from "node:os";
@@ -49,7 +50,7 @@ import {
   toJobwireError,
 } from "./errors.js";
 import { type Logger, consoleLogger } from "./logger.js";
-import { type LeaseView, decodeLease, fullJob } from "./lease-decoding.js";
+import { LAZY_INFO_MAX_BYTES, decodeFullJob, decodeLeaseView } from "./lease-view.js";
 import { decodePayload } from "./payload.js";
 import { PushQueue } from "./push-queue.js";
 import { type SettleResult, Settler } from "./settler.js";
@@ -180,8 +181,15 @@ export interface WorkerOptions {
 /** One job the worker holds a lease on. */
 interface Held {
   token: string;
-  /** What every job needs; the whole Job is decoded only for job.info (infoOf). */
-  job: LeaseView;
+  /** What every job needs (jobwire.view.v1.JobView); the whole Job is decoded only for job.info (infoOf). */
+  job: JobViewPlain;
+  /**
+   * The encoded LeasedJob, for job.info: a view into the lease batch, which
+   * it keeps alive while the job is held. Large jobs are decoded whole at
+   * once instead (full), so that their payload is not held twice.
+   */
+  encoded: Uint8Array | undefined;
+  full: Job | undefined;
   /** JobInfo, built on first read (infoOf): most handlers never look, and dates cost CPU per job. */
   infoCache: JobInfo | undefined;
   /** Which Lease stream delivered it; credit is returned only to that stream. */
@@ -446,17 +454,17 @@ export class Worker {
     };
     this.stopController.signal.addEventListener("abort", onStop, { once: true });
     try {
-      const responses = this.client.rawLease(requests, {
+      const batches = this.client.leaseBatches(requests, {
         signal: abort.signal,
         timeoutMs: 0, // the stream lives as long as the worker
         onHeader: onConnected,
       });
-      for await (const res of responses) {
+      for await (const batch of batches) {
         const inert = tracingInert();
-        stream.brokerCredit -= res.jobs.length;
-        for (const bytes of res.jobs) this.accept(decodeLease(bytes), gen, inert);
+        stream.brokerCredit -= batch.length;
+        for (const bytes of batch) this.accept(bytes, gen, inert);
         this.flushCredit(stream);
-        if (res.jobs.length > 0) this.scheduleHeartbeat();
+        if (batch.length > 0) this.scheduleHeartbeat();
       }
     } catch (err) {
       // After a stop, a stream we cut ourselves is not an error.
@@ -513,21 +521,33 @@ export class Worker {
    * `concurrency` handlers ever run at once. The overshoot is bounded by the
    * jobs that were running when the old stream broke.
    */
-  private accept(job: LeaseView, gen: number, inert: boolean): void {
-    if (!job.hasJob || job.token === "") {
+  private accept(bytes: Uint8Array, gen: number, inert: boolean): void {
+    let view;
+    try {
+      view = decodeLeaseView(bytes);
+    } catch (err) {
+      this.log.error(`the broker sent a leased job that cannot be read (${errorMessage(err)}); ignoring it`);
+      return;
+    }
+    const job = view.job;
+    const token = view.leaseToken;
+    if (job === undefined || token === "") {
       this.log.error("the broker sent a leased job without a job or token; ignoring it");
       return;
     }
-    if (this.held.has(job.token)) return;
+    if (this.held.has(token)) return;
     const now = Date.now();
-    const expiresAtMs = job.leaseExpiresAtMs;
+    const expiresAtMs = view.leaseExpiresAtMs;
     const leaseMs = Math.max(
       MIN_HEARTBEAT_INTERVAL_MS * 3,
       job.leaseDurationMs ?? this.leaseDurationMs ?? (expiresAtMs !== undefined ? expiresAtMs - now : 30_000),
     );
+    const large = bytes.length > LAZY_INFO_MAX_BYTES;
     const h: Held = {
-      token: job.token,
+      token,
       job,
+      encoded: large ? undefined : bytes,
+      full: large ? decodeFullJob(bytes, job.payload) : undefined,
       infoCache: undefined,
       streamGen: gen,
       leaseMs,
@@ -909,7 +929,7 @@ class HandlerContext implements JobContext {
 }
 
 function infoOf(h: Held): JobInfo {
-  h.infoCache ??= toJobInfo(fullJob(h.job));
+  h.infoCache ??= toJobInfo(h.full ?? decodeFullJob(h.encoded!, h.job.payload)!);
   return h.infoCache;
 }
 

@@ -3,14 +3,15 @@ import http2 from "node:http2";
 import net from "node:net";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { JobServiceCodecs } from "@jobwire/proto/fast/jobwire/v1/job_service_fast";
+import { WorkerServiceCodecs } from "@jobwire/proto/fast/jobwire/v1/worker_service_fast";
+import { leanUnaryHandler } from "@jobwire/proto/grpc";
 import { AdminService } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import type { Broker } from "../broker/broker.js";
 import type { Logger } from "../log.js";
-import type { DescMethodUnary } from "@bufbuild/protobuf";
-import { decodeAckRequest, decodeEnqueueRequest, encodeEnqueueResponse } from "./wire-codecs.js";
-import { grpcUnaryHandler } from "./grpc-unary.js";
+import { toConnectError } from "./errors.js";
 import { registerReflection } from "./reflection.js";
 import { adminService, jobService, workerService } from "./services.js";
 
@@ -44,25 +45,22 @@ const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
  * else to the HTTP/1.1 server.
  */
 export async function startServer(broker: Broker, log: Logger, opts: ServerOptions): Promise<RunningServer> {
+  // Plain unary gRPC calls skip connect-es (@jobwire/proto/grpc); each
+  // service's generated codecs (proto/fast) read and write their messages.
+  // AdminService has none: its calls are rare, and reflection codes them.
   const services = [
-    { service: JobService, impl: jobService(broker, log) },
-    { service: WorkerService, impl: workerService(broker, log, opts.maxMessageBytes) },
+    { service: JobService, impl: jobService(broker, log), codecs: JobServiceCodecs },
+    { service: WorkerService, impl: workerService(broker, log, opts.maxMessageBytes), codecs: WorkerServiceCodecs },
     { service: AdminService, impl: adminService(broker, log) },
   ];
   const routes = (router: ConnectRouter) => {
     for (const s of services) router.service(s.service, s.impl as never);
     registerReflection(router, [JobService, WorkerService, AdminService]);
   };
-  // Plain unary gRPC calls skip connect-es (see grpc-unary.ts); the rest go through it.
-  const unary = grpcUnaryHandler(services, {
+  const unary = leanUnaryHandler(services, {
     interceptors: opts.interceptors ?? [],
     maxMessageBytes: opts.maxMessageBytes,
-    log,
-    decoders: new Map<DescMethodUnary, (bytes: Uint8Array) => unknown>([
-      [JobService.method.enqueue, decodeEnqueueRequest],
-      [WorkerService.method.ack, decodeAckRequest],
-    ]),
-    encoders: new Map([[JobService.method.enqueue, encodeEnqueueResponse]]),
+    toError: (err, method) => toConnectError(err, log, method.name),
   });
   const handler = connectNodeAdapter({
     routes,

@@ -52,7 +52,7 @@ import {
   ts,
 } from "./convert.js";
 import { toConnectError } from "./errors.js";
-import { leaseResponse } from "./lease-encoding.js";
+import { leaseResponse } from "./lease-batch.js";
 
 /**
  * The RPC handlers: protobuf in, broker call, protobuf out. Every error
@@ -167,14 +167,14 @@ async function* leaseStream(
       for (const l of batch) {
         const n = approxJobBytes(l.job);
         if (part.length > 0 && bytes + n > budget) {
-          yield leaseResponse(part); // hand-encoded: lease-encoding.ts
+          yield leaseResponse(part); // generated codec: lease-batch.ts
           part = [];
           bytes = 0;
         }
         part.push(l);
         bytes += n;
       }
-      if (part.length > 0) yield leaseResponse(part); // hand-encoded: lease-encoding.ts
+      if (part.length > 0) yield leaseResponse(part); // generated codec: lease-batch.ts
     }
     if (inputError) throw inputError;
   } catch (err) {

@@ -1,5 +1,5 @@
 import type http2 from "node:http2";
-import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethodUnary, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethod, type DescMethodUnary, type DescService, type Message } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -10,71 +10,75 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import type { Logger } from "../log.js";
-import { toConnectError } from "./errors.js";
+import type { MethodCodecs, ServiceCodecs } from "../wire/codec.js";
+import { PREFIX_BYTES, frame, unaryMessage } from "./envelope.js";
+import { errorTrailers, type HeaderRecord } from "./status.js";
+import { MAX_TIMER_MS, parseGrpcTimeout } from "./timeout.js";
 
 /**
- * A lean server for unary gRPC calls over HTTP/2: Enqueue, Ack, Heartbeat
- * and the other request/response RPCs. connect-es spends about 0.5-1 ms of
+ * A lean server for unary gRPC calls over HTTP/2 (Enqueue, Ack, Heartbeat
+ * and the other request/response RPCs). connect-es spends about 0.5-1 ms of
  * CPU on each unary call (per-call AbortSignals, DOMExceptions, async
  * iterables); a unary gRPC call is one length-prefixed message each way,
  * and this handles it in a tenth of that. See docs/performance.md.
  *
  * Only the plain case is taken: POST, `application/grpc` or
- * `application/grpc+proto`, no request compression. Everything else (gRPC-Web,
- * Connect, JSON, gzip, streams, reflection) falls through to connect-es.
- * Both paths run the same service implementations and the same
- * interceptors (auth, tracing), so a caller cannot tell them apart.
+ * `application/grpc+proto`, no request compression. Everything else
+ * (gRPC-Web, Connect, JSON, gzip, streams, reflection) falls through to
+ * connect-es. Both run the same service implementations and interceptors,
+ * so a caller cannot tell them apart (test/api/grpc-unary.test.ts checks).
  */
 
 // biome-ignore lint/suspicious/noExplicitAny: implementations are typed by their service.
-type AnyUnaryImpl = (req: any, ctx: HandlerContext) => Promise<unknown> | unknown;
+type AnyImpl = Record<string, any>;
+
+/** One service as the lean path serves it: the codecs table is generated (proto/fast), and optional. */
+export interface LeanService {
+  service: DescService;
+  impl: AnyImpl;
+  /** Codecs by method local name; a method without one is coded by protobuf-es reflection. */
+  codecs?: ServiceCodecs<DescService>;
+}
+
+export interface LeanServerOptions {
+  interceptors: Interceptor[];
+  maxMessageBytes: number;
+  /** Turns what an implementation threw into the status the caller gets (and logs what it must). */
+  toError: (err: unknown, method: DescMethodUnary) => ConnectError;
+}
+
+type Next = Parameters<Interceptor>[0];
 
 interface Route {
   service: DescService;
   method: DescMethodUnary;
-  impl: AnyUnaryImpl;
-  decode: (bytes: Uint8Array) => unknown;
-  encode: (message: never) => Uint8Array;
-  /** The interceptors around the implementation, composed once. */
-  chain: (r: UnaryRequest) => Promise<UnaryResponse>;
-}
-
-export interface UnaryServiceEntry {
-  service: DescService;
-  // biome-ignore lint/suspicious/noExplicitAny: any ServiceImpl.
-  impl: Record<string, any>;
-}
-
-export interface GrpcUnaryOptions {
-  interceptors: Interceptor[];
-  /** Hand-written decoders for hot request types, by method; they must return what fromBinary would. */
-  decoders?: Map<DescMethodUnary, (bytes: Uint8Array) => unknown>;
-  /** Hand-written encoders for hot response types, by method; they must write what toBinary would. */
-  encoders?: Map<DescMethodUnary, (message: never) => Uint8Array>;
-  maxMessageBytes: number;
-  log: Logger;
+  impl: (req: Message, ctx: HandlerContext) => unknown;
+  decode: (bytes: Uint8Array) => Message;
+  encode: (message: Message) => Uint8Array;
 }
 
 /** Returns a request handler that answers the unary gRPC calls it can, and false for the rest. */
-export function grpcUnaryHandler(
-  services: UnaryServiceEntry[],
-  opts: GrpcUnaryOptions,
+export function leanUnaryHandler(
+  services: LeanService[],
+  opts: LeanServerOptions,
 ): (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => boolean {
   const routes = new Map<string, Route>();
-  const chain = opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
-    (next, interceptor) => interceptor(next as never) as never,
-    (r) => (r as unknown as LeanRequest).call.invoke(r),
-  );
-  for (const { service, impl } of services) {
+  for (const { service, impl, codecs } of services) {
     for (const method of service.methods) {
-      if (method.methodKind !== "unary" || typeof impl[method.localName] !== "function") continue;
-      const m = method as DescMethodUnary;
-      const decode = opts.decoders?.get(m) ?? ((bytes: Uint8Array) => fromBinary(m.input, bytes));
-      const encode = opts.encoders?.get(m) ?? ((msg: never) => toBinary(m.output, msg));
-      routes.set(`/${service.typeName}/${method.name}`, { service, method: m, impl: impl[method.localName].bind(impl), decode, encode, chain });
+      if (!isUnary(method) || typeof impl[method.localName] !== "function") continue;
+      routes.set(`/${service.typeName}/${method.name}`, {
+        service,
+        method,
+        impl: impl[method.localName].bind(impl),
+        ...codecsOf(method, codecs?.[method.localName]),
+      });
     }
   }
+  // Composed once: the call travels on the request (LeanRequest.call).
+  const chain = opts.interceptors.reduceRight<Next>(
+    (next, interceptor) => interceptor(next),
+    (r) => (r instanceof LeanRequest ? r.call.invoke(r) : Promise.reject(new ConnectError("not a lean call", Code.Internal))),
+  );
   return (req, res) => {
     const route = routes.get(req.url);
     if (route === undefined || req.method !== "POST") return false;
@@ -82,30 +86,28 @@ export function grpcUnaryHandler(
     if (ct !== "application/grpc" && ct !== "application/grpc+proto") return false;
     const enc = req.headers["grpc-encoding"];
     if (enc !== undefined && enc !== "identity") return false;
-    new UnaryCall(route, req, res.stream, opts).start();
+    new UnaryCall(route, chain, req, res.stream, opts).start();
     return true;
   };
 }
 
-/** grpc-timeout: up to 8 digits and a unit. */
-const TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+function isUnary(m: DescMethod): m is DescMethodUnary {
+  return m.methodKind === "unary";
+}
 
-function parseGrpcTimeout(value: string | undefined): number | undefined | Error {
-  if (value === undefined) return undefined;
-  const m = /^(\d{1,8})([HMSmun])$/.exec(value);
-  if (!m) return new Error(`invalid grpc-timeout header ${JSON.stringify(value)}`);
-  return Number(m[1]) * TIMEOUT_UNITS[m[2]!]!;
+/** The generated codecs when the table has them, protobuf-es reflection when not. */
+function codecsOf(method: DescMethodUnary, codecs: MethodCodecs<Message, Message> | undefined): Pick<Route, "decode" | "encode"> {
+  if (codecs === undefined) {
+    return { decode: (b) => fromBinary(method.input, b), encode: (m) => toBinary(method.output, m) };
+  }
+  if (codecs.input.typeName !== method.input.typeName || codecs.output.typeName !== method.output.typeName) {
+    throw new Error(`the codecs given for ${method.parent.typeName}.${method.name} are for other messages`);
+  }
+  const { input, output } = codecs;
+  return { decode: (b) => input.decode(b), encode: (m) => output.encode(m) };
 }
 
 const GRPC_CONTENT_TYPE = "application/grpc+proto";
-
-/** The longest delay setTimeout honours; longer ones fire after 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** grpc-message is percent-encoded (gRPC over HTTP/2, "Responses"). */
-function encodeGrpcMessage(message: string): string {
-  return encodeURIComponent(message);
-}
 
 class UnaryCall implements HandlerContext {
   readonly protocolName = "grpc";
@@ -122,9 +124,10 @@ class UnaryCall implements HandlerContext {
 
   constructor(
     private readonly route: Route,
+    private readonly chain: Next,
     private readonly req: http2.Http2ServerRequest,
     private readonly stream: http2.ServerHttp2Stream,
-    private readonly opts: GrpcUnaryOptions,
+    private readonly opts: LeanServerOptions,
   ) {
     this.url = `http://${req.authority ?? "localhost"}${req.url}`;
   }
@@ -171,7 +174,7 @@ class UnaryCall implements HandlerContext {
     this.stream.once("close", () => {
       if (!this.done) this.finish();
     });
-    const limit = this.opts.maxMessageBytes + 5;
+    const limit = this.opts.maxMessageBytes + PREFIX_BYTES;
     const chunks: Buffer[] = [];
     let size = 0;
     this.req.on("data", (chunk: Buffer) => {
@@ -190,35 +193,23 @@ class UnaryCall implements HandlerContext {
 
   private async run(body: Buffer): Promise<void> {
     const { method } = this.route;
-    let message: unknown;
+    let message: Message;
     try {
-      message = this.route.decode(this.frame(body));
+      message = this.route.decode(unaryMessage(body, this.opts.maxMessageBytes));
     } catch (err) {
       this.fail(err instanceof ConnectError ? err : new ConnectError(`cannot decode ${method.input.typeName}: ${(err as Error).message}`, Code.InvalidArgument));
       return;
     }
     try {
-      const res = await this.route.chain(new LeanRequest(this, message) as unknown as UnaryRequest);
-      this.reply(res);
+      const res = await this.chain(new LeanRequest(this, message));
+      if (res.stream) throw new ConnectError("an interceptor answered a unary call with a stream", Code.Internal);
+      this.reply(res.message);
     } catch (err) {
-      this.fail(toConnectError(err, this.opts.log, method.name));
+      this.fail(this.opts.toError(err, method));
     }
   }
 
-  /** One message, uncompressed, exactly filling the body. */
-  private frame(body: Buffer): Uint8Array {
-    if (body.length < 5) throw new ConnectError("protocol error: the request holds no message", Code.InvalidArgument);
-    if (body[0]! & 1) throw new ConnectError("protocol error: compressed message without grpc-encoding", Code.InvalidArgument);
-    const len = body.readUInt32BE(1);
-    if (len > this.opts.maxMessageBytes) {
-      throw new ConnectError(`request message larger than ${this.opts.maxMessageBytes} bytes`, Code.ResourceExhausted);
-    }
-    if (body.length !== 5 + len) throw new ConnectError("protocol error: a unary request holds exactly one message", Code.InvalidArgument);
-    // A plain Uint8Array view, so bytes fields are not Buffers (as with connect-es).
-    return new Uint8Array(body.buffer, body.byteOffset + 5, len);
-  }
-
-  async invoke(r: UnaryRequest): Promise<UnaryResponse> {
+  async invoke(r: LeanRequest): Promise<UnaryResponse> {
     const out: DescMessage = this.route.method.output;
     const result = await this.route.impl(r.message, this);
     return {
@@ -228,31 +219,27 @@ class UnaryCall implements HandlerContext {
       header: this.responseHeader,
       trailer: this.responseTrailer,
       message: isMessage(result, out) ? result : create(out, result as never),
-    } as UnaryResponse;
+    };
   }
 
-  private reply(res: UnaryResponse): void {
+  private reply(message: Message): void {
     if (this.done) return;
-    const body = this.route.encode(res.message as never);
+    const body = this.route.encode(message);
     if (body.length > this.opts.maxMessageBytes) {
       this.fail(new ConnectError(`response message larger than ${this.opts.maxMessageBytes} bytes`, Code.ResourceExhausted));
       return;
     }
     this.finish();
     if (this.stream.destroyed || this.stream.headersSent) return;
-    const frame = Buffer.allocUnsafe(5 + body.length);
-    frame[0] = 0;
-    frame.writeUInt32BE(body.length, 1);
-    frame.set(body, 5);
     const headers: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": GRPC_CONTENT_TYPE };
-    copyHeaders(res.header, headers);
+    copyHeaders(this.responseHeader, headers);
     const trailers: http2.OutgoingHttpHeaders = { "grpc-status": "0" };
-    copyHeaders(res.trailer, trailers);
+    copyHeaders(this.responseTrailer, trailers);
     // The compat response (unused here) would send its own, empty trailers.
     this.stream.removeAllListeners("wantTrailers");
     this.stream.respond(headers, { waitForTrailers: true });
     this.stream.once("wantTrailers", () => this.stream.sendTrailers(trailers));
-    this.stream.end(frame);
+    this.stream.end(frame(body));
   }
 
   /** A trailers-only response carrying the error. */
@@ -260,12 +247,10 @@ class UnaryCall implements HandlerContext {
     if (this.done) return;
     this.finish(err);
     if (this.stream.destroyed || this.stream.headersSent) return;
-    const headers: http2.OutgoingHttpHeaders = { ":status": 200, "content-type": GRPC_CONTENT_TYPE };
+    const headers: HeaderRecord = { ":status": 200, "content-type": GRPC_CONTENT_TYPE };
     copyHeaders(this.responseHeader, headers);
     copyHeaders(this.responseTrailer, headers);
-    copyHeaders(err.metadata, headers);
-    headers["grpc-status"] = String(err.code);
-    headers["grpc-message"] = encodeGrpcMessage(err.rawMessage);
+    errorTrailers(err, headers);
     this.stream.respond(headers, { endStream: true });
     // The request body may still be arriving; it is not wanted.
     this.req.resume();
@@ -281,16 +266,16 @@ class UnaryCall implements HandlerContext {
 }
 
 /**
- * The request the interceptors see. Its signal and header are built only
+ * The request the interceptors see. Its signal and header are made only
  * if an interceptor reads them (the default broker has no interceptors).
  */
-class LeanRequest {
+class LeanRequest implements UnaryRequest {
   readonly stream = false;
   readonly requestMethod = "POST";
 
   constructor(
     readonly call: UnaryCall,
-    readonly message: unknown,
+    readonly message: Message,
   ) {}
 
   get service(): DescService {
@@ -313,7 +298,7 @@ class LeanRequest {
   }
 }
 
-function copyHeaders(from: Headers, to: http2.OutgoingHttpHeaders): void {
+function copyHeaders(from: Headers, to: HeaderRecord): void {
   from.forEach((v, k) => {
     to[k] = v;
   });

@@ -1,5 +1,15 @@
 import http2 from "node:http2";
-import { create, fromBinary, isMessage, toBinary, type DescMessage, type DescMethodUnary, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  isMessage,
+  toBinary,
+  type DescMessage,
+  type DescMethodUnary,
+  type DescService,
+  type Message,
+  type MessageInitShape,
+} from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -10,42 +20,63 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from "@connectrpc/connect";
-import type { Http2SessionManager } from "@connectrpc/connect-node";
+import type { ServiceCodecs } from "../wire/codec.js";
+import { PREFIX_BYTES, frame } from "./envelope.js";
+import { codeFromHttpStatus, errorFromStatus } from "./status.js";
+import { MAX_TIMER_MS, grpcTimeout } from "./timeout.js";
 
 /**
- * Unary gRPC calls straight on the HTTP/2 session, skipping connect-es's
+ * Unary gRPC calls straight on an HTTP/2 session, skipping connect-es's
  * per-call machinery, which costs a producer about 0.5-1 ms of CPU per
  * Enqueue. A unary gRPC call is one length-prefixed message each way plus
- * a status in the trailers. Streams (Lease) stay on the connect transport.
- * Interceptors run as they would there.
+ * a status in the trailers. Interceptors run as they would in connect-es.
  */
-export interface UnaryTransportOptions {
+
+/** What the lean client needs of an HTTP/2 connection; connect-node's Http2SessionManager has it. */
+export interface Http2Sessions {
+  request(
+    method: string,
+    path: string,
+    headers: http2.OutgoingHttpHeaders,
+    options: Omit<http2.ClientSessionRequestOptions, "signal">,
+  ): Promise<http2.ClientHttp2Stream>;
+  /** Tells the keepalive logic that the connection is alive (so it sends no PING). */
+  notifyResponseByteRead(stream: http2.ClientHttp2Stream): void;
+}
+
+export interface LeanClientOptions {
   baseUrl: string;
-  sessionManager: Http2SessionManager;
+  sessions: Http2Sessions;
   interceptors: Interceptor[];
   readMaxBytes: number;
   writeMaxBytes: number;
-  /** Hand-written encoders for hot request types, by method; they must write what toBinary would. */
-  encoders?: Map<DescMethodUnary, (message: never) => Uint8Array>;
+  userAgent: string;
+  /** The generated codec tables (proto/fast); methods without one are coded by protobuf-es reflection. */
+  services: { service: DescService; codecs: ServiceCodecs<DescService> }[];
 }
 
-const USER_AGENT = "jobwire-typescript";
+type Next = Parameters<Interceptor>[0];
+type Coder = { encode: (m: Message) => Uint8Array; decode: (b: Uint8Array) => Message };
+
 const NEVER = new AbortController().signal;
 
-/** The caller's timeout, carried on the request through the interceptors to send(). */
-const TIMEOUT = Symbol("jobwire.timeoutMs");
-type TimedRequest = UnaryRequest & { [TIMEOUT]?: number };
-
-export function withGrpcUnary(streams: Transport, opts: UnaryTransportOptions): Transport {
+/** A Transport whose unary calls take the lean path; streams go to the given transport. */
+export function withLeanUnary(streams: Transport, opts: LeanClientOptions): Transport {
   const base = opts.baseUrl.replace(/\/+$/, "");
-  // Composed once: the path and the timeout travel on the request.
-  const chain = opts.interceptors.reduceRight<(r: UnaryRequest) => Promise<UnaryResponse>>(
-    (n, interceptor) => interceptor(n as never) as never,
-    (r) => send(opts, r, (r as TimedRequest)[TIMEOUT]),
-  );
+  const coders = new Map<string, { input: Coder; output: Coder }>();
+  for (const { service, codecs } of opts.services) {
+    for (const method of service.methods) {
+      const c = codecs[method.localName];
+      if (c === undefined) continue;
+      if (c.input.typeName !== method.input.typeName || c.output.typeName !== method.output.typeName) {
+        throw new Error(`the codecs given for ${service.typeName}.${method.name} are for other messages`);
+      }
+      coders.set(pathOf(method), { input: c.input, output: c.output });
+    }
+  }
   return {
     stream: (...args) => streams.stream(...args),
-    unary<I extends DescMessage, O extends DescMessage>(
+    async unary<I extends DescMessage, O extends DescMessage>(
       method: DescMethodUnary<I, O>,
       signal: AbortSignal | undefined,
       timeoutMs: number | undefined,
@@ -53,50 +84,47 @@ export function withGrpcUnary(streams: Transport, opts: UnaryTransportOptions): 
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
-      const message = isMessage(input, method.input) ? input : create(method.input, input as never);
-      const req: TimedRequest = {
+      const path = pathOf(method);
+      const coder = coders.get(path) ?? reflection(method);
+      const req: UnaryRequest<I, O> = {
         stream: false,
         service: method.parent,
         method,
         requestMethod: "POST",
-        url: `${base}${pathOf(method)}`,
+        url: `${base}${path}`,
         signal: signal ?? NEVER,
         header: new Headers(header),
         contextValues: contextValues ?? createContextValues(),
-        message,
-        [TIMEOUT]: timeoutMs,
-      } as TimedRequest;
-      return chain(req) as Promise<UnaryResponse<I, O>>;
+        message: isMessage(input, method.input) ? input : create(method.input, input),
+      };
+      // The chain is made per call, so that the deadline reaches send() without riding on the request.
+      const chain = opts.interceptors.reduceRight<Next>(
+        (next, interceptor) => interceptor(next),
+        (r) => (r.stream ? Promise.reject(new ConnectError("a stream on the unary path", Code.Internal)) : send(opts, r, path, coder, timeoutMs)),
+      );
+      const res = await chain(req);
+      if (res.stream) throw new ConnectError("an interceptor answered a unary call with a stream", Code.Internal);
+      // send() decoded the message with this method's own output codec.
+      return res as UnaryResponse<I, O>;
     },
   };
 }
 
-function pathOf(method: DescMethodUnary): string {
+/** protobuf-es reflection, for methods the tables do not cover. */
+function reflection(method: DescMethodUnary): { input: Coder; output: Coder } {
+  const { input, output } = method;
+  return {
+    input: { encode: (m) => toBinary(input, m), decode: (b) => fromBinary(input, b) },
+    output: { encode: (m) => toBinary(output, m), decode: (b) => fromBinary(output, b) },
+  };
+}
+
+function pathOf(method: { parent: DescService; name: string }): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
 
-/** HTTP statuses that carry no grpc-status, mapped as gRPC's spec says. */
-function codeFromHttpStatus(status: number): Code {
-  switch (status) {
-    case 400:
-      return Code.Internal;
-    case 401:
-      return Code.Unauthenticated;
-    case 403:
-      return Code.PermissionDenied;
-    case 404:
-      return Code.Unimplemented;
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return Code.Unavailable;
-    default:
-      return Code.Unknown;
-  }
-}
-
-function headersOf(h: http2.IncomingHttpHeaders, into = new Headers()): Headers {
+/** Node's headers as fetch Headers, pseudo-headers left out. */
+export function headersOf(h: http2.IncomingHttpHeaders, into = new Headers()): Headers {
   for (const [k, v] of Object.entries(h)) {
     if (k.startsWith(":") || v === undefined) continue;
     if (Array.isArray(v)) for (const x of v) into.append(k, x);
@@ -105,41 +133,21 @@ function headersOf(h: http2.IncomingHttpHeaders, into = new Headers()): Headers 
   return into;
 }
 
-/** grpc-timeout allows at most 8 digits: the finest unit that fits (rounded up). */
-export function grpcTimeout(ms: number): string {
-  for (const [unit, per] of [["m", 1], ["S", 1000], ["M", 60_000], ["H", 3_600_000]] as const) {
-    const n = Math.max(1, Math.ceil(ms / per));
-    if (n <= 99_999_999) return `${n}${unit}`;
-  }
-  return "99999999H";
+export function single(h: http2.IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
 }
 
-function decodeGrpcMessage(m: string | null): string {
-  if (!m) return "";
-  try {
-    return decodeURIComponent(m);
-  } catch {
-    return m;
-  }
-}
-
-async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: number | undefined): Promise<UnaryResponse> {
-  const { method } = req;
+async function send(opts: LeanClientOptions, req: UnaryRequest, path: string, coder: { input: Coder; output: Coder }, timeoutMs: number | undefined): Promise<UnaryResponse> {
   if (req.signal.aborted) throw ConnectError.from(req.signal.reason, Code.Canceled);
-  const encode = opts.encoders?.get(method as DescMethodUnary);
-  const body = encode ? encode(req.message as never) : toBinary(method.input, req.message);
+  const body = coder.input.encode(req.message);
   if (body.length > opts.writeMaxBytes) {
     throw new ConnectError(`message size ${body.length} is larger than configured writeMaxBytes ${opts.writeMaxBytes}`, Code.ResourceExhausted);
   }
-  const frame = Buffer.allocUnsafe(5 + body.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(body.length, 1);
-  frame.set(body, 5);
-
   const headers: http2.OutgoingHttpHeaders = {
     "content-type": "application/grpc+proto",
     te: "trailers",
-    "user-agent": USER_AGENT,
+    "user-agent": opts.userAgent,
   };
   req.header.forEach((v, k) => {
     headers[k] = v;
@@ -151,7 +159,7 @@ async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: n
 
   let stream: http2.ClientHttp2Stream;
   try {
-    stream = await opts.sessionManager.request("POST", pathOf(method), headers, {});
+    stream = await opts.sessions.request("POST", path, headers, {});
   } catch (err) {
     throw ConnectError.from(err, Code.Unavailable);
   }
@@ -182,7 +190,7 @@ async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: n
       return;
     }
     // Beyond setTimeout's range (about 24.8 days) Node would fire at once.
-    if (timeoutMs !== undefined && timeoutMs <= 2 ** 31 - 1) {
+    if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) {
       timer = setTimeout(() => settle(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), timeoutMs);
     }
 
@@ -193,9 +201,9 @@ async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: n
       trailers = t;
     });
     stream.on("data", (chunk: Buffer) => {
-      opts.sessionManager.notifyResponseByteRead(stream);
+      opts.sessions.notifyResponseByteRead(stream);
       size += chunk.length;
-      if (size > opts.readMaxBytes + 5) {
+      if (size > opts.readMaxBytes + PREFIX_BYTES) {
         settle(new ConnectError(`message larger than configured readMaxBytes ${opts.readMaxBytes}`, Code.ResourceExhausted));
         return;
       }
@@ -211,29 +219,27 @@ async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: n
       }
       // Trailers-only responses carry the status in the headers.
       const t = trailers ?? h;
-      const status = t["grpc-status"];
       const meta = headersOf(h);
       if (trailers) headersOf(trailers, meta);
-      if (status === undefined) {
+      if (single(t, "grpc-status") === undefined) {
         const http = Number(h[":status"]);
         settle(new ConnectError(`HTTP ${http} without a gRPC status`, http === 200 ? Code.Unknown : codeFromHttpStatus(http), meta));
         return;
       }
-      const code = Number(status);
-      if (code !== 0) {
-        const c = code in Code && code > 0 ? (code as Code) : Code.Unknown;
-        settle(new ConnectError(decodeGrpcMessage(meta.get("grpc-message")), c, meta));
+      const err = errorFromStatus((name) => single(t, name), meta);
+      if (err !== undefined) {
+        settle(err);
         return;
       }
       const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      if (all.length < 5 || all[0]! & 1 || all.readUInt32BE(1) !== all.length - 5) {
+      if (all.length < PREFIX_BYTES || all[0]! & 1 || all.readUInt32BE(1) !== all.length - PREFIX_BYTES) {
         settle(new ConnectError("protocol error: expected exactly one uncompressed response message", Code.Internal));
         return;
       }
-      let message: unknown;
+      let message: Message;
       try {
         // A plain Uint8Array view, so bytes fields are not Buffers.
-        message = fromBinary(method.output, new Uint8Array(all.buffer, all.byteOffset + 5, all.length - 5));
+        message = coder.output.decode(new Uint8Array(all.buffer, all.byteOffset + PREFIX_BYTES, all.length - PREFIX_BYTES));
       } catch (err) {
         settle(ConnectError.from(err, Code.Internal));
         return;
@@ -241,12 +247,12 @@ async function send(opts: UnaryTransportOptions, req: UnaryRequest, timeoutMs: n
       settle(undefined, {
         stream: false,
         service: req.service,
-        method,
+        method: req.method,
         header: headersOf(h),
         trailer: trailers ? headersOf(trailers) : new Headers(),
         message,
-      } as UnaryResponse);
+      });
     });
-    stream.end(frame);
+    stream.end(frame(body));
   });
 }
