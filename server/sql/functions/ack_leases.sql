@@ -3,16 +3,12 @@
 -- heartbeat_leases.sql. default_retention_ms is the broker's
 -- JOBWIRE_COMPLETED_RETENTION_MS; a queue's own setting wins.
 --
--- When no acked row can be dropped (no queue, nor the default, has a
--- retention of zero) it is one UPDATE, which locks rows in id order as it
--- goes. Otherwise one call may delete some rows and update others, and two
--- statements would lock the two sets one after the other, out of id order,
--- where a heartbeat over the same rows locks in id order: a deadlock. So
--- the rows are locked first, in id order (FOR UPDATE over the primary key's
--- scan), then deleted or updated by id. Not by row address, as the claim
--- does: a lock that waited for a heartbeat holds the heartbeat's new row
--- version, which this statement's snapshot cannot see through a TID scan,
--- while a scan by id finds the old version and follows it to the new one.
+-- The rows are locked first, in id order ("ORDER BY id FOR UPDATE", as in
+-- heartbeat_leases.sql), then deleted (retention zero) or updated by id. Not
+-- by row address, as the claim does: a lock that waited for a heartbeat
+-- holds the heartbeat's new row version, which this statement's snapshot
+-- cannot see through a TID scan, while a lookup by id finds the old version
+-- and follows it to the new one.
 -- A job whose idempotency key is live keeps its row until the key expires.
 --
 -- A completion can let a held-back job start: a slot under max_running or
@@ -33,7 +29,6 @@ SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force
 DECLARE
   retention jsonb;
   gated text[];
-  drops boolean;
   done_ids bigint[];
   done_queues text[];
   wake text[];
@@ -43,46 +38,30 @@ BEGIN
                                             OR q.rate_count IS NOT NULL OR q.key_rate_count IS NOT NULL), '{}')
     INTO retention, gated
   FROM jobwire.queues q;
-  drops := default_retention_ms = 0 OR jsonb_path_exists(retention, '$.* ? (@ == 0)');
-
-  IF NOT drops THEN
-    WITH done AS (
-      UPDATE jobwire.jobs j
-      SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-          prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
-                              j.idempotency_expires_at)
-      WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
-      RETURNING j.id, j.queue, j.ordering_key IS NOT NULL AS ordered
-    )
-    SELECT array_agg(d.id), array_agg(d.queue), array_agg(DISTINCT d.queue) FILTER (WHERE d.ordered OR d.queue = ANY (gated))
-      INTO done_ids, done_queues, wake
-    FROM done d;
-  ELSE
-    WITH acked AS (
-      SELECT j.id, j.queue, j.ordering_key IS NOT NULL AS ordered,
-             coalesce((retention ->> j.queue)::bigint, default_retention_ms) = 0
-               AND (j.idempotency_key IS NULL OR j.idempotency_released OR j.idempotency_expires_at <= now()) AS drop
-      FROM jobwire.jobs j
-      WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
-      ORDER BY j.id
-      FOR UPDATE
-    ), gone AS (
-      DELETE FROM jobwire.jobs j
-      WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE a.drop))
-      RETURNING j.id
-    ), kept AS (
-      UPDATE jobwire.jobs j
-      SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-          prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
-                              j.idempotency_expires_at)
-      WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE NOT a.drop))
-      RETURNING j.id
-    )
-    SELECT array_agg(a.id), array_agg(a.queue), array_agg(DISTINCT a.queue) FILTER (WHERE a.ordered OR a.queue = ANY (gated))
-      INTO done_ids, done_queues, wake
-    FROM acked a
-    WHERE a.id IN (SELECT g.id FROM gone g UNION ALL SELECT k.id FROM kept k);
-  END IF;
+  WITH acked AS (
+    SELECT j.id, j.queue, j.ordering_key IS NOT NULL AS ordered,
+           coalesce((retention ->> j.queue)::bigint, default_retention_ms) = 0
+             AND (j.idempotency_key IS NULL OR j.idempotency_released OR j.idempotency_expires_at <= now()) AS drop
+    FROM jobwire.jobs j
+    WHERE j.id = ANY (ids) AND j.lease_token = (pairs ->> j.id::text)::uuid
+    ORDER BY j.id
+    FOR UPDATE
+  ), gone AS (
+    DELETE FROM jobwire.jobs j
+    WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE a.drop))
+    RETURNING j.id
+  ), kept AS (
+    UPDATE jobwire.jobs j
+    SET state = 'completed', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+        prune_at = greatest(now() + coalesce((retention ->> j.queue)::bigint, default_retention_ms) * interval '1 millisecond',
+                            j.idempotency_expires_at)
+    WHERE j.id = ANY (ARRAY(SELECT a.id FROM acked a WHERE NOT a.drop))
+    RETURNING j.id
+  )
+  SELECT array_agg(a.id), array_agg(a.queue), array_agg(DISTINCT a.queue) FILTER (WHERE a.ordered OR a.queue = ANY (gated))
+    INTO done_ids, done_queues, wake
+  FROM acked a
+  WHERE a.id IN (SELECT g.id FROM gone g UNION ALL SELECT k.id FROM kept k);
 
   IF wake IS NOT NULL THEN
     PERFORM pg_notify('jobwire', 'a:' || w) FROM unnest(wake) w;

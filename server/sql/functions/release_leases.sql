@@ -3,9 +3,16 @@
 CREATE OR REPLACE FUNCTION jobwire.release_leases(ids bigint[], pairs jsonb)
 RETURNS TABLE (id bigint, queue text) LANGUAGE sql VOLATILE
 SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+  WITH locked AS (
+    SELECT j.id FROM jobwire.jobs j
+    WHERE j.id = ANY (ids) AND j.lease_token = (pairs ->> j.id::text)::uuid
+    ORDER BY j.id
+    FOR UPDATE
+  )
   UPDATE jobwire.jobs j
   SET state = 'available', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL,
       leased_for_ms = NULL, worker_id = NULL
-  WHERE j.id = ANY (ids) AND j.state = 'running' AND j.lease_token = (pairs ->> j.id::text)::uuid
+  FROM locked l
+  WHERE j.id = l.id
   RETURNING j.id, j.queue
 $$;

@@ -123,6 +123,65 @@ describe("leased-row statements", () => {
     const { rows: left } = await pool.query("SELECT count(*)::int AS n FROM jobwire.jobs WHERE queue = 'locks' AND state = 'running'");
     expect(left[0].n).toBe(0);
   });
+
+  it("lock in id order whatever the plan, even one made on an empty table", async () => {
+    // The deterministic form of a deadlock seen once under load. A
+    // connection plans these functions once (a generic plan) and keeps the
+    // plan; planned on an empty table, the UPDATE read jobs_running_idx
+    // (queue, concurrency_key) in full, in the rows' physical order, and
+    // took its locks in that order.
+    const fresh = new pg.Pool({ connectionString: await createTestDatabase(), max: 3 });
+    const calls = [
+      "SELECT * FROM jobwire.heartbeat_leases($1, $2, NULL)",
+      "SELECT * FROM jobwire.release_leases($1, $2)",
+      "SELECT * FROM jobwire.ack_leases($1, $2, 3600000)",
+      "SELECT * FROM jobwire.ack_leases($1, $2, 0)",
+    ];
+    const caller = await fresh.connect();
+    const holder = await fresh.connect();
+    try {
+      await fresh.query("ALTER TABLE jobwire.jobs SET (autovacuum_enabled = false)");
+      for (const call of calls) await caller.query(call, [[], "{}"]);
+      const { rows } = await fresh.query<{ id: string; lease_token: string }>(
+        `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
+         SELECT 'order', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
+         FROM generate_series(1, 200) RETURNING id::text, lease_token::text`,
+      );
+      // Rewrite the rows from the highest id down, changing an indexed column
+      // (no HOT update): physical order becomes the reverse of id order.
+      for (const r of [...rows].reverse()) await fresh.query("UPDATE jobwire.jobs SET run_at = run_at + interval '1 ms' WHERE id = $1", [r.id]);
+      const ids = rows.map((r) => r.id);
+      const pairs = JSON.stringify(Object.fromEntries(rows.map((r) => [r.id, r.lease_token])));
+      const lowest = ids[0]!;
+      const pid = (await caller.query("SELECT pg_backend_pid() AS p")).rows[0].p;
+      for (const call of calls) {
+        await holder.query("BEGIN");
+        await holder.query("SELECT 1 FROM jobwire.jobs WHERE id = $1 FOR UPDATE", [lowest]);
+        await caller.query("BEGIN");
+        const pending = caller.query(call, [ids, pairs]);
+        // Wait until the call is blocked on a lock (a signal, not a sleep).
+        for (;;) {
+          const { rows: w } = await fresh.query("SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", [pid]);
+          if (w[0]?.wait_event_type === "Lock") break;
+          await new Promise((r) => setImmediate(r));
+        }
+        // Locking in id order, the call waits on the lowest id before it has
+        // locked anything else: every other row is still free.
+        const { rows: free } = await fresh.query(
+          "SELECT count(*)::int AS n FROM (SELECT id FROM jobwire.jobs WHERE id = ANY ($1) AND id <> $2 FOR UPDATE SKIP LOCKED) f",
+          [ids, lowest],
+        );
+        expect(free[0].n, call).toBe(ids.length - 1);
+        await holder.query("ROLLBACK");
+        await pending;
+        await caller.query("ROLLBACK");
+      }
+    } finally {
+      holder.release();
+      caller.release();
+      await fresh.end();
+    }
+  });
 });
 
 describe("leased-row statements pair tokens with their own rows", () => {
@@ -195,8 +254,13 @@ describe("leased-row statements pair tokens with their own rows", () => {
     }
     expect(plans).toHaveLength(4);
     for (const plan of plans) {
-      expect(plan).toMatch(/Index Scan using (jobs_pkey|jobs_running_idx)/);
-      expect(plan).not.toMatch(/Nested Loop|Hash Join|Merge Join|Seq Scan|Bitmap/);
+      // Rows locked first (LockRows), then found again by id; every read of
+      // jobs is a primary-key probe, and nothing is joined to the input lists.
+      expect(plan).toMatch(/LockRows/);
+      const scans = plan.split("\n").filter((l) => /Scan.* on jobs /.test(l));
+      expect(scans.length, plan).toBeGreaterThan(0);
+      for (const scan of scans) expect(scan.trim(), plan).toMatch(/^-> +Index Scan using jobs_pkey /);
+      expect(plan).not.toMatch(/Function Scan|Hash Join|Merge Join|Seq Scan|Bitmap/);
     }
   });
 });
