@@ -21,7 +21,7 @@ import { Notifier } from "./store/notifier.js";
 import { ScheduleStore } from "./store/schedules.js";
 import { Metrics } from "./telemetry/metrics.js";
 import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
-import { authInterceptor } from "./transport/auth.js";
+import { Authenticator } from "./transport/auth.js";
 import { httpRoutes } from "./transport/http.js";
 import { startServer, type RunningServer } from "./transport/server.js";
 
@@ -39,6 +39,8 @@ export interface App {
   broker: Broker;
   loops: Loops;
   pool: pg.Pool;
+  /** Re-reads the tokens file and the TLS files (SIGHUP); open streams are kept. */
+  reload(): Promise<void>;
   /** Drains and stops everything; safe to call twice. */
   stop(): Promise<void>;
 }
@@ -88,6 +90,8 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     log.info("embedded Postgres started", { dataDir: config.dataDir, port: embedded.port });
   }
   const pool = createPool(databaseUrl, config.poolSize, (err) => log.warn("idle database connection failed", { err }));
+  const auth = await Authenticator.create({ tokens: config.authTokens, file: config.authFile, metrics: config.metricsAuth }, log);
+  auth.watchFile();
   let notifier: Notifier | null = null;
   let loops: Loops | null = null;
   let broker: Broker | null = null;
@@ -175,14 +179,16 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       port: config.port,
       maxMessageBytes: config.maxMessageBytes,
       // Auth first: an unauthenticated call gets no span and no work.
-      interceptors: [
-        ...(config.authTokens.length ? [authInterceptor(config.authTokens)] : []),
-        metrics.rpcInterceptor(),
-        ...(tracing ? [tracingInterceptor()] : []),
-      ],
+      // Authentication and scopes are checked before any of these, at the HTTP layer.
+      interceptors: [metrics.rpcInterceptor(), ...(tracing ? [tracingInterceptor()] : [])],
+      auth,
+      tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa } : null,
+      requestTimeoutMs: config.requestTimeoutMs,
+      maxStreamsPerConnection: config.maxStreamsPerConnection,
       httpRoutes: httpRoutes({ metrics, ready: () => b.ready(), log }),
     });
   } catch (err) {
+    auth.stop();
     await broker?.dispatcher.drain().catch(() => {});
     await stopLoops(loops).catch(() => {});
     await notifier?.stop().catch(() => {});
@@ -204,6 +210,10 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
     broker: b,
     loops: l,
     pool,
+    async reload() {
+      await auth.reload();
+      await srv.reloadTls().catch((err: Error) => log.error("TLS not reloaded; the certificate in force is unchanged", { err: err.message }));
+    },
     stop() {
       stopping ??= (async () => {
         // 1. No new leases; lease streams end with UNAVAILABLE so workers reconnect elsewhere.
@@ -215,6 +225,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
         await n.stop();
         await pool.end();
         await embedded?.stop();
+        auth.stop();
         // 4. Flush spans last, so the shutdown's own are exported.
         await stopTracing?.();
       })();

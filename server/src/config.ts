@@ -64,6 +64,15 @@ export const DEFAULT_PRUNER_INTERVAL_MS = 10_000;
 export const DEFAULT_PRUNER_BATCH = 5000;
 /** Postgres connections held by the broker (the LISTEN connection is extra). */
 export const DEFAULT_POOL_SIZE = 10;
+/** 30 s for a request's headers and body: generous for a 4 MiB message on a slow link. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * HTTP/2 streams one connection may have open at once. A worker needs one
+ * Lease stream and a few unary calls; a producer a few dozen calls in
+ * flight (the bench's: 32). 256 leaves room, and caps what one
+ * connection can hold open.
+ */
+export const DEFAULT_MAX_STREAMS_PER_CONNECTION = 256;
 
 export interface Config {
   host: string;
@@ -97,6 +106,20 @@ export interface Config {
    * stay open.
    */
   authTokens: string[];
+  /** Scoped tokens and certificate subjects (transport/tokens-file.ts); reloaded on SIGHUP and on change. */
+  authFile: string | undefined;
+  /** /metrics needs the read scope. */
+  metricsAuth: boolean;
+  /** PEM files: serve TLS; with tlsClientCa, require client certificates. */
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  tlsClientCa: string | undefined;
+  /** A request's headers and body must arrive within this long (streams excepted). */
+  requestTimeoutMs: number;
+  /** Concurrent HTTP/2 streams per connection. */
+  maxStreamsPerConnection: number;
+  /** The dashboard's link to a trace, with {trace_id}: e.g. http://localhost:16686/trace/{trace_id}. */
+  traceUrl: string;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -116,6 +139,11 @@ const int =
     return n;
   };
 const str: Parser = (raw) => raw;
+const bool: Parser = (raw, name) => {
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(`${name} must be 1 or 0 (true or false), got "${raw}"`);
+};
 const oneOf =
   (...values: string[]): Parser =>
   (raw, name) => {
@@ -169,6 +197,14 @@ const SETTINGS: { key: keyof Config; env: string; parse: Parser; def: Config[key
   { key: "prunerIntervalMs", env: "JOBWIRE_PRUNER_INTERVAL_MS", parse: int(10, 3600_000), def: DEFAULT_PRUNER_INTERVAL_MS, help: "how often completed jobs past their retention are deleted" },
   { key: "prunerBatch", env: "JOBWIRE_PRUNER_BATCH", parse: int(1, 100_000), def: DEFAULT_PRUNER_BATCH, help: "most jobs the pruner deletes per statement" },
   { key: "authTokens", env: "JOBWIRE_AUTH_TOKENS", parse: tokens, def: [], help: "comma-separated bearer tokens with every scope" },
+  { key: "authFile", env: "JOBWIRE_AUTH_FILE", parse: str, def: undefined, help: "tokens file (YAML or JSON) with scoped tokens and certificate subjects; reloaded on SIGHUP" },
+  { key: "metricsAuth", env: "JOBWIRE_METRICS_AUTH", parse: bool, def: false, help: "1: /metrics needs a token with the read scope" },
+  { key: "tlsCert", env: "JOBWIRE_TLS_CERT", parse: str, def: undefined, help: "PEM certificate chain: serve TLS (with JOBWIRE_TLS_KEY); reloaded on SIGHUP" },
+  { key: "tlsKey", env: "JOBWIRE_TLS_KEY", parse: str, def: undefined, help: "PEM private key for JOBWIRE_TLS_CERT" },
+  { key: "tlsClientCa", env: "JOBWIRE_TLS_CLIENT_CA", parse: str, def: undefined, help: "PEM CA bundle: require client certificates that chain to it (mTLS)" },
+  { key: "requestTimeoutMs", env: "JOBWIRE_REQUEST_TIMEOUT_MS", parse: int(1000, 3600_000), def: DEFAULT_REQUEST_TIMEOUT_MS, help: "a request's headers and body must arrive within this long (streams excepted)" },
+  { key: "maxStreamsPerConnection", env: "JOBWIRE_MAX_STREAMS_PER_CONNECTION", parse: int(1, 100_000), def: DEFAULT_MAX_STREAMS_PER_CONNECTION, help: "concurrent HTTP/2 streams one connection may have open" },
+  { key: "traceUrl", env: "JOBWIRE_TRACE_URL", parse: str, def: "", help: "the dashboard's trace link, with {trace_id} (e.g. http://localhost:16686/trace/{trace_id})" },
   { key: "logLevel", env: "JOBWIRE_LOG_LEVEL", parse: oneOf("debug", "info", "warn", "error"), def: "info", help: "debug, info, warn or error (JSON lines on stderr)" },
 ];
 
@@ -207,6 +243,12 @@ export function loadConfig(
     cfg[s.key] = raw === undefined || raw === "" ? s.def : s.parse(raw.trim(), flags.has(s.env) ? `--${flagName(s.env)}` : s.env);
   }
   const config = { ...(cfg as unknown as Config), ...overrides };
+  if ((config.tlsCert === undefined) !== (config.tlsKey === undefined)) {
+    throw new ConfigError("JOBWIRE_TLS_CERT and JOBWIRE_TLS_KEY go together: set both, or neither");
+  }
+  if (config.tlsClientCa !== undefined && config.tlsCert === undefined) {
+    throw new ConfigError("JOBWIRE_TLS_CLIENT_CA (mTLS) needs JOBWIRE_TLS_CERT and JOBWIRE_TLS_KEY");
+  }
   // Every job must fit in one message, or it could never be delivered nor read.
   if (config.maxPayloadBytes + JOB_OVERHEAD_BYTES > config.maxMessageBytes) {
     throw new ConfigError(

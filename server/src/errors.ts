@@ -10,6 +10,7 @@ export type ErrorKind =
   | "resource_exhausted"
   | "unavailable"
   | "unauthenticated"
+  | "permission_denied"
   | "internal";
 
 export class BrokerError extends Error {

@@ -58,6 +58,11 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  // Rotation without a restart: the tokens file and the TLS certificate.
+  process.on("SIGHUP", () => {
+    log.info("SIGHUP: reloading the tokens file and TLS certificate");
+    void app.reload();
+  });
 }
 
 main().catch((err: unknown) => {

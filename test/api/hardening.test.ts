@@ -214,3 +214,74 @@ describe("finding 5: the error history is bounded", () => {
     expect(new Set(seen).size).toBe(6);
   });
 });
+
+describe("finding 4: undecodable input", () => {
+  /** One raw request; returns the status the protocol carried, as a gRPC code number or a Connect code name. */
+  async function send(path: string, contentType: string, body: Buffer, h2 = true): Promise<{ grpc?: string; connect?: string; http: number }> {
+    const url = new URL(path, tb.url);
+    if (!h2) {
+      const res = await fetch(url, { method: "POST", headers: { "content-type": contentType, "x-grpc-web": "1", "connect-protocol-version": "1" }, body: new Uint8Array(body) });
+      const buf = Buffer.from(await res.arrayBuffer());
+      const grpc = res.headers.get("grpc-status") ?? /grpc-status: ?(\d+)/.exec(buf.toString("latin1"))?.[1];
+      const connect = contentType.startsWith("application/json") || contentType.startsWith("application/proto") ? (JSON.parse(buf.toString() || "{}") as { code?: string }).code : undefined;
+      return { grpc: grpc ?? undefined, connect, http: res.status };
+    }
+    const session = (await import("node:http2")).connect(tb.url);
+    try {
+      return await new Promise((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": path, "content-type": contentType, te: "trailers", "connect-protocol-version": "1" });
+        let status: string | undefined;
+        let http = 0;
+        const chunks: Buffer[] = [];
+        req.on("response", (h) => {
+          http = Number(h[":status"]);
+          status = (h["grpc-status"] as string | undefined) ?? status;
+        });
+        req.on("trailers", (t) => (status = (t["grpc-status"] as string | undefined) ?? status));
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("error", reject);
+        req.on("close", () => {
+          const buf = Buffer.concat(chunks);
+          let end: string | undefined;
+          if (buf.length > 5 && buf[0] === 0x02) end = (JSON.parse(buf.subarray(5).toString()) as { error?: { code?: string } }).error?.code;
+          else if (contentType === "application/proto" || contentType === "application/json") end = (JSON.parse(buf.toString() || "{}") as { code?: string }).code;
+          resolve({ grpc: status ?? /grpc-status: ?(\d+)/.exec(buf.toString("latin1"))?.[1], connect: end, http });
+        });
+        req.end(body);
+      });
+    } finally {
+      session.close();
+    }
+  }
+
+  /** One length-prefixed message: a flags byte, a 4-byte big-endian length, the bytes. */
+  const framed = (msg: Buffer, flags = 0) => {
+    const head = Buffer.alloc(5);
+    head[0] = flags;
+    head.writeUInt32BE(msg.length, 1);
+    return Buffer.concat([head, msg]);
+  };
+  // An end-group tag with no group open, then garbage: no protobuf reader accepts it.
+  const garbage = Buffer.from([0x3c, 0x0a, 0x02, 0x33, 0x38, 0xff, 0xff]);
+
+  it("answers INVALID_ARGUMENT, never INTERNAL, on every path: gRPC, gRPC-Web, Connect, the Lease stream, reflection", async () => {
+    const cases: [string, string, Buffer, boolean, string][] = [
+      ["/jobwire.v1.JobService/GetJob", "application/grpc", framed(garbage), true, "grpc"],
+      ["/jobwire.v1.JobService/GetJob", "application/grpc-web+proto", framed(garbage), false, "grpc"],
+      ["/jobwire.v1.JobService/GetJob", "application/grpc-web+proto", framed(garbage), true, "grpc"],
+      ["/jobwire.v1.AdminService/ListJobs", "application/proto", garbage, false, "connect"],
+      ["/jobwire.v1.AdminService/ListJobs", "application/proto", garbage, true, "connect"],
+      ["/jobwire.v1.WorkerService/Lease", "application/grpc", framed(garbage), true, "grpc"],
+      ["/jobwire.v1.WorkerService/Lease", "application/connect+proto", framed(garbage), true, "connect"],
+      ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "application/grpc", framed(garbage), true, "grpc"],
+      // The compressed flag with no encoding to decompress it by.
+      ["/jobwire.v1.JobService/GetJob", "application/grpc-web+proto", framed(Buffer.from([0x0a, 0x01, 0x31]), 1), false, "grpc"],
+    ];
+    for (const [path, ct, body, h2, kind] of cases) {
+      const r = await send(path, ct, body, h2);
+      const what = `${path} ${ct} over ${h2 ? "HTTP/2" : "HTTP/1.1"}: ${JSON.stringify(r)}`;
+      if (kind === "grpc") expect(r.grpc, what).toBe("3");
+      else expect(r.connect, what).toBe("invalid_argument");
+    }
+  });
+});

@@ -45,6 +45,8 @@ export interface LeanServerOptions {
   maxMessageBytes: number;
   /** Turns what an implementation threw into the status the caller gets (and logs what it must). */
   toError: (err: unknown, method: DescMethodUnary) => ConnectError;
+  /** The context values a call starts with, from its request (as connect-node's adapter option of that name). */
+  contextValues?: (req: http2.Http2ServerRequest) => ContextValues;
 }
 
 type Next = Parameters<Interceptor>[0];
@@ -112,7 +114,7 @@ const GRPC_CONTENT_TYPE = "application/grpc+proto";
 class UnaryCall implements HandlerContext {
   readonly protocolName = "grpc";
   readonly requestMethod = "POST";
-  readonly values: ContextValues = createContextValues();
+  readonly values: ContextValues;
   readonly responseHeader = new Headers();
   readonly responseTrailer = new Headers();
   readonly url: string;
@@ -130,6 +132,7 @@ class UnaryCall implements HandlerContext {
     private readonly opts: LeanServerOptions,
   ) {
     this.url = `http://${req.authority ?? "localhost"}${req.url}`;
+    this.values = opts.contextValues?.(req) ?? createContextValues();
   }
 
   get method(): DescMethodUnary {

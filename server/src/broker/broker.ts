@@ -26,6 +26,7 @@ import type { ScheduleStore } from "../store/schedules.js";
 import { CronError, nextFire, parseCron } from "./cron.js";
 import type { Dispatcher, LeaseSession } from "./dispatcher.js";
 import { decodeToken } from "./token.js";
+import { FULL_ACCESS, type Access } from "./access.js";
 import { Coalescer } from "./coalescer.js";
 import { approxJobBytes } from "./size.js";
 import {
@@ -145,8 +146,9 @@ export class Broker {
 
   // --- producers ------------------------------------------------------------
 
-  async enqueue(specs: NewJob[]): Promise<EnqueueResult[]> {
+  async enqueue(specs: NewJob[], access: Access = FULL_ACCESS): Promise<EnqueueResult[]> {
     const jobs = checkJobSpecs(specs, this.cfg);
+    if (!access.allQueues) jobs.forEach((j, i) => access.requireQueue(j.queue, `jobs[${i}].queue`));
     const results = await this.inserts.submit(jobs);
     this.hooks.enqueued?.(
       jobs.filter((_, i) => !results[i]!.duplicate).map((j) => j.queue),
@@ -155,13 +157,16 @@ export class Broker {
     return results;
   }
 
-  async getJob(id: string): Promise<Job> {
+  async getJob(id: string, access: Access = FULL_ACCESS): Promise<Job> {
     const job = await this.store.get(checkJobId("id", id));
     if (!job) throw new BrokerError("not_found", `job ${id} does not exist`);
+    access.requireQueue(job.queue, "id");
     return job;
   }
 
-  async cancelJob(id: string): Promise<Job> {
+  async cancelJob(id: string, access: Access = FULL_ACCESS): Promise<Job> {
+    // Which queue the job is on decides whether this caller may cancel it.
+    if (!access.allQueues) await this.getJob(id, access);
     const changed = await this.store.cancel(checkJobId("id", id));
     if (changed) return changed;
     const job = await this.getJob(id);
@@ -171,8 +176,10 @@ export class Broker {
 
   // --- workers --------------------------------------------------------------
 
-  openLease(o: LeaseOpenInput): LeaseSession {
-    return this.dispatcher.open(checkLeaseOpen(o, this.cfg));
+  openLease(o: LeaseOpenInput, access: Access = FULL_ACCESS): LeaseSession {
+    const open = checkLeaseOpen(o, this.cfg);
+    open.queues.forEach((q, i) => access.requireQueue(q, `open.queues[${i}]`));
+    return this.dispatcher.open(open);
   }
 
   /** Completes jobs; returns the tokens whose lease was lost. */
@@ -230,7 +237,7 @@ export class Broker {
 
   // --- operators ------------------------------------------------------------
 
-  async replay(r: ReplayInput): Promise<string[]> {
+  async replay(r: ReplayInput, access: Access = FULL_ACCESS): Promise<string[]> {
     const states: JobState[] = r.includeCancelled ? ["dead", "cancelled"] : ["dead"];
     if (r.jobIds.length > 0 && r.filter) throw invalid("filter", "give either job_ids or filter, not both");
     if (r.jobIds.length === 0 && !r.filter) throw invalid("job_ids", "give job_ids or a filter");
@@ -240,6 +247,9 @@ export class Broker {
     if (r.jobIds.length > 0) {
       if (r.jobIds.length > MAX_REPLAY) throw invalid("job_ids", `holds more than ${MAX_REPLAY} ids`);
       const ids = [...new Set(r.jobIds.map((id, i) => checkJobId(`job_ids[${i}]`, id)))];
+      if (!access.allQueues) {
+        for (const q of await this.store.queuesOf(ids)) access.requireQueue(q, "job_ids");
+      }
       if (r.dryRun) return this.store.filterIds(ids, states);
       const out: string[] = [];
       for (let i = 0; i < ids.length; i += REPLAY_BATCH) out.push(...(await this.replayBatch(ids.slice(i, i + REPLAY_BATCH), states)));
@@ -248,6 +258,7 @@ export class Broker {
 
     const f = r.filter!;
     checkQueue("filter.queue", f.queue);
+    access.requireQueue(f.queue, "filter.queue");
     if (f.type) checkText("filter.type", f.type);
     if (f.errorContains) checkText("filter.error_contains", f.errorContains);
     if (f.finishedAfter && f.finishedBefore && f.finishedAfter >= f.finishedBefore) {
@@ -273,8 +284,9 @@ export class Broker {
     return moved.map((m) => m.id);
   }
 
-  async listJobs(l: ListInput): Promise<{ jobs: Job[]; nextPageToken: string; sizeLimited: boolean }> {
+  async listJobs(l: ListInput, access: Access = FULL_ACCESS): Promise<{ jobs: Job[]; nextPageToken: string; sizeLimited: boolean }> {
     if (l.queue) checkQueue("queue", l.queue);
+    access.requireNamedQueue(l.queue, "queue");
     checkText("type", l.type);
     if (l.pageSize < 0 || l.pageSize > MAX_PAGE_SIZE) throw invalid("page_size", `must be from 0 (default) to ${MAX_PAGE_SIZE}`);
     const beforeId = l.pageToken ? checkJobId("page_token", l.pageToken) : null;
@@ -303,14 +315,19 @@ export class Broker {
     return { jobs, nextPageToken: more ? jobs[jobs.length - 1]!.id : "", sizeLimited: false };
   }
 
-  async queueStats(queues: string[]): Promise<QueueStats[]> {
-    queues.forEach((q, i) => checkQueue(`queues[${i}]`, q));
-    return this.store.stats(queues);
+  async queueStats(queues: string[], access: Access = FULL_ACCESS): Promise<QueueStats[]> {
+    queues.forEach((q, i) => {
+      checkQueue(`queues[${i}]`, q);
+      access.requireQueue(q, `queues[${i}]`);
+    });
+    // Every queue, for a caller limited to some: only theirs.
+    return (await this.store.stats(queues)).filter((s) => access.allows(s.queue));
   }
 
   /** Changes exactly the settings the change names (null clears one); answers with the whole config. */
-  async setQueueConfig(c: QueueConfigChange): Promise<QueueConfig> {
+  async setQueueConfig(c: QueueConfigChange, access: Access = FULL_ACCESS): Promise<QueueConfig> {
     checkQueue("queue", c.queue);
+    access.requireQueue(c.queue, "queue");
     const v = c.values;
     const values: QueueSettings = {
       maxAttempts: checkMaxAttempts("max_attempts", v.maxAttempts),
@@ -360,39 +377,51 @@ export class Broker {
   }
 
   /** Open Lease streams on every replica: this one's as they are now, the others' as they last reported. */
-  async listWorkers(queue: string): Promise<WorkerStream[]> {
-    if (queue) checkQueue("queue", queue);
+  async listWorkers(queue: string, access: Access = FULL_ACCESS): Promise<WorkerStream[]> {
+    if (queue) {
+      checkQueue("queue", queue);
+      access.requireQueue(queue, "queue");
+    }
     const others = (await this.store.listBrokerStreams(WORKERS_FRESH_MS)).filter((s) => s.brokerId !== this.env.brokerId);
     const all = [...this.dispatcher.streams(this.env.brokerId), ...others];
-    return queue ? all.filter((s) => s.queues.includes(queue)) : all;
+    // A caller limited to some queues sees the streams that take from them.
+    const mine = all.filter((s) => s.queues.some((q) => access.allows(q)));
+    return queue ? mine.filter((s) => s.queues.includes(queue)) : mine;
   }
 
-  queueHistory(queue: string): { samples: QueueSample[]; intervalMs: number } {
-    if (queue) checkQueue("queue", queue);
-    return this.env.history(queue || null);
+  queueHistory(queue: string, access: Access = FULL_ACCESS): { samples: QueueSample[]; intervalMs: number } {
+    if (queue) {
+      checkQueue("queue", queue);
+      access.requireQueue(queue, "queue");
+    }
+    const h = this.env.history(queue || null);
+    return { samples: h.samples.filter((s) => access.allows(s.queue)), intervalMs: h.intervalMs };
   }
 
-  async getQueueConfig(queue: string): Promise<QueueConfig> {
+  async getQueueConfig(queue: string, access: Access = FULL_ACCESS): Promise<QueueConfig> {
     checkQueue("queue", queue);
+    access.requireQueue(queue, "queue");
     return this.store.getQueueConfig(queue);
   }
 
   /** No replica leases the queue's jobs once this commits; running jobs finish. */
-  async pauseQueue(queue: string): Promise<QueueConfig> {
+  async pauseQueue(queue: string, access: Access = FULL_ACCESS): Promise<QueueConfig> {
     checkQueue("queue", queue);
+    access.requireQueue(queue, "queue");
     const config = await this.store.setPaused(queue, true);
     this.log.info("queue paused", { queue });
     return config;
   }
 
-  async resumeQueue(queue: string): Promise<QueueConfig> {
+  async resumeQueue(queue: string, access: Access = FULL_ACCESS): Promise<QueueConfig> {
     checkQueue("queue", queue);
+    access.requireQueue(queue, "queue");
     const config = await this.store.setPaused(queue, false);
     this.log.info("queue resumed", { queue });
     return config;
   }
 
-  async setSchedule(s: { name: string; cron: string; job: NewJob | null; paused: boolean }): Promise<Schedule> {
+  async setSchedule(s: { name: string; cron: string; job: NewJob | null; paused: boolean }, access: Access = FULL_ACCESS): Promise<Schedule> {
     checkQueue("schedule.name", s.name);
     if (!s.cron.trim()) throw invalid("schedule.cron", "is required");
     let next: Date | null = null;
@@ -408,18 +437,23 @@ export class Broker {
     if (s.job.runAt || s.job.delayMs !== null) throw invalid("schedule.job", "must not set run_at or delay; the schedule decides when");
     if (s.job.idempotencyKey) throw invalid("schedule.job.idempotency_key", "must be unset; each fire is keyed by its time");
     const template = checkJobSpec(s.job, "schedule.job", this.cfg);
+    access.requireQueue(template.queue, "schedule.job.queue");
     const saved = await this.schedules.upsert({ name: s.name, cron: s.cron.trim(), template, paused: s.paused, nextRunAt: s.paused ? null : next });
     this.env.scheduleDueIn(Math.max(0, next.getTime() - Date.now()));
     return saved;
   }
 
-  async deleteSchedule(name: string): Promise<void> {
+  async deleteSchedule(name: string, access: Access = FULL_ACCESS): Promise<void> {
     checkQueue("name", name);
+    if (!access.allQueues) {
+      const s = (await this.schedules.list()).find((x) => x.name === name);
+      if (s) access.requireQueue(s.template.queue, "name");
+    }
     if (!(await this.schedules.delete(name))) throw new BrokerError("not_found", `schedule ${name} does not exist`);
   }
 
-  listSchedules(): Promise<Schedule[]> {
-    return this.schedules.list();
+  async listSchedules(access: Access = FULL_ACCESS): Promise<Schedule[]> {
+    return (await this.schedules.list()).filter((s) => access.allows(s.template.queue));
   }
 
   // --- internals ------------------------------------------------------------

@@ -28,7 +28,12 @@ const CONNECTION_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "EPIPE", "ETIMED
 export function isConnectionError(err: unknown): boolean {
   if (typeof err !== "object" || err === null) return false;
   const code = (err as { code?: string }).code ?? "";
-  return CONNECTION_CODES.has(code) || /Connection terminated|timeout exceeded when trying to connect/i.test((err as Error).message ?? "");
+  // "not queryable": node-postgres's answer for a client whose connection
+  // broke while it sat in the pool (seen during Postgres restarts).
+  return (
+    CONNECTION_CODES.has(code) ||
+    /Connection terminated|timeout exceeded when trying to connect|encountered a connection error and is not queryable/i.test((err as Error).message ?? "")
+  );
 }
 
 // bigint ids stay strings (int8 would overflow a JS number past 2^53).

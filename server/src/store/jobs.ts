@@ -137,6 +137,11 @@ export class JobStore {
     return admin.cancel(this.pool, id);
   }
 
+  /** The distinct queues of the given jobs. */
+  queuesOf(ids: string[]): Promise<string[]> {
+    return admin.queuesOf(this.pool, ids);
+  }
+
   /** The ids among `ids` that are in one of `states`. */
   filterIds(ids: string[], states: JobState[]): Promise<string[]> {
     return admin.filterIds(this.pool, ids, states);

@@ -2,6 +2,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { QueueConfigSchema, RateLimit as PbRateLimit, SetQueueConfigRequest } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import { timestampDate, timestampFromDate, type Duration, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { JobSchema, JobState as PbJobState, type Job as PbJob, type JobSpec, type RetryPolicy as PbRetryPolicy } from "@jobwire/proto/jobwire/v1/job_pb";
+import { checkTime } from "../broker/validate.js";
 import { invalid } from "../errors.js";
 import {
   QUEUE_SETTINGS,
@@ -56,11 +57,10 @@ export function ts(d: Date | null | undefined): Timestamp | undefined {
   return d ? timestampFromDate(d) : undefined;
 }
 
+/** A Timestamp within years 1 to 9999 (what Postgres and Date both hold), or INVALID_ARGUMENT naming the field. */
 export function dateOf(field: string, t: Timestamp | undefined): Date | null {
   if (!t) return null;
-  const d = timestampDate(t);
-  if (Number.isNaN(d.getTime())) throw invalid(field, "is not a valid time");
-  return d;
+  return checkTime(field, timestampDate(t));
 }
 
 export function retryFromPb(p: PbRetryPolicy | undefined): RetryPolicy | null {

@@ -14,6 +14,7 @@ const CODES: Record<ErrorKind, Code> = {
   resource_exhausted: Code.ResourceExhausted,
   unavailable: Code.Unavailable,
   unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
   internal: Code.Internal,
 };
 

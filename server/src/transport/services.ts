@@ -11,6 +11,7 @@ import {
   GetQueueConfigResponseSchema,
   GetQueueHistoryResponseSchema,
   ListWorkersResponseSchema,
+  WhoAmIResponseSchema,
   PauseQueueResponseSchema,
   ResumeQueueResponseSchema,
   SetScheduleResponseSchema,
@@ -31,6 +32,7 @@ import {
   type LeaseRequest,
   type LeaseResponse,
 } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { Access } from "../broker/access.js";
 import type { Broker } from "../broker/broker.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -51,6 +53,8 @@ import {
   stateToPb,
   ts,
 } from "./convert.js";
+import type { Authenticator } from "./auth.js";
+import { ACCESS, PEER } from "./context.js";
 import { toConnectError } from "./errors.js";
 import { leaseResponse } from "./lease-batch.js";
 
@@ -60,6 +64,11 @@ import { leaseResponse } from "./lease-batch.js";
  */
 
 type Unary<I, O> = (req: I, ctx: HandlerContext) => Promise<O>;
+
+/** The caller's access, set by the HTTP layer (server.ts) after authentication. */
+function access(ctx: HandlerContext): Access {
+  return ctx.values.get(ACCESS);
+}
 
 function guard<I, O>(log: Logger, fn: Unary<I, O>): Unary<I, O> {
   return async (req, ctx) => {
@@ -73,12 +82,12 @@ function guard<I, O>(log: Logger, fn: Unary<I, O>): Unary<I, O> {
 
 export function jobService(broker: Broker, log: Logger): ServiceImpl<typeof JobService> {
   return {
-    enqueue: guard(log, async (req) => {
-      const results = await broker.enqueue(req.jobs.map(specFromPb));
+    enqueue: guard(log, async (req, ctx) => {
+      const results = await broker.enqueue(req.jobs.map(specFromPb), access(ctx));
       return create(EnqueueResponseSchema, { results: results.map((r) => ({ jobId: r.jobId, duplicate: r.duplicate })) });
     }),
-    getJob: guard(log, async (req) => create(GetJobResponseSchema, { job: jobToPb(await broker.getJob(req.id)) })),
-    cancelJob: guard(log, async (req) => create(CancelJobResponseSchema, { job: jobToPb(await broker.cancelJob(req.id)) })),
+    getJob: guard(log, async (req, ctx) => create(GetJobResponseSchema, { job: jobToPb(await broker.getJob(req.id, access(ctx))) })),
+    cancelJob: guard(log, async (req, ctx) => create(CancelJobResponseSchema, { job: jobToPb(await broker.cancelJob(req.id, access(ctx))) })),
   };
 }
 
@@ -123,12 +132,16 @@ async function* leaseStream(
     if (first.done) return;
     if (first.value.msg.case !== "open") throw invalid("open", "the first Lease message must be open");
     const o = first.value.msg.value;
-    session = broker.openLease({
-      queues: o.queues,
-      workerId: o.workerId,
-      maxInFlight: o.maxInFlight,
-      leaseMs: durationMs(o.leaseDuration),
-    });
+    session = broker.openLease(
+      {
+        queues: o.queues,
+        workerId: o.workerId,
+        maxInFlight: o.maxInFlight,
+        leaseMs: durationMs(o.leaseDuration),
+        peer: ctx.values.get(PEER),
+      },
+      access(ctx),
+    );
   } catch (err) {
     throw toConnectError(err, log, "Lease");
   }
@@ -209,10 +222,9 @@ function scheduleToPb(s: Schedule): MessageInitShape<typeof ScheduleSchema> {
   };
 }
 
-/** RPCs not listed here answer UNIMPLEMENTED (connect-es does that for a partial implementation). */
-export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<typeof AdminService>> {
+export function adminService(broker: Broker, log: Logger, auth: Authenticator): ServiceImpl<typeof AdminService> {
   return {
-    replay: guard(log, async (req) => {
+    replay: guard(log, async (req, ctx) => {
       const f = req.filter;
       const ids = await broker.replay({
         jobIds: req.jobIds,
@@ -228,10 +240,10 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
         limit: req.limit,
         dryRun: req.dryRun,
         includeCancelled: req.includeCancelled,
-      });
+      }, access(ctx));
       return create(ReplayResponseSchema, { replayed: ids.length, jobIds: ids });
     }),
-    listJobs: guard(log, async (req) => {
+    listJobs: guard(log, async (req, ctx) => {
       const page = await broker.listJobs({
         queue: req.queue,
         type: req.type,
@@ -239,11 +251,11 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
         states: req.states.map((s, i) => stateFromPb(`states[${i}]`, s)),
         pageSize: req.pageSize,
         pageToken: req.pageToken,
-      });
+      }, access(ctx));
       return create(ListJobsResponseSchema, { jobs: page.jobs.map(jobToPb), nextPageToken: page.nextPageToken, sizeLimited: page.sizeLimited });
     }),
-    getQueueStats: guard(log, async (req) => {
-      const stats = await broker.queueStats(req.queues);
+    getQueueStats: guard(log, async (req, ctx) => {
+      const stats = await broker.queueStats(req.queues, access(ctx));
       return create(GetQueueStatsResponseSchema, {
         queues: stats.map((s) => ({
           queue: s.queue,
@@ -259,26 +271,32 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
         })),
       });
     }),
-    setSchedule: guard(log, async (req) => {
+    setSchedule: guard(log, async (req, ctx) => {
       const s = req.schedule;
       if (!s) throw invalid("schedule", "is required");
-      const saved = await broker.setSchedule({ name: s.name, cron: s.cron, job: s.job ? specFromPb(s.job, 0) : null, paused: s.paused });
+      const saved = await broker.setSchedule({ name: s.name, cron: s.cron, job: s.job ? specFromPb(s.job, 0) : null, paused: s.paused }, access(ctx));
       return create(SetScheduleResponseSchema, { schedule: scheduleToPb(saved) });
     }),
-    deleteSchedule: guard(log, async (req) => {
-      await broker.deleteSchedule(req.name);
+    deleteSchedule: guard(log, async (req, ctx) => {
+      await broker.deleteSchedule(req.name, access(ctx));
       return create(DeleteScheduleResponseSchema, {});
     }),
-    listSchedules: guard(log, async () => create(ListSchedulesResponseSchema, { schedules: (await broker.listSchedules()).map(scheduleToPb) })),
-    setQueueConfig: guard(log, async (req) =>
-      create(SetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.setQueueConfig(queueChangeFromPb(req))) }),
+    listSchedules: guard(log, async (_req, ctx) => create(ListSchedulesResponseSchema, { schedules: (await broker.listSchedules(access(ctx))).map(scheduleToPb) })),
+    setQueueConfig: guard(log, async (req, ctx) =>
+      create(SetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.setQueueConfig(queueChangeFromPb(req), access(ctx))) }),
     ),
-    getQueueConfig: guard(log, async (req) => create(GetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.getQueueConfig(req.queue)) })),
-    pauseQueue: guard(log, async (req) => create(PauseQueueResponseSchema, { config: queueConfigToPb(await broker.pauseQueue(req.queue)) })),
-    resumeQueue: guard(log, async (req) => create(ResumeQueueResponseSchema, { config: queueConfigToPb(await broker.resumeQueue(req.queue)) })),
-    listWorkers: guard(log, async (req) =>
+    getQueueConfig: guard(log, async (req, ctx) =>
+      create(GetQueueConfigResponseSchema, { config: queueConfigToPb(await broker.getQueueConfig(req.queue, access(ctx))) }),
+    ),
+    pauseQueue: guard(log, async (req, ctx) => create(PauseQueueResponseSchema, { config: queueConfigToPb(await broker.pauseQueue(req.queue, access(ctx))) })),
+    resumeQueue: guard(log, async (req, ctx) => create(ResumeQueueResponseSchema, { config: queueConfigToPb(await broker.resumeQueue(req.queue, access(ctx))) })),
+    whoAmI: guard(log, async (_req, ctx) => {
+      const a = access(ctx);
+      return create(WhoAmIResponseSchema, { authEnabled: auth.enabled, name: auth.enabled ? a.name : "", scopes: [...a.scopes], queues: [...a.queues] });
+    }),
+    listWorkers: guard(log, async (req, ctx) =>
       create(ListWorkersResponseSchema, {
-        workers: (await broker.listWorkers(req.queue)).map((w) => ({
+        workers: (await broker.listWorkers(req.queue, access(ctx))).map((w) => ({
           workerId: w.workerId,
           queues: w.queues,
           maxInFlight: w.maxInFlight,
@@ -290,8 +308,8 @@ export function adminService(broker: Broker, log: Logger): Partial<ServiceImpl<t
         })),
       }),
     ),
-    getQueueHistory: guard(log, async (req) => {
-      const h = broker.queueHistory(req.queue);
+    getQueueHistory: guard(log, async (req, ctx) => {
+      const h = broker.queueHistory(req.queue, access(ctx));
       return create(GetQueueHistoryResponseSchema, {
         samples: h.samples.map((s) => ({
           at: ts(s.at),

@@ -113,6 +113,12 @@ export async function listJobs(db: Queryable, f: ListFilter): Promise<Job[]> {
   return rows.map(toJob);
 }
 
+/** The distinct queues of the given jobs. */
+export async function queuesOf(db: Queryable, ids: string[]): Promise<string[]> {
+  const { rows } = await query<{ queue: string }>(db, "SELECT DISTINCT queue FROM jobwire.jobs WHERE id = ANY($1::bigint[])", [ids], "jobwire_queues_of");
+  return rows.map((r) => r.queue);
+}
+
 export async function notify(db: Queryable, queue: string): Promise<void> {
   await query(db, "SELECT pg_notify('jobwire', $1)", ["a:" + queue], "jobwire_notify");
 }
