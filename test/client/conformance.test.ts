@@ -5,18 +5,37 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { PermanentError, JobCancelledError, type JobContext } from "@jobwire/client";
+import { PermanentError, JobCancelledError, type JobContext, TRACE_ATTRIBUTES } from "@jobwire/client";
 import { type LeaseRequest, LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { SpanKind, trace } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Env, deferred, setup, uniqueQueue, waitForState, within, work } from "./helpers.js";
+import { type Deferred, type Env, deferred, eventually, setup, uniqueQueue, waitForState, within, work } from "./helpers.js";
+
+// Consumer spans, for the scenarios that check an attempt's outcome.
+const exporter = new InMemorySpanExporter();
+const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
 
 let env: Env;
 beforeAll(async () => {
+  provider.register();
   env = await setup();
 });
 afterAll(async () => {
   await env?.teardown();
+  await provider.shutdown();
+  trace.disable();
 });
+
+/** The outcome recorded on the consumer span of each of the job's attempts, oldest first. */
+function outcomesOf(jobId: string): unknown[] {
+  return exporter
+    .getFinishedSpans()
+    .filter((s) => s.kind === SpanKind.CONSUMER && s.attributes[TRACE_ATTRIBUTES.messageId] === jobId)
+    .sort((a, b) => Number(a.attributes[TRACE_ATTRIBUTES.attempt]) - Number(b.attributes[TRACE_ATTRIBUTES.attempt]))
+    .map((s) => s.attributes[TRACE_ATTRIBUTES.outcome]);
+}
 
 describe("conformance", () => {
   it("conformance: enqueue_and_process", async () => {
@@ -111,6 +130,133 @@ describe("conformance", () => {
     expect(reason).toBeInstanceOf(JobCancelledError);
     const job = await waitForState(env.client, id, "CANCELLED");
     expect(job.attempt).toBe(1);
+  });
+
+  it("conformance: cancel_then_return", async () => {
+    const queue = uniqueQueue("conf-cancel_then_return");
+    const started = deferred();
+    const returned = deferred();
+    env.worker({
+      queues: [queue],
+      handlers: {
+        finish_anyway: async (_job, ctx) => {
+          started.resolve();
+          await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+          // The work is done: return normally rather than fail with the signal.
+          returned.resolve();
+        },
+      },
+    });
+    const { id } = await env.client.enqueue("finish_anyway", {}, { queue, leaseDurationMs: 1000 });
+    await within(started.promise, 10_000, "the handler to start");
+    await env.client.cancelJob(id);
+    await within(returned.promise, 3000, "the handler to see the cancel and return");
+    const job = await waitForState(env.client, id, "COMPLETED");
+    expect(job.attempt).toBe(1);
+    expect(await eventually(() => (outcomesOf(id).length > 0 ? outcomesOf(id) : undefined), 5000, "the consumer span")).toEqual(["completed"]);
+  });
+
+  it("conformance: pause_and_resume", async () => {
+    const queue = uniqueQueue("conf-pause_and_resume");
+    const handled = deferred();
+    env.worker({ queues: [queue], handlers: { paused_job: () => handled.resolve() } });
+    const paused = await env.client.pauseQueue(queue);
+    expect(paused.paused).toBe(true);
+    const { id } = await env.client.enqueue("paused_job", {}, { queue });
+    // The scenario's fixed wait: the pause takes hold within 1 s on every replica.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await env.client.getJob(id)).state).toBe("AVAILABLE");
+    expect(handled.settled).toBe(false);
+    const [stats] = await env.client.getQueueStats([queue]);
+    expect(stats).toMatchObject({ queue, paused: true, available: 1 });
+    expect((await env.client.resumeQueue(queue)).paused).toBe(false);
+    await waitForState(env.client, id, "COMPLETED");
+    expect((await env.client.getQueueStats([queue]))[0]?.paused).toBe(false);
+  });
+
+  it("conformance: per_key_limit", async () => {
+    const queue = uniqueQueue("conf-per_key_limit");
+    await env.client.setQueueConfig(queue, { maxRunningPerKey: 1 });
+    const gates = new Map<string, Deferred>();
+    const startedK: string[] = [];
+    let runningK = 0;
+    let peakK = 0;
+    const otherStarted = deferred();
+    env.worker({
+      queues: [queue],
+      concurrency: 4,
+      handlers: {
+        gated: async (job) => {
+          const key = (job.payload as { key: string }).key;
+          if (key === "k") {
+            runningK++;
+            peakK = Math.max(peakK, runningK);
+            startedK.push(job.id);
+          } else {
+            otherStarted.resolve();
+          }
+          const gate = deferred();
+          gates.set(job.id, gate);
+          await gate.promise;
+          if (key === "k") runningK--;
+        },
+      },
+    });
+    const jobs = await env.client.enqueueMany([
+      ...[1, 2, 3].map(() => ({ type: "gated", queue, payload: { key: "k" }, concurrencyKey: "k" })),
+      { type: "gated", queue, payload: { key: "other" }, concurrencyKey: "other" },
+    ]);
+    const other = jobs[3]!.id;
+    await within(otherStarted.promise, 10_000, "the other key's job to start");
+    await eventually(() => (startedK.length >= 1 ? true : undefined), 10_000, "a k job to start");
+    // The other key's job ran while a k job held the key's one slot.
+    expect(runningK).toBe(1);
+    gates.get(other)!.resolve();
+    for (let released = 0; released < 3; released++) {
+      await eventually(() => (startedK.length > released ? true : undefined), 10_000, `k job ${released + 1} to start`);
+      gates.get(startedK[released]!)!.resolve();
+    }
+    for (const j of jobs) await waitForState(env.client, j.id, "COMPLETED");
+    expect(peakK).toBe(1);
+    expect(new Set(startedK).size).toBe(3);
+  });
+
+  it("conformance: ordering_key", async () => {
+    const queue = uniqueQueue("conf-ordering_key");
+    const events: string[] = [];
+    let running = 0;
+    let overlapped = false;
+    env.worker({
+      queues: [queue],
+      concurrency: 4,
+      handlers: {
+        ordered: async (job, ctx) => {
+          const n = (job.payload as { n: number }).n;
+          if (++running > 1) overlapped = true;
+          events.push(`start ${n}.${ctx.attempt}`);
+          await work(20);
+          events.push(`end ${n}.${ctx.attempt}`);
+          running--;
+          if (n === 1 && ctx.attempt === 1) throw new Error("job 1 fails its first attempt");
+        },
+      },
+    });
+    const jobs = await env.client.enqueueMany(
+      [1, 2, 3].map((n) => ({ type: "ordered", queue, payload: { n }, orderingKey: "o", retry: { initialBackoffMs: 50 } })),
+    );
+    for (const j of jobs) await waitForState(env.client, j.id, "COMPLETED");
+    expect(events.filter((e) => e.startsWith("start"))).toEqual(["start 1.1", "start 1.2", "start 2.1", "start 3.1"]);
+    expect(events).toEqual(["start 1.1", "end 1.1", "start 1.2", "end 1.2", "start 2.1", "end 2.1", "start 3.1", "end 3.1"]);
+    expect(overlapped).toBe(false);
+  });
+
+  it("conformance: queue_config_partial", async () => {
+    const queue = uniqueQueue("conf-queue_config_partial");
+    expect((await env.client.setQueueConfig(queue, { maxRunning: 5 })).maxRunning).toBe(5);
+    const afterSecond = await env.client.setQueueConfig(queue, { maxAttempts: 3 });
+    expect(afterSecond).toMatchObject({ maxRunning: 5, maxAttempts: 3 });
+    const cfg = await env.client.getQueueConfig(queue);
+    expect(cfg).toMatchObject({ queue, maxRunning: 5, maxAttempts: 3, paused: false });
   });
 
   it("conformance: stale_lease_refused", async () => {

@@ -121,5 +121,8 @@ describe("tracing", () => {
     expect(d.status.code).toBe(SpanStatusCode.ERROR);
     const c = await eventually(() => spansFor(cancelled, SpanKind.CONSUMER)[0], 5000, "the cancelled job's span");
     expect(c.attributes[A.outcome]).toBe("cancelled");
+    // scenarios.md: retry, dead and cancelled record the handler's exception with status ERROR.
+    expect(c.status.code).toBe(SpanStatusCode.ERROR);
+    expect(c.events.map((e) => e.name)).toContain("exception");
   });
 });

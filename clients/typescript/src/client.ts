@@ -1,121 +1,76 @@
-import { create } from "@bufbuild/protobuf";
-import { type Client, type Transport, createClient } from "@connectrpc/connect";
-import { AdminService, type QueueStats } from "@jobwire/proto/jobwire/v1/admin_service_pb";
-import { type Job, type JobSpec, RetryPolicySchema } from "@jobwire/proto/jobwire/v1/job_pb";
+import { type Client, Code, type Transport, createClient } from "@connectrpc/connect";
+import { AdminService } from "@jobwire/proto/jobwire/v1/admin_service_pb";
+import type { Job, JobSpec } from "@jobwire/proto/jobwire/v1/job_pb";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import { encodeLeasedJob } from "@jobwire/proto/fast/jobwire/v1/worker_service_fast";
 import { type LeaseResponse, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { Span } from "@opentelemetry/api";
 import {
-  type JobStateName,
-  dateToTimestamp,
-  durationToMs,
-  msToDuration,
-  stateFromName,
-  stateName,
-  timestampToDate,
-} from "./convert.js";
+  type QueueConfig,
+  type QueueConfigUpdate,
+  type QueueHistory,
+  type QueueStats,
+  type WhoAmI,
+  type WorkerStream,
+  setQueueConfigRequest,
+  toQueueConfig,
+  toQueueHistory,
+  toQueueStats,
+  toWhoAmI,
+  toWorkerStream,
+} from "./admin.js";
+import { type JobStateName, dateToTimestamp, stateFromName } from "./convert.js";
 import { NotFoundError } from "./errors.js";
-import { decodePayload, encodePayload } from "./payload.js";
+import { Brokers, parseAddresses } from "./failover.js";
+import { type Logger, consoleLogger } from "./logger.js";
+import { type EnqueueOptions, type EnqueueResult, type JobInfo, type JobToEnqueue, jobSpec, toJobInfo } from "./model.js";
 import { type CallOptions, type RetryOptions, withRetry } from "./retry.js";
 import { ATTR, SpanStatusCode, context, errorMessage, startProducerSpan, trace } from "./tracing.js";
-import { type LeaseBatches, type OwnedTransport, type TransportOptions, createTransport, normalizeAddress } from "./transport.js";
-import { Code } from "@connectrpc/connect";
-import type { Span } from "@opentelemetry/api";
+import { type LeaseBatches, type TransportOptions, createTransport } from "./transport.js";
+
+export {
+  buildJobSpec,
+  decodeJobPayload,
+  toJobInfo,
+  type EnqueueOptions,
+  type EnqueueResult,
+  type JobErrorInfo,
+  type JobInfo,
+  type JobRetryPolicy,
+  type JobToEnqueue,
+} from "./model.js";
 
 /** The queue jobs go to when the caller names none. */
 export const DEFAULT_QUEUE = "default";
 
 export interface ClientOptions extends TransportOptions {
-  /** Broker address: "http://host:port", "host:port". Default http://127.0.0.1:50051. */
-  address?: string;
+  /**
+   * The broker: "http://host:port", "https://host:port", "host:port" (https
+   * when `tls` is given). Default JOBWIRE_ADDRESS, then http://127.0.0.1:50051.
+   *
+   * For broker replicas on one database, give several, as an array or
+   * separated by commas ("http://10.0.0.1:50051,http://10.0.0.2:50051"), or
+   * one host name with a DNS record per replica. Calls go to the first
+   * broker until it fails, then to the next (see failover.ts).
+   */
+  address?: string | readonly string[];
   /** Queue used when enqueue options name none. Default "default". */
   defaultQueue?: string;
   /** Deadline for each call (retries included) unless the call sets one. Default 10s. */
   timeoutMs?: number;
-  /** How UNAVAILABLE answers are retried. Default 5 tries, 100ms..5s jittered. */
+  /**
+   * How calls answered UNAVAILABLE are retried: each try goes round every
+   * broker once, then waits. Default 5 tries, 100ms..5s jittered.
+   */
   retry?: RetryOptions;
   /**
-   * Use this connect-es transport instead of opening an HTTP/2 connection to
-   * `address` (for interceptors, TLS, or an in-memory broker in tests).
+   * Use this connect-es transport instead of opening HTTP/2 connections to
+   * `address` (for interceptors, or an in-memory broker in tests). There is
+   * no failover then.
    */
   transport?: Transport;
-}
-
-/** Shapes the wait before each retry after a failed attempt (broker side). */
-export interface JobRetryPolicy {
-  initialBackoffMs?: number;
-  maxBackoffMs?: number;
-  /** At least 1. */
-  multiplier?: number;
-  /** In [0, 1]. */
-  jitter?: number;
-}
-
-export interface EnqueueOptions {
-  /** Default: the client's defaultQueue. */
-  queue?: string;
-  /** When the job becomes due. At most one of runAt and delayMs. */
-  runAt?: Date;
-  delayMs?: number;
-  /** Higher runs sooner. Default 0. */
-  priority?: number;
-  /** At least 1. Default: the queue's setting, then the broker's (25). */
-  maxAttempts?: number;
-  /** Lease length for each attempt unless heartbeated. */
-  leaseDurationMs?: number;
-  retry?: JobRetryPolicy;
-  /** A second enqueue with the same key on the same queue, within the TTL, creates nothing. */
-  idempotencyKey?: string;
-  idempotencyTtlMs?: number;
-  /** Free-form headers. Trace context is added to them automatically. */
-  headers?: Record<string, string>;
-  /** Default application/json, or application/octet-stream for a Uint8Array payload. */
-  contentType?: string;
-}
-
-export interface JobToEnqueue extends EnqueueOptions {
-  type: string;
-  /** Any JSON-serialisable value, or a Uint8Array sent as raw bytes. */
-  payload?: unknown;
-}
-
-export interface EnqueueResult {
-  id: string;
-  /** True when the idempotency key matched a live job and nothing was created. */
-  duplicate: boolean;
-}
-
-export interface JobErrorInfo {
-  attempt: number;
-  message: string;
-  at: Date | undefined;
-  workerId: string;
-}
-
-/** A job as the broker reports it, with plain JavaScript types. */
-export interface JobInfo {
-  id: string;
-  queue: string;
-  type: string;
-  /** The payload's bytes; decode with decodeJobPayload(). */
-  payload: Uint8Array;
-  contentType: string;
-  state: JobStateName;
-  priority: number;
-  /** Attempts started so far; the first lease makes it 1. */
-  attempt: number;
-  maxAttempts: number;
-  runAt: Date | undefined;
-  createdAt: Date | undefined;
-  finishedAt: Date | undefined;
-  headers: Record<string, string>;
-  idempotencyKey: string;
-  /** Every failed attempt, oldest first. */
-  errors: JobErrorInfo[];
-  leaseExpiresAt: Date | undefined;
-  cancelRequested: boolean;
-  leaseDurationMs: number | undefined;
-  workerId: string;
+  /** Where failovers are logged. Default console. */
+  logger?: Logger;
 }
 
 export interface ReplayOptions {
@@ -137,74 +92,73 @@ export interface ListJobsOptions {
   queue?: string;
   type?: string;
   states?: JobStateName[];
+  /** Jobs whose last error contains this text (case-sensitive). */
+  errorContains?: string;
   pageSize?: number;
   pageToken?: string;
 }
 
-export interface QueueStatsInfo {
-  queue: string;
-  scheduled: number;
-  available: number;
-  running: number;
-  retryable: number;
-  completed: number;
-  dead: number;
-  cancelled: number;
-  oldestAvailableAgeMs: number;
-}
-
-export interface QueueConfig {
-  retry?: JobRetryPolicy;
-  maxAttempts?: number;
-  leaseDurationMs?: number;
-  /** How long completed jobs stay as history; 0 deletes them at ack. Default: the broker's (24 h). */
-  completedRetentionMs?: number;
-}
-
 /**
  * JobwireClient is the producer's and operator's handle on a broker:
- * enqueue jobs, look them up, cancel and replay them. Every call has a
- * deadline and retries UNAVAILABLE answers with jittered backoff; failures
- * reject with a JobwireError (see errors.ts).
+ * enqueue jobs, look them up, cancel and replay them, and manage queues.
+ * Every call has a deadline and retries UNAVAILABLE answers (on the next
+ * broker at once when it was given several, then with jittered backoff);
+ * failures reject with a JobwireError whose message starts with the code
+ * (see errors.ts).
  *
  * Enqueue retries are safe to repeat only with an idempotency key: without
  * one, a retry after a connection that broke mid-call may enqueue twice.
  * Delivery is at least once anyway, so handlers must be idempotent.
  */
 export class JobwireClient {
-  readonly address: string;
+  /** Every broker this client was given, normalized, in order. */
+  readonly addresses: readonly string[];
   readonly defaultQueue: string;
-  /** The generated connect-es clients, for calls this class does not wrap. */
+  /**
+   * The generated connect-es clients, for calls this class does not wrap.
+   * Their unary calls fail over like this class's (one try per broker),
+   * without the waits between rounds; they reject with ConnectError.
+   */
   readonly jobs: Client<typeof JobService>;
   readonly workers: Client<typeof WorkerService>;
+  readonly admin: Client<typeof AdminService>;
   /** WorkerService.Lease with each batch's LeasedJobs left encoded, which the Worker reads as views (lease-view.ts). */
   readonly leaseBatches: LeaseBatches;
-  readonly admin: Client<typeof AdminService>;
-  private readonly owned: OwnedTransport;
+  private readonly brokers: Brokers | undefined;
+  private readonly closeTransport: () => void;
   private readonly timeoutMs: number | undefined;
   private readonly retry: RetryOptions;
 
   constructor(opts: ClientOptions = {}) {
-    this.address = normalizeAddress(opts.address ?? process.env["JOBWIRE_ADDRESS"] ?? "");
     this.defaultQueue = opts.defaultQueue ?? DEFAULT_QUEUE;
+    let transport: Transport;
     if (opts.transport !== undefined) {
       // Someone else's transport: the Lease stream goes through connect-es, and its jobs are encoded again for the Worker.
-      const lease = createClient(WorkerService, opts.transport).lease;
-      this.owned = {
-        transport: opts.transport,
-        leaseBatches: (requests, call) =>
-          encodedJobs(lease(requests, { signal: call.signal, timeoutMs: call.timeoutMs, headers: call.header, onHeader: call.onHeader })),
-        close: () => {},
-      };
+      transport = opts.transport;
+      const lease = createClient(WorkerService, transport).lease;
+      this.leaseBatches = (requests, call) =>
+        encodedJobs(lease(requests, { signal: call.signal, timeoutMs: call.timeoutMs, headers: call.header, onHeader: call.onHeader }));
+      this.addresses = parseAddresses(typeof opts.address === "string" || Array.isArray(opts.address) ? opts.address : "", opts.tls !== undefined);
+      this.closeTransport = () => {};
     } else {
-      this.owned = createTransport(this.address, opts);
+      const urls = parseAddresses(opts.address ?? process.env["JOBWIRE_ADDRESS"], opts.tls !== undefined);
+      const brokers = new Brokers(urls, (url) => createTransport(url, opts), opts.logger ?? consoleLogger);
+      this.brokers = brokers;
+      this.addresses = urls;
+      transport = brokers.transport();
+      this.leaseBatches = brokers.leaseBatches();
+      this.closeTransport = () => brokers.close();
     }
-    this.jobs = createClient(JobService, this.owned.transport);
-    this.workers = createClient(WorkerService, this.owned.transport);
-    this.leaseBatches = this.owned.leaseBatches;
-    this.admin = createClient(AdminService, this.owned.transport);
+    this.jobs = createClient(JobService, transport);
+    this.workers = createClient(WorkerService, transport);
+    this.admin = createClient(AdminService, transport);
     this.timeoutMs = opts.timeoutMs;
     this.retry = opts.retry ?? {};
+  }
+
+  /** The broker calls go to now: the first one given until it fails, then the next. */
+  get address(): string {
+    return this.brokers?.current().url ?? this.addresses[0]!;
   }
 
   /** Enqueues one job. The payload is sent as JSON unless it is a Uint8Array. */
@@ -293,50 +247,81 @@ export class JobwireClient {
 
   /** One page of jobs, newest first. */
   async listJobs(opts: ListJobsOptions = {}, call: CallOptions = {}): Promise<{ jobs: JobInfo[]; nextPageToken: string }> {
-    const res = await this.call(
-      (o) =>
-        this.admin.listJobs(
-          {
-            queue: opts.queue ?? "",
-            type: opts.type ?? "",
-            states: (opts.states ?? []).map(stateFromName),
-            pageSize: opts.pageSize ?? 0,
-            pageToken: opts.pageToken ?? "",
-          },
-          o,
-        ),
-      call,
-    );
+    const req = {
+      queue: opts.queue ?? "",
+      type: opts.type ?? "",
+      states: (opts.states ?? []).map(stateFromName),
+      errorContains: opts.errorContains ?? "",
+      pageSize: opts.pageSize ?? 0,
+      pageToken: opts.pageToken ?? "",
+    };
+    const res = await this.call((o) => this.admin.listJobs(req, o), call);
     return { jobs: res.jobs.map(toJobInfo), nextPageToken: res.nextPageToken };
   }
 
-  /** Counts per state for the named queues (every queue when none). */
-  async getQueueStats(queues: string[] = [], call: CallOptions = {}): Promise<QueueStatsInfo[]> {
+  /** Counts per state, the oldest waiting job's age, and whether the queue is paused; for the named queues (every queue when none). */
+  async getQueueStats(queues: string[] = [], call: CallOptions = {}): Promise<QueueStats[]> {
     const res = await this.call((o) => this.admin.getQueueStats({ queues }, o), call);
     return res.queues.map(toQueueStats);
   }
 
-  /** Sets a queue's defaults; fields left out keep the broker defaults. */
-  async setQueueConfig(queue: string, cfg: QueueConfig, call: CallOptions = {}): Promise<void> {
-    await this.call(
-      (o) =>
-        this.admin.setQueueConfig(
-          {
-            queue,
-            ...(cfg.retry ? { retry: buildRetryPolicy(cfg.retry) } : {}),
-            ...(cfg.maxAttempts !== undefined ? { maxAttempts: cfg.maxAttempts } : {}),
-            ...(cfg.leaseDurationMs !== undefined ? { leaseDuration: msToDuration(cfg.leaseDurationMs) } : {}),
-            ...(cfg.completedRetentionMs !== undefined ? { completedRetention: msToDuration(cfg.completedRetentionMs) } : {}),
-          },
-          o,
-        ),
-      call,
-    );
+  /** A queue's whole config. A queue nobody configured has every setting unset (the broker's defaults apply). */
+  async getQueueConfig(queue: string, call: CallOptions = {}): Promise<QueueConfig> {
+    const res = await this.call((o) => this.admin.getQueueConfig({ queue }, o), call);
+    return toQueueConfig(res.config, queue);
   }
 
-  /** Closes the HTTP/2 connection. Calls in flight fail. */
+  /**
+   * Changes some of a queue's settings and returns the whole config. A
+   * setting given a value is set, one given null is cleared (back to the
+   * broker's default), and the others keep their values:
+   *
+   *   await client.setQueueConfig("emails", { maxRunning: 5 });
+   *   await client.setQueueConfig("emails", { maxRunning: null, maxAttempts: 3 });
+   */
+  async setQueueConfig(queue: string, changes: QueueConfigUpdate, call: CallOptions = {}): Promise<QueueConfig> {
+    const req = setQueueConfigRequest(queue, changes);
+    const res = await this.call((o) => this.admin.setQueueConfig(req, o), call);
+    return toQueueConfig(res.config, queue);
+  }
+
+  /**
+   * Stops every broker replica from leasing the queue's jobs, within a
+   * second. Enqueues still succeed, and jobs already running finish (their
+   * acks, nacks and heartbeats work). Idempotent.
+   */
+  async pauseQueue(queue: string, call: CallOptions = {}): Promise<QueueConfig> {
+    const res = await this.call((o) => this.admin.pauseQueue({ queue }, o), call);
+    return toQueueConfig(res.config, queue);
+  }
+
+  /** Lets a paused queue's jobs be leased again. Idempotent. */
+  async resumeQueue(queue: string, call: CallOptions = {}): Promise<QueueConfig> {
+    const res = await this.call((o) => this.admin.resumeQueue({ queue }, o), call);
+    return toQueueConfig(res.config, queue);
+  }
+
+  /** The open Lease streams on every broker replica: all of them, or those leasing from `queue`. */
+  async listWorkers(queue = "", call: CallOptions = {}): Promise<WorkerStream[]> {
+    const res = await this.call((o) => this.admin.listWorkers({ queue }, o), call);
+    return res.workers.map(toWorkerStream);
+  }
+
+  /** Samples over the last hour, oldest first: backlog, and jobs enqueued, completed and failed per interval; for `queue`, or every queue. */
+  async getQueueHistory(queue = "", call: CallOptions = {}): Promise<QueueHistory> {
+    const res = await this.call((o) => this.admin.getQueueHistory({ queue }, o), call);
+    return toQueueHistory(res);
+  }
+
+  /** Who the broker takes this client for: its token's (or certificate's) name, scopes and queues. */
+  async whoAmI(call: CallOptions = {}): Promise<WhoAmI> {
+    const res = await this.call((o) => this.admin.whoAmI({}, o), call);
+    return toWhoAmI(res);
+  }
+
+  /** Closes the HTTP/2 connections. Calls in flight fail. */
   close(): void {
-    this.owned.close();
+    this.closeTransport();
   }
 
   /** Runs one RPC with this client's deadline and retry policy. */
@@ -351,98 +336,7 @@ async function* encodedJobs(responses: AsyncIterable<LeaseResponse>): AsyncItera
   for await (const res of responses) yield res.jobs.map((j) => encodeLeasedJob(j));
 }
 
-/** Builds the protobuf JobSpec for one job; exported for tests and tools. */
-export function buildJobSpec(j: JobToEnqueue & { queue: string }): JobSpec {
-  return jobSpec(j, j.queue, j.headers ?? {});
-}
-
-function jobSpec(j: JobToEnqueue, queue: string, headers: Record<string, string>): JobSpec {
-  if (j.runAt !== undefined && j.delayMs !== undefined) {
-    throw new RangeError("set at most one of runAt and delayMs");
-  }
-  const { bytes, contentType } = encodePayload(j.payload, j.contentType);
-  // A literal rather than create(JobSpecSchema, ...), which copies each
-  // field by reflection: the same object, at a fraction of the cost.
-  const spec: JobSpec = {
-    $typeName: "jobwire.v1.JobSpec",
-    queue,
-    type: j.type,
-    payload: bytes,
-    contentType,
-    schedule: { case: undefined },
-    priority: j.priority ?? 0,
-    idempotencyKey: j.idempotencyKey ?? "",
-    headers,
-    concurrencyKey: "",
-    orderingKey: "",
-  };
-  if (j.runAt !== undefined) spec.schedule = { case: "runAt", value: dateToTimestamp(j.runAt) };
-  if (j.delayMs !== undefined) spec.schedule = { case: "delay", value: msToDuration(j.delayMs) };
-  if (j.maxAttempts !== undefined) spec.maxAttempts = j.maxAttempts;
-  if (j.leaseDurationMs !== undefined) spec.leaseDuration = msToDuration(j.leaseDurationMs);
-  if (j.retry !== undefined) spec.retry = buildRetryPolicy(j.retry);
-  if (j.idempotencyTtlMs !== undefined) spec.idempotencyTtl = msToDuration(j.idempotencyTtlMs);
-  return spec;
-}
-
-function buildRetryPolicy(r: JobRetryPolicy) {
-  const p = create(RetryPolicySchema, { multiplier: r.multiplier ?? 0 });
-  if (r.initialBackoffMs !== undefined) p.initialBackoff = msToDuration(r.initialBackoffMs);
-  if (r.maxBackoffMs !== undefined) p.maxBackoff = msToDuration(r.maxBackoffMs);
-  if (r.jitter !== undefined) p.jitter = r.jitter;
-  return p;
-}
-
 function requireJob(job: Job | undefined, id: string): JobInfo {
   if (job === undefined) throw new NotFoundError(Code.NotFound, `job ${id} not found`);
   return toJobInfo(job);
-}
-
-/** Converts the protobuf Job into a JobInfo. */
-export function toJobInfo(j: Job): JobInfo {
-  return {
-    id: j.id,
-    queue: j.queue,
-    type: j.type,
-    payload: j.payload,
-    contentType: j.contentType,
-    state: stateName(j.state),
-    priority: j.priority,
-    attempt: j.attempt,
-    maxAttempts: j.maxAttempts,
-    runAt: timestampToDate(j.runAt),
-    createdAt: timestampToDate(j.createdAt),
-    finishedAt: timestampToDate(j.finishedAt),
-    headers: { ...j.headers },
-    idempotencyKey: j.idempotencyKey,
-    errors: j.errors.map((e) => ({
-      attempt: e.attempt,
-      message: e.message,
-      at: timestampToDate(e.at),
-      workerId: e.workerId,
-    })),
-    leaseExpiresAt: timestampToDate(j.leaseExpiresAt),
-    cancelRequested: j.cancelRequested,
-    leaseDurationMs: durationToMs(j.leaseDuration),
-    workerId: j.workerId,
-  };
-}
-
-function toQueueStats(q: QueueStats): QueueStatsInfo {
-  return {
-    queue: q.queue,
-    scheduled: Number(q.scheduled),
-    available: Number(q.available),
-    running: Number(q.running),
-    retryable: Number(q.retryable),
-    completed: Number(q.completed),
-    dead: Number(q.dead),
-    cancelled: Number(q.cancelled),
-    oldestAvailableAgeMs: durationToMs(q.oldestAvailableAge) ?? 0,
-  };
-}
-
-/** Decodes a job's payload: JSON for JSON content types, bytes otherwise. */
-export function decodeJobPayload<T = unknown>(job: Pick<JobInfo, "payload" | "contentType">): T {
-  return decodePayload(job.payload, job.contentType) as T;
 }

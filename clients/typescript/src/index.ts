@@ -3,7 +3,9 @@
  *
  * Producers and operators use JobwireClient; worker processes use Worker.
  * Handlers signal permanent failure by throwing PermanentError; any other
- * error is retried by the broker with backoff.
+ * error is retried by the broker with backoff. Every failed call rejects
+ * with a JobwireError whose message starts with the status code
+ * ("permission_denied: ...") and whose `code` is that code.
  */
 export {
   JobwireClient,
@@ -20,9 +22,20 @@ export {
   type JobRetryPolicy,
   type ReplayOptions,
   type ListJobsOptions,
-  type QueueStatsInfo,
-  type QueueConfig,
 } from "./client.js";
+export type {
+  QueueConfig,
+  QueueConfigUpdate,
+  QueueSetting,
+  QueueStats,
+  QueueHistory,
+  QueueSample,
+  RateLimit,
+  WhoAmI,
+  WorkerStream,
+} from "./admin.js";
+/** @deprecated The old name of QueueStats. */
+export type { QueueStats as QueueStatsInfo } from "./admin.js";
 export {
   Worker,
   DEFAULT_CONCURRENCY,
@@ -41,10 +54,14 @@ export {
   FailedPreconditionError,
   UnavailableError,
   DeadlineExceededError,
+  UnauthenticatedError,
+  PermissionDeniedError,
   PermanentError,
   JobCancelledError,
   LeaseLostError,
   WorkerShutdownError,
+  codeName,
+  codeString,
   isTransient,
 } from "./errors.js";
 export type { JobStateName } from "./convert.js";
@@ -53,4 +70,4 @@ export type { Logger } from "./logger.js";
 export { consoleLogger, silentLogger } from "./logger.js";
 export type { Outcome } from "./tracing.js";
 export { ATTR as TRACE_ATTRIBUTES, TRACER_NAME, injectTraceContext } from "./tracing.js";
-export { normalizeAddress, DEFAULT_ADDRESS } from "./transport.js";
+export { normalizeAddress, DEFAULT_ADDRESS, type TlsOptions } from "./transport.js";

@@ -1,5 +1,5 @@
 import { type BackoffOptions, DEFAULT_BACKOFF, backoffDelay, sleep } from "./backoff.js";
-import { DeadlineExceededError, JobwireError, isTransient, toJobwireError } from "./errors.js";
+import { DeadlineExceededError, JobwireError, asUnavailable, isTransient, toJobwireError } from "./errors.js";
 import { Code } from "@connectrpc/connect";
 
 /** Per-call deadline when none is given. */
@@ -23,9 +23,9 @@ export interface CallOptions {
 }
 
 /**
- * Runs `fn` and retries it while it fails with UNAVAILABLE, with jittered
- * backoff, until maxAttempts or the deadline. Every error comes out as a
- * JobwireError.
+ * Runs `fn` and retries it while it fails with UNAVAILABLE (a broken
+ * connection counts, see asUnavailable), with jittered backoff, until
+ * maxAttempts or the deadline. Every error comes out as a JobwireError.
  */
 export async function withRetry<T>(
   fn: (opts: { timeoutMs: number; signal?: AbortSignal }) => Promise<T>,
@@ -44,7 +44,7 @@ export async function withRetry<T>(
       if (call.signal !== undefined) opts.signal = call.signal;
       return await fn(opts);
     } catch (err) {
-      const e = toJobwireError(err);
+      const e = err instanceof JobwireError ? err : toJobwireError(asUnavailable(err, call.signal));
       if (!isTransient(e) || attempt >= maxAttempts || call.signal?.aborted) throw e;
       const delay = backoffDelay(attempt, backoff);
       if (Date.now() + delay >= deadline) throw e;

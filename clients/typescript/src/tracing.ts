@@ -46,14 +46,16 @@ export const ATTR = {
 } as const;
 
 /**
- * How an attempt ended, recorded as jobwire.job.outcome:
- *   completed  acked
- *   retry      nacked; the broker will try again after a backoff
- *   dead       nacked permanently, or out of attempts
- *   cancelled  CancelJob was called and the handler stopped
- *   lost       the lease was lost; the result was discarded
+ * How an attempt ended, recorded as jobwire.job.outcome: the vocabulary of
+ * test/conformance/scenarios.md, the same in every client.
+ *   completed      the handler returned and the ack was accepted
+ *   retry          the handler failed; the nack was accepted and the job will run again
+ *   dead           the handler failed permanently, or on its last attempt; the job is DEAD
+ *   cancelled      CancelJob was called and the handler failed; the job is CANCELLED
+ *   lease_lost     the lease was gone before the outcome could be recorded; the job runs again
+ *   report_failed  the ack or nack could not reach the broker; the lease will expire and the job run again
  */
-export type Outcome = "completed" | "retry" | "dead" | "cancelled" | "lost";
+export type Outcome = "completed" | "retry" | "dead" | "cancelled" | "lease_lost" | "report_failed";
 
 export function tracer(): Tracer {
   return trace.getTracer(TRACER_NAME, TRACER_VERSION);
@@ -191,10 +193,14 @@ export function injectTraceContext(headers: Record<string, string> = {}): Record
   return out;
 }
 
-/** Records how an attempt ended and ends its span. */
+/**
+ * Records how an attempt ended and ends its span: a handler's failure
+ * (retry, dead, cancelled) records the exception with status ERROR, and
+ * completed is OK, as scenarios.md says.
+ */
 export function endConsumerSpan(span: Span, outcome: Outcome, error?: unknown): void {
   span.setAttribute(ATTR.outcome, outcome);
-  if (error !== undefined && (outcome === "retry" || outcome === "dead")) {
+  if (error !== undefined && (outcome === "retry" || outcome === "dead" || outcome === "cancelled")) {
     span.recordException(error instanceof Error ? error : String(error));
     span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(error) });
   } else if (outcome === "completed") {

@@ -1,3 +1,5 @@
+import type http2 from "node:http2";
+import type { LookupFunction } from "node:net";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { JobServiceCodecs } from "@jobwire/proto/fast/jobwire/v1/job_service_fast";
@@ -25,6 +27,23 @@ export const DEFAULT_PING_TIMEOUT_MS = 5_000;
 
 const USER_AGENT = "jobwire-typescript";
 
+/**
+ * TLS for https:// brokers (a broker started with JOBWIRE_TLS_CERT and
+ * JOBWIRE_TLS_KEY). Each PEM is the text itself, as a string or a Buffer
+ * (read a file with fs.readFileSync). The names match the Python client's
+ * jobwire.TLS(ca, cert, key, server_name).
+ */
+export interface TlsOptions {
+  /** CA certificate(s) to trust instead of Node's built-in roots, for a private CA. */
+  ca?: string | Buffer | (string | Buffer)[];
+  /** Client certificate chain, presented to a broker that requires one (JOBWIRE_TLS_CLIENT_CA, mTLS). Give key with it. */
+  cert?: string | Buffer;
+  /** The client certificate's private key. */
+  key?: string | Buffer;
+  /** The name the broker's certificate must carry, when the address's host is not in it (also sent as SNI). */
+  serverName?: string;
+}
+
 export interface TransportOptions {
   readMaxBytes?: number;
   writeMaxBytes?: number;
@@ -32,18 +51,40 @@ export interface TransportOptions {
   pingTimeoutMs?: number;
   /** Sent as `authorization: Bearer <token>` on every call (the broker's JOBWIRE_AUTH_TOKENS). */
   token?: string;
+  /** TLS settings for https:// addresses. Giving them makes an address without a scheme https://. */
+  tls?: TlsOptions;
+  /**
+   * Resolves broker host names (default: dns.lookup). Every address a name
+   * resolves to is tried in turn when a connection is made, so one name
+   * with a DNS record per broker replica fails over to a live one.
+   */
+  lookup?: LookupFunction;
 }
 
 /**
- * Accepts "http://host:port", "host:port" or ":port". The broker serves
- * gRPC over cleartext HTTP/2 (h2c); use https:// for a TLS-terminating proxy.
+ * Accepts "http://host:port", "https://host:port", "host:port" or ":port".
+ * An address without a scheme is http:// (the broker's cleartext HTTP/2),
+ * or https:// when `tls` is true.
  */
-export function normalizeAddress(address: string): string {
+export function normalizeAddress(address: string, tls = false): string {
   let a = address.trim();
-  if (a === "") return DEFAULT_ADDRESS;
+  if (a === "") return tls ? DEFAULT_ADDRESS.replace(/^http:/, "https:") : DEFAULT_ADDRESS;
   if (a.startsWith(":")) a = `127.0.0.1${a}`;
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(a)) a = `http://${a}`;
-  return a.replace(/\/+$/, "");
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(a)) a = `${tls ? "https" : "http"}://${a}`;
+  a = a.replace(/\/+$/, "");
+  let url: URL;
+  try {
+    url = new URL(a);
+  } catch {
+    throw new TypeError(`broker address "${address}" must look like http://host:port or https://host:port`);
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") {
+    throw new TypeError(`broker address "${address}" must look like http://host:port or https://host:port`);
+  }
+  if (tls && url.protocol === "http:") {
+    throw new TypeError(`broker address "${address}" is http://, but TLS options were given: use https://`);
+  }
+  return a;
 }
 
 /** WorkerService.Lease with each batch's LeasedJobs left encoded, for the Worker to read as views. */
@@ -59,11 +100,15 @@ export interface OwnedTransport {
 const LEASE_PATH = `/${WorkerService.typeName}/${WorkerService.method.lease.name}`;
 
 export function createTransport(address: string, opts: TransportOptions = {}): OwnedTransport {
-  const baseUrl = normalizeAddress(address);
-  const sessionManager = new Http2SessionManager(baseUrl, {
-    pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
-    pingTimeoutMs: opts.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
-  });
+  const baseUrl = normalizeAddress(address, opts.tls !== undefined);
+  const sessionManager = new Http2SessionManager(
+    baseUrl,
+    {
+      pingIntervalMs: opts.pingIntervalMs ?? DEFAULT_PING_INTERVAL_MS,
+      pingTimeoutMs: opts.pingTimeoutMs ?? DEFAULT_PING_TIMEOUT_MS,
+    },
+    connectOptions(opts),
+  );
   // What every call carries: trace context, and the token when there is one.
   const bearer = opts.token === undefined ? undefined : `Bearer ${opts.token}`;
   const setHeaders = (h: Headers): void => {
@@ -102,4 +147,27 @@ export function createTransport(address: string, opts: TransportOptions = {}): O
     return leanStream(stream, LEASE_PATH, requests, encodeLeaseRequest, (b) => decodeRawLeaseResponse(b).jobs, { ...call, header });
   };
   return { transport, leaseBatches, close: () => sessionManager.abort() };
+}
+
+/**
+ * What http2.connect gets beyond the URL: the TLS material, and a lookup
+ * that hands every address of the broker's name to net.connect, which then
+ * tries them one after another (autoSelectFamily, Node's "happy eyeballs":
+ * a refused address costs nothing, an unreachable one 250 ms), so a name
+ * with a record per replica still connects while one replica is down.
+ */
+function connectOptions(opts: TransportOptions): http2.SecureClientSessionOptions {
+  // http2.connect hands its options to net.connect / tls.connect, whose
+  // autoSelectFamily its own type does not list.
+  const out: http2.SecureClientSessionOptions & { autoSelectFamily?: boolean } = { autoSelectFamily: true };
+  if (opts.lookup !== undefined) out.lookup = opts.lookup;
+  const tls = opts.tls;
+  if (tls !== undefined) {
+    if ((tls.cert === undefined) !== (tls.key === undefined)) throw new TypeError("tls: give cert and key together (or neither)");
+    if (tls.ca !== undefined) out.ca = tls.ca;
+    if (tls.cert !== undefined) out.cert = tls.cert;
+    if (tls.key !== undefined) out.key = tls.key;
+    if (tls.serverName !== undefined) out.servername = tls.serverName;
+  }
+  return out;
 }

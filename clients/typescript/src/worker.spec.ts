@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { JobCancelledError, LeaseLostError, PermanentError } from "./errors.js";
 import { silentLogger } from "./logger.js";
 import { type FakeBroker, fakeBroker, until } from "./testing/fake-broker.js";
+import type { Outcome } from "./tracing.js";
 import { type Handler, Worker, type WorkerOptions } from "./worker.js";
 
 function newWorker(fb: FakeBroker, handlers: Record<string, Handler>, opts: Partial<WorkerOptions> = {}): Worker {
@@ -268,6 +269,63 @@ describe("Worker (fake broker)", () => {
     expect(reason).toBeInstanceOf(LeaseLostError);
     await until(() => w.holding === 0, 2000, "lease dropped");
     expect(fb.acks.flat()).not.toContain(tok);
+    await w.stop();
+    await done;
+  });
+
+  it("names each attempt's outcome with the shared vocabulary (scenarios.md)", async () => {
+    const fb = fakeBroker();
+    const outcomes = new Map<string, Outcome>();
+    const hold = gate();
+    const w = newWorker(
+      fb,
+      {
+        ok: () => {},
+        fail: () => {
+          throw new Error("transient");
+        },
+        perm: () => {
+          throw new PermanentError("permanent");
+        },
+        held: () => hold.promise,
+        broken: () => {
+          throw new Error("its nack cannot be delivered");
+        },
+      },
+      {
+        concurrency: 8,
+        onEvent: (e) => {
+          if (e.type === "job_finished") outcomes.set(e.jobId, e.outcome);
+        },
+      },
+    );
+    const done = w.run();
+    const ids = (tokens: string[]) => tokens.map((t) => t.replace("tok-", ""));
+    const [completed, retry, dead, cancelled, leaseLost] = ids([
+      fb.add({ type: "ok" }),
+      fb.add({ type: "fail" }),
+      fb.add({ type: "perm" }),
+      fb.add({ type: "fail" }),
+      fb.add({ type: "held", leaseMs: 300 }),
+    ]);
+    fb.cancelRequested.add(`tok-${cancelled}`);
+    await until(() => outcomes.size === 4, 2000, "four outcomes");
+    // The lease of a running job is lost; the handler returns afterwards.
+    fb.lost.add(`tok-${leaseLost}`);
+    await until(() => fb.heartbeats.flat().includes(`tok-${leaseLost}`), 2000, "the heartbeat that finds the lease lost");
+    hold.open();
+    await until(() => outcomes.size === 5, 2000, "the lost lease's outcome");
+    fb.failNacks(Code.Internal);
+    const [reportFailed] = ids([fb.add({ type: "broken" })]);
+    await until(() => outcomes.size === 6, 2000, "the undeliverable nack's outcome");
+    expect(Object.fromEntries(outcomes)).toEqual({
+      [completed!]: "completed",
+      [retry!]: "retry",
+      [dead!]: "dead",
+      [cancelled!]: "cancelled",
+      [leaseLost!]: "lease_lost",
+      [reportFailed!]: "report_failed",
+    });
     await w.stop();
     await done;
   });

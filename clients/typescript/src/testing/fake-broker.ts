@@ -40,6 +40,8 @@ export interface FakeBroker {
   failStreams(code: Code): void;
   /** Fails the next `n` Ack calls with UNAVAILABLE. */
   failAcks(n: number): void;
+  /** Fails every Nack call with this code from now on (undefined: stop failing). */
+  failNacks(code: Code | undefined): void;
   /** Holds every Ack call until the returned function is called. */
   holdAcks(): () => void;
   /** The most Ack calls that were in flight at once. */
@@ -55,6 +57,7 @@ export function fakeBroker(): FakeBroker {
   const wakers = new Set<Wake>();
   let failWith: Code | undefined;
   let ackFailures = 0;
+  let nackFailure: Code | undefined;
   let ackGate: Promise<void> | null = null;
   let acksInFlight = 0;
   let seq = 0;
@@ -108,6 +111,9 @@ export function fakeBroker(): FakeBroker {
     },
     failAcks(n) {
       ackFailures = n;
+    },
+    failNacks(code) {
+      nackFailure = code;
     },
     holdAcks() {
       let release!: () => void;
@@ -199,6 +205,7 @@ export function fakeBroker(): FakeBroker {
         return { lostLeaseTokens: lost };
       },
       nack(req) {
+        if (nackFailure !== undefined) throw new ConnectError("fake nack failure", nackFailure);
         if (fb.lost.has(req.leaseToken)) throw new ConnectError("lease lost", Code.FailedPrecondition);
         fb.nacks.push(req);
         settle(req.leaseToken);
