@@ -26,15 +26,14 @@ describe("errors name their code", () => {
   });
 
   it("maps a connection that broke mid-call to UNAVAILABLE, and leaves the broker's own answers alone", () => {
-    // What the lean gRPC path reports when the broker dies after its response headers...
-    const midResponse = asUnavailable(new ConnectError("HTTP 200 without a gRPC status", Code.Unknown));
-    expect(midResponse.code).toBe(Code.Unavailable);
-    expect(midResponse.rawMessage).toContain("broke mid-call");
-    // ...and on a stream of a session that died.
-    expect(asUnavailable(new ConnectError("http/2 stream closed with error code 8", Code.Canceled)).code).toBe(Code.Unavailable);
+    // What connect-node reports when a connection is reset or a TLS handshake fails.
+    const reset = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
+    const broken = asUnavailable(new ConnectError("[internal] read ECONNRESET", Code.Internal, undefined, undefined, reset));
+    expect(broken.code).toBe(Code.Unavailable);
+    expect(broken.rawMessage).toContain("broke mid-call");
     // The caller's own cancellation stays CANCELED.
     const aborted = AbortSignal.abort();
-    expect(asUnavailable(new ConnectError("http/2 stream closed with error code 8", Code.Canceled), aborted).code).toBe(Code.Canceled);
+    expect(asUnavailable(new ConnectError("stopped", Code.Canceled), aborted).code).toBe(Code.Canceled);
     expect(asUnavailable(new ConnectError("job 7 not found", Code.NotFound)).code).toBe(Code.NotFound);
     expect(asUnavailable(new ConnectError("boom", Code.Unknown)).code).toBe(Code.Unknown);
   });
@@ -101,7 +100,7 @@ describe("failover", () => {
       service(JobService, {
         getJob: () => {
           calls.push("a");
-          throw new ConnectError("HTTP 200 without a gRPC status", Code.Unknown);
+          throw new ConnectError("the stream ended before the call's status arrived", Code.Unavailable);
         },
       }),
     );
@@ -126,7 +125,7 @@ describe("failover", () => {
     const dying = createRouterTransport(({ service }) =>
       service(AdminService, {
         getQueueStats: () => {
-          throw new ConnectError("HTTP 200 without a gRPC status", Code.Unknown);
+          throw new ConnectError("the stream ended before the call's status arrived", Code.Unavailable);
         },
       }),
     );
@@ -134,14 +133,14 @@ describe("failover", () => {
     const client = new JobwireClient({ transport: brokers.transport(), retry: { maxAttempts: 2, initialMs: 1, maxMs: 1 } });
     const err = await client.getQueueStats().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnavailableError);
-    expect((err as Error).message).toMatch(/^unavailable: the connection to the broker broke mid-call/);
+    expect((err as Error).message).toMatch(/^unavailable: the stream ended before the call.s status arrived/);
   });
 
   it("moves the Lease stream to the next broker when it fails or the broker ends it, not when the worker half-closes", async () => {
     const empty = createRouterTransport(() => {});
     const broken: LeaseBatches = () =>
       (async function* (): AsyncGenerator<Uint8Array[]> {
-        throw new ConnectError("http/2 stream closed with error code 8", Code.Canceled);
+        throw new ConnectError("the connection closed before the call's status arrived", Code.Unavailable);
       })();
     const ends: LeaseBatches = () => (async function* (): AsyncGenerator<Uint8Array[]> {})();
     const drainsRequests: LeaseBatches = (requests) =>

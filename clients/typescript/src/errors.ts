@@ -181,19 +181,16 @@ export function isTransient(err: unknown): boolean {
  * UNAVAILABLE, and returns any other error (as a ConnectError) unchanged.
  *
  * A broker that dies in the middle of a call (SIGKILL, a crashed machine)
- * closes the connection, and the call then ends in ways that are not the
- * broker's answer: UNKNOWN "HTTP 200 without a gRPC status" when the
- * response headers had arrived (the status would have come in the
- * trailers), or CANCELED "http/2 stream closed with error code 8" on a
- * stream, as Node closes every stream of a dead session with CANCEL. A
- * connection that cannot be made at all comes out of connect-node as
- * INTERNAL or ABORTED when the cause is a reset or a failed TLS handshake
- * (only a refused or unresolvable one is UNAVAILABLE already). None of
- * these reached a broker's handler, exactly as a refused connection did
- * not, so they are retried the same way, on another broker when there is
- * one, and a caller who sees one sees UNAVAILABLE (as gRPC's own clients
- * report a failed handshake). A CANCELED call whose own signal was aborted
- * is the caller's cancellation and stays CANCELED. The Go client does the
+ * closes the connection; the lean gRPC calls (proto/src/grpc) report that
+ * as UNAVAILABLE themselves. A connection that cannot be made at all comes
+ * out of connect-node as INTERNAL or ABORTED when the cause is a reset or
+ * a failed TLS handshake (only a refused or unresolvable one is
+ * UNAVAILABLE already). Those never reached a broker's handler, exactly as
+ * a refused connection did not, so they are retried the same way, on
+ * another broker when there is one, and a caller who sees one sees
+ * UNAVAILABLE (as gRPC's own clients report a failed handshake). A call
+ * whose own signal was aborted is the caller's cancellation and stays
+ * CANCELED. The Go client does the
  * same (clients/go/codes.go, asUnavailable).
  */
 export function asUnavailable(err: unknown, signal?: AbortSignal): ConnectError {
@@ -207,14 +204,11 @@ function isBrokenConnection(ce: ConnectError, signal: AbortSignal | undefined): 
   if (signal?.aborted) return false;
   switch (ce.code) {
     case Code.Unknown:
-      return ce.rawMessage.includes("without a gRPC status") || causeCodes(ce).some(isConnectionCode);
-    case Code.Canceled:
-      return ce.rawMessage.startsWith("http/2 stream closed");
     case Code.Internal:
     case Code.Aborted:
-      // The lean stream's words for a response cut short by the connection,
-      // or a socket or TLS failure underneath.
-      return ce.rawMessage.includes("missing status") || ce.rawMessage.includes("ended inside a message") || causeCodes(ce).some(isConnectionCode);
+      // connect-node's words for a socket or TLS failure underneath (the
+      // lean gRPC calls, proto/src/grpc, say UNAVAILABLE themselves).
+      return causeCodes(ce).some(isConnectionCode);
     default:
       return false;
   }

@@ -17,8 +17,12 @@ afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
+/** The servers' TCP connections, as accepted: a test may cut one as a dying process would. */
+const connections: net.Socket[] = [];
+
 async function server(onStream: (s: http2.ServerHttp2Stream) => void): Promise<number> {
   const srv = http2.createServer();
+  srv.on("connection", (c: net.Socket) => connections.push(c));
   const sessions = new Set<http2.ServerHttp2Session>();
   srv.on("session", (s) => sessions.add(s));
   srv.on("stream", onStream);
@@ -208,6 +212,47 @@ describe("leanStream", () => {
       s.unpipe();
       s.pause();
     }
+    const e = await failure(it);
+    expect(Code[e.code]).toBe(Code[Code.Unavailable]);
+  });
+
+  it("ends at the response's trailers though its own requests are still open, and closes the stream", async () => {
+    // The broker answers (a refusal, a drain) while the worker still sends.
+    // Node's compatibility API, which connect-node serves with, keeps such a
+    // stream open after the trailers until the client closes its side: the
+    // call is over at the trailers, not when the broker gives up on the
+    // half-open stream (1 s later, in server.ts).
+    const srv = http2.createServer((req, res) => {
+      req.resume(); // reading the requests, as a Lease handler does
+      res.writeHead(200, { "content-type": "application/grpc+proto" });
+      res.write(frame(new Uint8Array([4])));
+      res.addTrailers({ "grpc-status": "0" });
+      res.end();
+    });
+    let closed!: (rstCode: number) => void;
+    const serverSaw = new Promise<number>((resolve) => (closed = resolve));
+    srv.on("stream", (s) => s.on("close", () => closed(s.rstCode)));
+    await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+    closers.push(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+    const q = requestQueue();
+    const sm = sessions((srv.address() as net.AddressInfo).port);
+    const it = leanStream(opts(sm), "/x.S/M", q.iterable, same, copy)[Symbol.asyncIterator]();
+    q.push(new Uint8Array([1]));
+    expect([...((await it.next()).value as Uint8Array)]).toEqual([4]);
+    expect((await it.next()).done).toBe(true);
+    // The client closed the stream (NO_ERROR), its requests never having ended.
+    expect(await serverSaw).toBe(http2.constants.NGHTTP2_NO_ERROR);
+  });
+
+  it("fails, UNAVAILABLE and not CANCELED, when the connection drops mid-stream", async () => {
+    const port = await server((s) => {
+      s.respond(OK_HEADERS);
+      s.write(frame(new Uint8Array([1])));
+    });
+    const it = leanStream(opts(sessions(port)), "/x.S/M", requestQueue().iterable, same, copy)[Symbol.asyncIterator]();
+    expect([...((await it.next()).value as Uint8Array)]).toEqual([1]);
+    // The broker's process dies: its socket closes with no GOAWAY and no status.
+    connections.at(-1)!.destroy();
     const e = await failure(it);
     expect(Code[e.code]).toBe(Code[Code.Unavailable]);
   });

@@ -1,7 +1,7 @@
 import http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Http2Sessions } from "./client-unary.js";
-import { headersOf, single } from "./client-unary.js";
+import { headersOf, listen, single } from "./client-unary.js";
 import { MessageSplitter, frame } from "./envelope.js";
 import { codeFromHttpStatus, errorFromStatus } from "./status.js";
 import { MAX_TIMER_MS, grpcTimeout } from "./timeout.js";
@@ -81,7 +81,7 @@ export async function* leanStream<I, O>(
     if (!stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL);
   };
   const onAbort = () => cancel(ConnectError.from(signal!.reason, Code.Canceled));
-  signal?.addEventListener("abort", onAbort);
+  if (signal) listen(signal, onAbort);
   const timer =
     timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS
       ? setTimeout(() => cancel(new ConnectError("the call's deadline passed", Code.DeadlineExceeded)), timeoutMs)
@@ -116,24 +116,47 @@ export async function* leanStream<I, O>(
       cancel(err instanceof ConnectError ? err : ConnectError.from(err, Code.Internal));
     }
   });
-  stream.on("error", (err) => inbox.fail(streamError(err, stream.rstCode)));
-  stream.on("close", () => {
+  stream.on("error", (err) => inbox.fail(streamError(err, stream.rstCode, connectionLost(stream))));
+  /** The call's status, once the response has ended; false when it carries none (a reset, a lost connection). */
+  const settle = (): boolean => {
     const h = responseHeaders;
-    if (h === undefined) {
-      inbox.fail(resetError(stream.rstCode) ?? new ConnectError(`the stream closed without a response (HTTP/2 code ${stream.rstCode})`, Code.Unavailable));
-      return;
-    }
+    if (h === undefined) return false;
     const t = trailers ?? h;
+    if (single(t, "grpc-status") === undefined) return false;
     const meta = headersOf(h);
     if (trailers) headersOf(trailers, meta);
-    if (single(t, "grpc-status") === undefined) {
-      inbox.fail(resetError(stream.rstCode) ?? new ConnectError("protocol error: missing status", Code.Internal, meta));
-      return;
-    }
     const err = errorFromStatus((name) => single(t, name), meta);
     if (err !== undefined) inbox.fail(err);
     else if (splitter.pending > 0) inbox.fail(new ConnectError("protocol error: the stream ended inside a message", Code.Internal, meta));
     else inbox.end();
+    return true;
+  };
+  // The response has ended (every message read, then the trailers). The
+  // call is over, though our side may still be open: a worker's requests
+  // go on until it stops. Waiting for the stream to close instead left a
+  // refusal unseen until the broker reset the half-open stream, 1 s later.
+  stream.on("end", () => {
+    if (settle() && !stream.closed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  });
+  stream.on("close", () => {
+    if (settle()) return;
+    const lost = connectionLost(stream);
+    if (responseHeaders === undefined) {
+      inbox.fail(
+        (lost ? undefined : resetError(stream.rstCode)) ??
+          new ConnectError(`the stream closed without a response (HTTP/2 code ${stream.rstCode})`, Code.Unavailable),
+      );
+      return;
+    }
+    const meta = headersOf(responseHeaders);
+    if (trailers) headersOf(trailers, meta);
+    // Cut off before its status: the connection went (UNAVAILABLE, which
+    // the worker answers by reconnecting) or the peer reset the stream.
+    if (lost || trailers === undefined) {
+      inbox.fail((lost ? undefined : resetError(stream.rstCode)) ?? new ConnectError("the connection closed before the call's status arrived", Code.Unavailable, meta));
+      return;
+    }
+    inbox.fail(new ConnectError("protocol error: missing status", Code.Internal, meta));
   });
 
   void pump(stream, requests, encode, opts.writeMaxBytes).catch((err: unknown) => cancel(ConnectError.from(err, Code.Internal)));
@@ -256,14 +279,24 @@ function resetError(rstCode: number | undefined): ConnectError | undefined {
 }
 
 /**
+ * Whether the stream's connection is gone. Node then closes the stream
+ * itself with CANCEL, which is not the peer cancelling the call: without
+ * this, a broker that died looked like CANCELED rather than UNAVAILABLE.
+ */
+function connectionLost(stream: http2.ClientHttp2Stream): boolean {
+  const session = stream.session;
+  return session === undefined || session.destroyed || session.closed;
+}
+
+/**
  * A reset the server sent says what happened (ERR_HTTP2_STREAM_ERROR);
  * the session manager's own errors (a PING unanswered) are ConnectErrors
  * already; any other failure of the stream or its connection is
  * UNAVAILABLE, which the worker answers by reconnecting.
  */
-function streamError(err: unknown, rstCode: number | undefined): ConnectError {
+function streamError(err: unknown, rstCode: number | undefined, lost: boolean): ConnectError {
   if (err instanceof ConnectError) return err;
-  if ((err as { code?: unknown } | null)?.code === "ERR_HTTP2_STREAM_ERROR") {
+  if (!lost && (err as { code?: unknown } | null)?.code === "ERR_HTTP2_STREAM_ERROR") {
     const reset = resetError(rstCode);
     if (reset) return reset;
   }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import http2 from "node:http2";
 import {
   create,
@@ -119,6 +120,22 @@ function reflection(method: DescMethodUnary): { input: Coder; output: Coder } {
   };
 }
 
+const unlimited = new WeakSet<AbortSignal>();
+
+/**
+ * Adds an abort listener that the call removes when it settles. One signal
+ * (a worker's or an application's shutdown) may ride on hundreds of calls
+ * at once, each with its listener, which is no leak: Node's warning at 11
+ * listeners is lifted for such signals.
+ */
+export function listen(signal: AbortSignal, onAbort: () => void): void {
+  if (!unlimited.has(signal)) {
+    unlimited.add(signal);
+    setMaxListeners(0, signal);
+  }
+  signal.addEventListener("abort", onAbort);
+}
+
 function pathOf(method: { parent: DescService; name: string }): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
@@ -183,7 +200,7 @@ async function send(opts: LeanClientOptions, req: UnaryRequest, path: string, co
       } else resolve(res!);
     };
     const onAbort = () => settle(ConnectError.from(req.signal.reason, Code.Canceled));
-    if (req.signal !== NEVER) req.signal.addEventListener("abort", onAbort);
+    if (req.signal !== NEVER) listen(req.signal, onAbort);
     // It may have fired while the stream was being opened.
     if (req.signal.aborted) {
       onAbort();
@@ -223,6 +240,13 @@ async function send(opts: LeanClientOptions, req: UnaryRequest, path: string, co
       if (trailers) headersOf(trailers, meta);
       if (single(t, "grpc-status") === undefined) {
         const http = Number(h[":status"]);
+        // Headers, then nothing: the connection went (a broker killed
+        // mid-call) or the stream was reset. UNAVAILABLE, as gRPC's own
+        // clients say it, so that callers retry or fail over.
+        if (http === 200 && trailers === undefined) {
+          settle(new ConnectError(`the stream ended before the call's status arrived (HTTP/2 code ${stream.rstCode})`, Code.Unavailable, meta));
+          return;
+        }
         settle(new ConnectError(`HTTP ${http} without a gRPC status`, http === 200 ? Code.Unknown : codeFromHttpStatus(http), meta));
         return;
       }
