@@ -409,6 +409,28 @@ describe("lease expiry and the reaper", () => {
     s2.kill();
   });
 
+  it("puts a reclaimed or retried job back at its place in line, not behind the backlog enqueued after it", async () => {
+    // Finding 16: ordered by run_at, a reclaimed job waited behind the
+    // whole backlog (a p50 of 28.6 s under load).
+    const queue = uniqueQueue();
+    const [reclaimed] = await enqueue(tb, { queue, leaseDuration: ms(150), retry: zeroBackoff });
+    const [retried] = await enqueue(tb, { queue, retry: zeroBackoff });
+    const s1 = new TestLeaseStream(tb.workers, { queues: [queue], workerId: "first", maxInFlight: 2 });
+    const taken = await s1.take(2);
+    expect(taken.map((l) => l.job!.id)).toEqual([reclaimed, retried]);
+    const backlog = await enqueue(tb, ...Array.from({ length: 20 }, () => ({ queue })));
+    await tb.workers.nack({ leaseToken: taken[1]!.leaseToken, error: "again" });
+    // The first lease expires and the reaper takes it back.
+    await eventually(async () => ((await tb.jobs.getJob({ id: reclaimed! })).job!.attempt === 1 && (await stateOf(tb, reclaimed!)) === "available" ? true : undefined));
+    s1.kill();
+    // Two slots: the two jobs first in line, whatever order one batch lists them in.
+    const s2 = new TestLeaseStream(tb.workers, { queues: [queue], workerId: "second", maxInFlight: 2 });
+    const next = await s2.take(2);
+    expect(next.map((l) => l.job!.id).sort()).toEqual([reclaimed, retried].sort());
+    expect(backlog).toHaveLength(20);
+    s2.kill();
+  });
+
   it("reclaims the job of a worker killed mid-job", async () => {
     const queue = uniqueQueue();
     const [id] = await enqueue(tb, { queue, leaseDuration: ms(150), retry: zeroBackoff });
