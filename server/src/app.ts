@@ -43,6 +43,11 @@ export interface App {
   reload(): Promise<void>;
   /** Drains and stops everything; safe to call twice. */
   stop(): Promise<void>;
+  /**
+   * For an impatient second Ctrl-C: skips the drain, but still stops the
+   * embedded Postgres (immediately), which would otherwise outlive us.
+   */
+  abort(): Promise<void>;
 }
 
 /** The maintenance loops, one file each under maintenance/; tests call their runOnce(). */
@@ -180,7 +185,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       maxMessageBytes: config.maxMessageBytes,
       // Auth first: an unauthenticated call gets no span and no work.
       // Authentication and scopes are checked before any of these, at the HTTP layer.
-      interceptors: [metrics.rpcInterceptor(), ...(tracing ? [tracingInterceptor()] : [])],
+      interceptors: [metrics.rpcInterceptor(), ...(tracing ? [tracingInterceptor((tokens) => b.traceContextsOfLeases(tokens))] : [])],
       auth,
       tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa } : null,
       requestTimeoutMs: config.requestTimeoutMs,
@@ -230,6 +235,9 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
         await stopTracing?.();
       })();
       return stopping;
+    },
+    async abort() {
+      await embedded?.abort().catch(() => {});
     },
   };
 }

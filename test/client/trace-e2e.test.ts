@@ -5,8 +5,9 @@
  * share one trace id, that each attempt's CONSUMER span is the child of the
  * producer's span, and that a job that fails once has exactly two.
  *
- * Broker spans are asserted when the broker emits any (its OpenTelemetry
- * support lands separately); until then the test covers producer <-> worker.
+ * The broker's spans are required: the Enqueue RPC under the producer's
+ * span, a "deliver" span per attempt, the Nack inside the failed attempt,
+ * and links from the Ack and from a Replay to the jobs' traces.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -27,6 +28,7 @@ interface OtlpSpan {
   attributes: Record<string, unknown>;
   status: { code?: number };
   events: { name: string }[];
+  links: { traceId: string; spanId: string }[];
 }
 
 // OTLP's SpanKind numbering (not the API's): 2 = SERVER, 4 = PRODUCER, 5 = CONSUMER.
@@ -84,6 +86,7 @@ function startReceiver(): Promise<{ url: string; spans: OtlpSpan[]; close(): Pro
               attributes: attrs(s.attributes),
               status: s.status ?? {},
               events: s.events ?? [],
+              links: (s.links ?? []).map((l: { traceId: string; spanId: string }) => ({ traceId: l.traceId, spanId: l.spanId })),
             });
           }
         }
@@ -144,9 +147,18 @@ describe("tracing across processes", () => {
     expect(await within(producer.exited, 10_000, "the producer to exit")).toBe(0);
 
     const client = new JobwireClient({ address: address! });
+    // A second job, in a trace of its own, that an operator cancels and replays.
+    const replayTrace = "5".repeat(32);
     try {
       const job = await waitForState(client, jobId!, "COMPLETED", 15_000);
       expect(job.attempt).toBe(2);
+      const later = await client.enqueue("flaky", {}, {
+        queue: uniqueQueue("trace-replay"),
+        runAt: new Date(Date.now() + 3600_000),
+        headers: { traceparent: `00-${replayTrace}-${"6".repeat(16)}-01` },
+      });
+      await client.cancelJob(later.id);
+      expect(await client.replay({ jobIds: [later.id], includeCancelled: true })).toMatchObject({ replayed: 1 });
     } finally {
       client.close();
     }
@@ -185,24 +197,30 @@ describe("tracing across processes", () => {
     const sends = spans.filter((s) => s.name === "send email");
     expect(sends.map((s) => s.parentSpanId).sort()).toEqual(consumers.map((c) => c.spanId).sort());
 
+    // The broker's spans for this job join the job's trace, parented to a
+    // span of the producer's: the client sends traceparent in the RPC's
+    // metadata as well as in the job's headers.
+    const brokerInTrace = spans.filter((s) => s.service === "jobwire-broker");
+    expect(brokerInTrace.length, "broker spans in the job's trace").toBeGreaterThan(0);
+    const rpc = (method: string) => brokerInTrace.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === method);
+    // The Enqueue RPC ran inside the PRODUCER span.
+    expect(rpc("Enqueue").map((s) => s.parentSpanId)).toEqual([prod!.spanId]);
+    // The broker marks each delivery in the job's trace, under the producer's span.
+    const deliveries = brokerInTrace.filter((s) => s.attributes["messaging.message.id"] === jobId && s.kind !== KIND_SERVER);
+    expect(deliveries.map((s) => s.attributes["jobwire.job.attempt"]).sort()).toEqual([1, 2]);
+    for (const d of deliveries) expect(d.parentSpanId).toBe(prod!.spanId);
+    // The failed attempt's Nack was sent from inside its CONSUMER span, and links to the job's trace too.
+    const nacks = rpc("Nack");
+    expect(nacks.map((s) => s.parentSpanId)).toEqual([consumers[0]!.spanId]);
+    expect(nacks[0]!.links.map((l) => l.traceId)).toEqual([traceId]);
+
+    // The Ack is batched by the worker, outside any one job's span: it links to the job's trace.
     const brokerSpans = receiver.spans.filter((s) => s.service === "jobwire-broker");
-    if (brokerSpans.length === 0) {
-      console.warn("trace-e2e: the broker exported no spans; asserting producer <-> worker only");
-    } else {
-      // The broker's spans for this job (its Enqueue RPC, at least) join the
-      // job's trace, parented to a span of the producer's: the client sends
-      // traceparent in the RPC's metadata as well as in the job's headers.
-      const brokerInTrace = spans.filter((s) => s.service === "jobwire-broker");
-      expect(brokerInTrace.length, "broker spans in the job's trace").toBeGreaterThan(0);
-      const rpc = (method: string) => brokerInTrace.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === method);
-      // The Enqueue RPC ran inside the PRODUCER span.
-      expect(rpc("Enqueue").map((s) => s.parentSpanId)).toEqual([prod!.spanId]);
-      // The broker marks each delivery in the job's trace, under the producer's span.
-      const deliveries = brokerInTrace.filter((s) => s.attributes["messaging.message.id"] === jobId && s.kind !== KIND_SERVER);
-      expect(deliveries.map((s) => s.attributes["jobwire.job.attempt"]).sort()).toEqual([1, 2]);
-      for (const d of deliveries) expect(d.parentSpanId).toBe(prod!.spanId);
-      // The failed attempt's Nack was sent from inside its CONSUMER span.
-      expect(rpc("Nack").map((s) => s.parentSpanId)).toEqual([consumers[0]!.spanId]);
-    }
+    const acks = brokerSpans.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === "Ack");
+    expect(acks.some((s) => s.links.some((l) => l.traceId === traceId)), "an Ack span linked to the job's trace").toBe(true);
+    // The Replay links to the replayed job's trace, and marks the replay in it.
+    const replays = brokerSpans.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === "Replay");
+    expect(replays.map((s) => s.links.map((l) => l.traceId))).toEqual([[replayTrace]]);
+    expect(brokerSpans.filter((s) => s.traceId === replayTrace && s.name.startsWith("replay ")).length).toBe(1);
   });
 });

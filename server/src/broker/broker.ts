@@ -471,6 +471,20 @@ export class Broker {
     }
   }
 
+  /**
+   * The trace context of the jobs the given lease tokens name (tokens that
+   * do not parse are skipped: the call itself will refuse them). For the
+   * links of Ack and Nack spans; one query, and only with tracing on.
+   */
+  async traceContextsOfLeases(tokens: readonly string[]): Promise<Record<string, string>[]> {
+    const ids: string[] = [];
+    for (const t of tokens) {
+      const ref = decodeToken(t);
+      if (ref) ids.push(ref.id);
+    }
+    return ids.length === 0 ? [] : this.store.traceHeaders(ids);
+  }
+
   private decodeToken(field: string, token: string): LeaseRef {
     if (token === "") throw invalid(field, "is required");
     const ref = decodeToken(token);

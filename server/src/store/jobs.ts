@@ -142,6 +142,11 @@ export class JobStore {
     return admin.queuesOf(this.pool, ids);
   }
 
+  /** The trace context headers of the given jobs (those that carry one). */
+  traceHeaders(ids: string[]): Promise<Record<string, string>[]> {
+    return admin.traceHeaders(this.pool, ids);
+  }
+
   /** The ids among `ids` that are in one of `states`. */
   filterIds(ids: string[], states: JobState[]): Promise<string[]> {
     return admin.filterIds(this.pool, ids, states);

@@ -15,7 +15,11 @@ import type { FailedJob } from "../model.js";
  *   - per job, in the job's own trace (the producer's traceparent, kept in
  *     the job's headers): "deliver" when a worker leases it, "lease expired"
  *     when the reaper takes it back, "dead-letter" when it dies, "replay"
- *     when an operator revives it.
+ *     when an operator revives it;
+ *   - the Ack, Nack and Replay RPC spans link to the trace of every job
+ *     they settle or revive. One Ack settles jobs of many traces (workers
+ *     batch them), so it cannot be the child of any one: links are how
+ *     OpenTelemetry ties one operation to several traces.
  */
 export const TRACER_NAME = "jobwire-broker";
 
@@ -77,16 +81,53 @@ export function tracingHooks(): BrokerHooks {
     },
     replayed(jobs) {
       for (const j of jobs) jobEvent("replay", j);
+      // Inside the Replay RPC (the interceptor's context), whose span is still open.
+      trace.getActiveSpan()?.addLinks(linksTo(jobs.map((j) => j.headers)));
     },
   };
 }
 
-/** SERVER spans for unary RPCs (a Lease stream can live for hours, so it gets none). */
-export function tracingInterceptor(): Interceptor {
+/** Links to the traces the given job headers carry; at most one per trace. */
+function linksTo(headers: Record<string, string>[]): Link[] {
+  const links: Link[] = [];
+  const seen = new Set<string>();
+  for (const h of headers) {
+    const sc = trace.getSpanContext(jobContext(h));
+    if (!sc || seen.has(sc.traceId) || links.length >= MAX_LINKS) continue;
+    seen.add(sc.traceId);
+    links.push({ context: sc });
+  }
+  return links;
+}
+
+/** Links per span: an Ack holds up to 10,000 tokens, and backends cap links (Jaeger shows all, Tempo keeps 128). */
+const MAX_LINKS = 128;
+
+/** The lease tokens a settling RPC names, whose jobs its span links to. */
+function leaseTokensOf(req: { method: { name: string }; service: { typeName: string }; message: unknown }): readonly string[] | null {
+  if (req.service.typeName !== "jobwire.v1.WorkerService") return null;
+  const m = req.message as { leaseTokens?: string[]; leaseToken?: string };
+  if (req.method.name === "Ack") return m.leaseTokens ?? [];
+  if (req.method.name === "Nack") return m.leaseToken ? [m.leaseToken] : [];
+  return null;
+}
+
+/**
+ * SERVER spans for unary RPCs (a Lease stream can live for hours, so it
+ * gets none). `traceContextsOfLeases` finds the trace context of the jobs
+ * an Ack or Nack settles, for its span's links: one indexed query per call,
+ * paid only when tracing is on.
+ */
+export function tracingInterceptor(traceContextsOfLeases?: (tokens: readonly string[]) => Promise<Record<string, string>[]>): Interceptor {
   return (next) => async (req) => {
     if (req.stream) return next(req);
     let parent = propagation.extract(ROOT_CONTEXT, req.header, headersGetter);
     const links: Link[] = [];
+    const tokens = traceContextsOfLeases ? leaseTokensOf(req) : null;
+    if (tokens && tokens.length > 0) {
+      // A failed lookup costs the links, never the call.
+      links.push(...linksTo(await traceContextsOfLeases!(tokens).catch(() => [])));
+    }
     if (!trace.getSpanContext(parent) && req.method.name === "Enqueue") {
       // Producers often put trace context only in the jobs' headers.
       const jobs = (req.message as { jobs?: { headers: Record<string, string> }[] }).jobs ?? [];

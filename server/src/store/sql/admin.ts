@@ -119,6 +119,18 @@ export async function queuesOf(db: Queryable, ids: string[]): Promise<string[]> 
   return rows.map((r) => r.queue);
 }
 
+/** The trace context (traceparent, tracestate) the given jobs carry in their headers, for those that have one. */
+export async function traceHeaders(db: Queryable, ids: string[]): Promise<Record<string, string>[]> {
+  const { rows } = await query<{ headers: Record<string, string> }>(
+    db,
+    `SELECT jsonb_strip_nulls(jsonb_build_object('traceparent', headers ->> 'traceparent', 'tracestate', headers ->> 'tracestate')) AS headers
+     FROM jobwire.jobs WHERE id = ANY($1::bigint[]) AND headers ? 'traceparent'`,
+    [ids],
+    "jobwire_trace_headers",
+  );
+  return rows.map((r) => r.headers);
+}
+
 export async function notify(db: Queryable, queue: string): Promise<void> {
   await query(db, "SELECT pg_notify('jobwire', $1)", ["a:" + queue], "jobwire_notify");
 }
