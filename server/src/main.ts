@@ -41,12 +41,22 @@ async function main(): Promise<void> {
     `jobwire listening on ${app.url} (gRPC, gRPC-Web, Connect); dashboard ${app.url}/, metrics ${app.url}/metrics; ` +
       `database ${config.databaseUrl ? "from DATABASE_URL" : `embedded in ${config.dataDir}`}\n`,
   );
-  let signals = 0;
+  // One Ctrl-C under `npm start` arrives twice, a millisecond apart: the
+  // terminal signals the whole process group, and npm passes its own copy
+  // on. Treated as a second, impatient signal, it made the broker exit at
+  // once and leave its embedded Postgres running. So a repeat within a
+  // second is the same request; a later one skips the drain, but still
+  // stops Postgres.
+  let first = 0;
   const onSignal = (sig: NodeJS.Signals) => {
-    if (++signals > 1) {
-      log.warn("second signal: exiting now", { signal: sig });
-      process.exit(1);
+    const now = Date.now();
+    if (first !== 0) {
+      if (now - first < SAME_SIGNAL_MS) return;
+      log.warn("second signal: exiting without draining", { signal: sig });
+      void app.abort().finally(() => process.exit(1));
+      return;
     }
+    first = now;
     log.info("shutting down", { signal: sig });
     app.stop().then(
       () => process.exit(0),
@@ -64,6 +74,9 @@ async function main(): Promise<void> {
     void app.reload();
   });
 }
+
+/** Signals closer together than this are one request (see onSignal). */
+const SAME_SIGNAL_MS = 1000;
 
 main().catch((err: unknown) => {
   // One line: what failed and why. The stack only at debug level.

@@ -18,8 +18,9 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
 });
 
-function run(cmd: string, args: string[], env: Record<string, string>): { child: ChildProcess; out: () => string; line: Promise<string> } {
-  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+function run(cmd: string, args: string[], env: Record<string, string>, detached = false): { child: ChildProcess; out: () => string; line: Promise<string> } {
+  // detached: a process group of its own, as a terminal gives a command.
+  const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"], detached });
   let out = "";
   const line = new Promise<string>((resolve, reject) => {
     child.stdout!.on("data", (b: Buffer) => {
@@ -33,7 +34,8 @@ function run(cmd: string, args: string[], env: Record<string, string>): { child:
   line.catch(() => {});
   cleanup.push(async () => {
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGKILL");
+      if (detached) process.kill(-child.pid!, "SIGKILL");
+      else child.kill("SIGKILL");
       await once(child, "exit");
     }
   });
@@ -65,6 +67,34 @@ describe("npm start", () => {
     const [code] = await once(child, "exit");
     expect(code).toBe(0);
     // No orphan: the broker's port is closed once npm has exited.
+    expect(await portAnswers(port)).toBe(false);
+  });
+
+  it("stops broker and Postgres on Ctrl-C with a worker connected, without a stack trace", async () => {
+    // Ctrl-C: the terminal sends SIGINT to the whole process group, and npm
+    // passes its own copy on, so the broker gets it twice at once. That
+    // once made it exit at once and leave its Postgres running.
+    const data = await dataDir();
+    const { child, line, out } = run("npm", ["start", "--silent"], { JOBWIRE_PORT: "0", JOBWIRE_DATA_DIR: data }, true);
+    const port = Number(/127\.0\.0\.1:(\d+)/.exec(await line)![1]);
+    const { JobwireClient, Worker } = await import("@jobwire/client");
+    const address = `http://127.0.0.1:${port}`;
+    const client = new JobwireClient({ address });
+    const done = new Promise<void>((resolve) => {
+      const worker = new Worker({ address, queues: ["ctrl-c"], handlers: { t: async () => resolve() } });
+      cleanup.push(() => worker.stop());
+      void worker.run().catch(() => {});
+    });
+    await client.enqueue("t", {}, { queue: "ctrl-c" });
+    await done; // a Lease stream is open
+    client.close();
+    process.kill(-child.pid!, "SIGINT");
+    const [code] = await once(child, "exit");
+    expect(code, out()).toBe(0);
+    expect(out()).not.toMatch(/\n\s+at /);
+    expect(out()).not.toMatch(/second signal/);
+    // Postgres stopped too: its pid file is gone.
+    await expect(import("node:fs/promises").then((fs) => fs.stat(path.join(data, "pg", "postmaster.pid")))).rejects.toThrow();
     expect(await portAnswers(port)).toBe(false);
   });
 

@@ -54,7 +54,10 @@ export interface EmbeddedOptions {
 export interface EmbeddedPostgres {
   url(database?: string): string;
   port: number;
+  /** A clean stop (pg_ctl -m fast: sessions end, a checkpoint is written). */
   stop(): Promise<void>;
+  /** Stops at once (pg_ctl -m immediate: crash recovery at the next start, no data lost). */
+  abort(): Promise<void>;
 }
 
 const USER = "jobwire";
@@ -249,8 +252,8 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPost
     const tail = (await readFile(logFile, "utf8").catch(() => "")).trim().split("\n").slice(-3).join(" | ");
     throw new Error(`the embedded Postgres did not start on port ${port} (${tail || started.output}); see ${logFile}`);
   }
-  const stop = async () => {
-    await run(r, bin.pgCtl, ["stop", "-D", dir, "-m", "fast", "-w", "-t", "60"]);
+  const stop = async (mode: "fast" | "immediate" = "fast") => {
+    await run(r, bin.pgCtl, ["stop", "-D", dir, "-m", mode, "-w", "-t", "60"]);
     await rm(path.join(dir, OWNER_FILE), { force: true });
   };
   const url = (database = EMBEDDED_DATABASE) => `postgres://${USER}@127.0.0.1:${port}/${database}`;
@@ -279,5 +282,6 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPost
     url,
     port,
     stop: () => (stopped ??= stop()),
+    abort: () => (stopped = stop("immediate")),
   };
 }
