@@ -132,7 +132,7 @@ describe("scopes", () => {
     for (const kind of ["grpc", "grpc-web", "connect"] as const) {
       const c = clients(tb.url, SECRET.read, kind);
       const err = await expectCode(c.admin.replay({ jobIds: ["1"] }), Code.PermissionDenied);
-      expect(err.rawMessage, kind).toBe("only-read lacks scope admin (needed by AdminService/Replay)");
+      expect(err.rawMessage, kind).toBe("token only-read lacks scope admin (needed by AdminService.Replay)");
       await expectCode(clients(tb.url, null, kind).admin.getQueueStats({}), Code.Unauthenticated);
     }
   });
@@ -145,7 +145,7 @@ describe("scopes", () => {
     await billing.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue: mine, type: "t" })] });
     const [other] = (await enq.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue: theirs, type: "t" })] })).results;
     const denied = await expectCode(billing.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue: theirs, type: "t" })] }), Code.PermissionDenied, "jobs[0].queue");
-    expect(denied.rawMessage).toContain(`billing-team may not touch queue ${theirs} (its queues: billing.*)`);
+    expect(denied.rawMessage).toContain(`token billing-team may not touch queue ${theirs} (its queues: billing.*)`);
     await expectCode(billing.jobs.getJob({ id: other!.jobId }), Code.PermissionDenied, theirs);
     await expectCode(billing.jobs.cancelJob({ id: other!.jobId }), Code.PermissionDenied, theirs);
     await expectCode(billing.admin.pauseQueue({ queue: theirs }), Code.PermissionDenied, "queue");
@@ -284,7 +284,7 @@ describe("TLS", () => {
       expect((await c.workers.ack({ leaseTokens: [l!.leaseToken] })).lostLeaseTokens).toEqual([]);
       s.kill();
       expect((await c.admin.whoAmI({})).name).toBe("fleet");
-      await expectCode(c.admin.replay({ jobIds: ["1"] }), Code.PermissionDenied, "fleet lacks scope admin");
+      await expectCode(c.admin.replay({ jobIds: ["1"] }), Code.PermissionDenied, "certificate fleet lacks scope admin");
       // A certificate the CA signed but the file does not name: authenticated by TLS, unknown to jobwire.
       const s2 = clients(url, null, "grpc", { nodeOptions: { ca: certs.ca, cert: stranger.cert, key: stranger.key } });
       await expectCode(s2.jobs.getJob({ id: "1" }), Code.Unauthenticated);

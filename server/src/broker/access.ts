@@ -26,9 +26,16 @@ export class Access {
     readonly scopes: ReadonlySet<Scope>,
     /** Glob patterns: * matches any run of characters. */
     readonly queues: readonly string[],
+    /** What the name names, for messages: "token ci lacks scope admin". */
+    readonly kind: "token" | "certificate" | "caller" = "token",
   ) {
     this.allQueues = queues.includes("*");
     this.patterns = queues.map(globToRegExp);
+  }
+
+  /** "token ci", "certificate worker-fleet": the caller as refusals name it. */
+  get label(): string {
+    return `${this.kind} ${this.name}`;
   }
 
   has(scope: Scope): boolean {
@@ -44,7 +51,7 @@ export class Access {
     if (!this.allows(queue)) {
       throw new BrokerError(
         "permission_denied",
-        `${field}: ${this.name} may not touch queue ${queue} (its queues: ${this.queues.join(", ")})`,
+        `${field}: ${this.label} may not touch queue ${queue} (its queues: ${this.queues.join(", ")})`,
         field,
       );
     }
@@ -55,7 +62,7 @@ export class Access {
     if (queue === "" && !this.allQueues) {
       throw new BrokerError(
         "permission_denied",
-        `${field}: ${this.name} may touch only queues ${this.queues.join(", ")}; name one`,
+        `${field}: ${this.label} may touch only queues ${this.queues.join(", ")}; name one`,
         field,
       );
     }
@@ -64,10 +71,10 @@ export class Access {
 }
 
 /** Everything: a broker without authentication. */
-export const FULL_ACCESS = new Access("anonymous", new Set(SCOPES), ["*"]);
+export const FULL_ACCESS = new Access("anonymous", new Set(SCOPES), ["*"], "caller");
 
 /** Nothing: the default when no caller was authenticated (the transport always sets one). */
-export const NO_ACCESS = new Access("nobody", new Set(), []);
+export const NO_ACCESS = new Access("nobody", new Set(), [], "caller");
 
 function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${glob.split("*").map((s) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);

@@ -96,7 +96,7 @@ describe("checking a token", () => {
     expect(a.check("/jobwire.v1.AdminService/Replay", `Bearer ${SECRET}`, null)).toEqual({
       ok: false,
       code: "permission_denied",
-      message: "reader lacks scope admin (needed by AdminService/Replay)",
+      message: "token reader lacks scope admin (needed by AdminService.Replay)",
     });
     expect(a.check("/jobwire.v1.AdminService/ListJobs", `Bearer ${SECRET}`, null)).toMatchObject({ ok: true });
     expect(a.check("/metrics", undefined, null)).toMatchObject({ ok: false, code: "unauthenticated" });

@@ -125,10 +125,10 @@ export class Authenticator {
   }
 
   private apply(file: TokensFile): void {
-    const known: Known[] = this.opts.tokens.map((t, i) => ({ digest: sha256(t), access: new Access(`token ${i + 1} of JOBWIRE_AUTH_TOKENS`, new Set(FULL_ACCESS.scopes), ["*"]) }));
+    const known: Known[] = this.opts.tokens.map((t, i) => ({ digest: sha256(t), access: new Access(`JOBWIRE_AUTH_TOKENS[${i + 1}]`, new Set(FULL_ACCESS.scopes), ["*"]) }));
     for (const t of file.tokens) known.push({ digest: t.sha256, access: new Access(t.name, new Set(t.scopes), t.queues) });
     this.known = known;
-    this.certificates = file.certificates.map((entry) => ({ entry, access: new Access(entry.name, new Set(entry.scopes), entry.queues) }));
+    this.certificates = file.certificates.map((entry) => ({ entry, access: new Access(entry.name, new Set(entry.scopes), entry.queues, "certificate") }));
   }
 
   /** Who the caller is: by bearer token first, else by client certificate; null when neither is known. */
@@ -178,7 +178,7 @@ export class Authenticator {
     return {
       ok: false,
       code: "permission_denied",
-      message: `${access.name} lacks scope ${needs.join(" or ")} (needed by ${rpc.replace(/^jobwire\.v1\./, "")})`,
+      message: `${access.label} lacks scope ${needs.join(" or ")} (needed by ${rpc.replace(/^jobwire\.v1\./, "").replace("/", ".")})`,
     };
   }
 }
