@@ -93,3 +93,55 @@ func (c *Client) ListWorkers(ctx context.Context, queue string) ([]WorkerStream,
 	}
 	return out, nil
 }
+
+// QueueSample is one queue at one moment, with the counts of the interval
+// that ended then.
+type QueueSample struct {
+	At    time.Time
+	Queue string
+	// Available is the jobs AVAILABLE at At; Waiting those SCHEDULED or
+	// RETRYABLE.
+	Available int64
+	Waiting   int64
+	Running   int64
+	Dead      int64
+	// Enqueued, Completed (acked) and Failed (failed attempts) count the
+	// interval that ended at At.
+	Enqueued  int64
+	Completed int64
+	Failed    int64
+}
+
+// QueueHistory is a broker replica's recent samples of its queues, the
+// data behind the dashboard's charts.
+type QueueHistory struct {
+	// Samples are oldest first.
+	Samples []QueueSample
+	// Interval is the time between two samples (10s on the broker today).
+	Interval time.Duration
+}
+
+// GetQueueHistory returns the samples of queue, or of every queue when it
+// is empty. Each replica keeps what it sampled since it started, so a
+// broker that just started has few or none.
+func (c *Client) GetQueueHistory(ctx context.Context, queue string) (*QueueHistory, error) {
+	res, err := callUnary(ctx, c, onAdmin(jobwirev1connect.AdminServiceClient.GetQueueHistory), &jobwirev1.GetQueueHistoryRequest{Queue: queue})
+	if err != nil {
+		return nil, err
+	}
+	out := &QueueHistory{Samples: make([]QueueSample, len(res.GetSamples())), Interval: res.GetInterval().AsDuration()}
+	for i, s := range res.GetSamples() {
+		out.Samples[i] = QueueSample{
+			At:        s.GetAt().AsTime(),
+			Queue:     s.GetQueue(),
+			Available: s.GetAvailable(),
+			Waiting:   s.GetWaiting(),
+			Running:   s.GetRunning(),
+			Dead:      s.GetDead(),
+			Enqueued:  s.GetEnqueued(),
+			Completed: s.GetCompleted(),
+			Failed:    s.GetFailed(),
+		}
+	}
+	return out, nil
+}

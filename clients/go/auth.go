@@ -7,6 +7,8 @@ import (
 	"unicode"
 
 	"connectrpc.com/connect"
+	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
+	"github.com/jobwire/jobwire/clients/go/gen/jobwire/v1/jobwirev1connect"
 )
 
 // bearerAuth sets "authorization: Bearer <token>" on every call the Client
@@ -50,4 +52,31 @@ func (a *bearerAuth) WrapStreamingClient(next connect.StreamingClientFunc) conne
 // installed on clients.
 func (a *bearerAuth) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
+}
+
+// Identity is the caller as the broker sees it (AdminService.WhoAmI).
+type Identity struct {
+	// AuthEnabled is false when the broker runs without authentication:
+	// every call is allowed, and Name is empty.
+	AuthEnabled bool
+	// Name is the token's name from the tokens file, or the name of the
+	// certificates entry that the client certificate matched; never the
+	// secret.
+	Name string
+	// Scopes are of "enqueue", "work", "read" and "admin".
+	Scopes []string
+	// Queues are the queue name patterns the caller may touch ("*": all).
+	Queues []string
+}
+
+// WhoAmI asks the broker who this Client is: which token (or client
+// certificate) it presents, with what scopes, on which queues. Any
+// authenticated caller may ask, so it is a cheap check of a deployment's
+// credentials at startup.
+func (c *Client) WhoAmI(ctx context.Context) (*Identity, error) {
+	res, err := callUnary(ctx, c, onAdmin(jobwirev1connect.AdminServiceClient.WhoAmI), &jobwirev1.WhoAmIRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return &Identity{AuthEnabled: res.GetAuthEnabled(), Name: res.GetName(), Scopes: res.GetScopes(), Queues: res.GetQueues()}, nil
 }

@@ -45,9 +45,12 @@ type ClientConfig struct {
 	HTTPClient connect.HTTPClient
 	// TLS configures https:// brokers for the default HTTPClient: set
 	// RootCAs to trust a private CA, and Certificates to present a client
-	// certificate to a broker that asks for one (mTLS). Nil means the
+	// certificate to a broker that asks for one (mTLS; with a tokens file
+	// the certificate's subject can stand in for a token). Nil means the
 	// system's roots and no client certificate. HTTP/2 is negotiated
-	// through ALPN whatever NextProtos says.
+	// through ALPN whatever NextProtos says. A broker whose certificate
+	// does not verify answers every call with UNAVAILABLE, after the
+	// retries.
 	TLS *tls.Config
 	// Resolver looks up broker host names for the default HTTPClient. Nil
 	// means net.DefaultResolver. Every address a name resolves to is tried
@@ -71,8 +74,12 @@ type ClientConfig struct {
 	// Token, when set, is sent as "authorization: Bearer <token>" on every
 	// call, streams included (so a Worker built on this Client sends it on
 	// its Lease stream and its Heartbeat, Ack and Nack calls). Set it for a
-	// broker started with JOBWIRE_AUTH_TOKENS; without it such a broker
-	// answers UNAUTHENTICATED. Empty sends no authorization header.
+	// broker started with JOBWIRE_AUTH_TOKENS or JOBWIRE_AUTH_FILE; without
+	// it (or a client certificate the tokens file names) such a broker
+	// answers UNAUTHENTICATED. A token the broker knows but whose scopes or
+	// queues do not cover a call gets PERMISSION_DENIED, naming what is
+	// missing. Neither is retried. Empty sends no authorization header;
+	// when a token is sent it wins over the client certificate.
 	Token string
 	// Options are added to the connect client options (after WithGRPC).
 	// The Token's interceptor comes after them, so it is the innermost and
@@ -234,7 +241,7 @@ func (c *Client) EnqueueMany(ctx context.Context, specs []*jobwirev1.JobSpec) ([
 
 	res, err := callUnary(ctx, c, onJobs(jobwirev1connect.JobServiceClient.Enqueue), &jobwirev1.EnqueueRequest{Jobs: specs})
 	if err == nil && len(res.GetResults()) != len(specs) {
-		err = connect.NewError(connect.CodeInternal, fmt.Errorf("jobwire: broker answered %d results for %d jobs", len(res.GetResults()), len(specs)))
+		err = withStatus(connect.NewError(connect.CodeInternal, fmt.Errorf("jobwire: broker answered %d results for %d jobs", len(res.GetResults()), len(specs))))
 	}
 	if err != nil {
 		endSpanWithError(span, err)

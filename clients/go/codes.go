@@ -40,7 +40,8 @@ const (
 // CodeOf returns the status code of err, looking through wrapping: the
 // broker's answer for a failed call, CodeCanceled or CodeDeadlineExceeded
 // for a context that ended, and CodeUnknown for any other error. The
-// *connect.Error itself is reachable with errors.As.
+// *Error itself is reachable with errors.As, and errors.Is matches a
+// call's error against ErrPermissionDenied and the other Err* sentinels.
 func CodeOf(err error) Code {
 	var ce *connect.Error
 	switch {
@@ -57,7 +58,7 @@ func CodeOf(err error) Code {
 // invalidArgument is the error of a call this client refuses before sending
 // it, so that it names its code like the broker's refusals do.
 func invalidArgument(format string, args ...any) error {
-	return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("jobwire: "+format, args...))
+	return withStatus(connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("jobwire: "+format, args...)))
 }
 
 // asUnavailable turns an error that means "the connection to the broker

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	jobwire "github.com/jobwire/jobwire/clients/go"
+	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
+	"github.com/jobwire/jobwire/clients/go/gen/jobwire/v1/jobwirev1connect"
 )
 
 // A failed call's error names its code in its text ("not_found: ..."), and
@@ -53,5 +57,55 @@ func TestErrorsNameTheirCode(t *testing.T) {
 	}
 	if jobwire.CodeOf(errors.New("plain")) != jobwire.CodeUnknown {
 		t.Error("CodeOf(plain error) is not unknown")
+	}
+}
+
+// fakeAdmin refuses PauseQueue as a broker does a token without admin.
+type fakeAdmin struct {
+	jobwirev1connect.UnimplementedAdminServiceHandler
+	refusal string
+}
+
+func (f *fakeAdmin) PauseQueue(context.Context, *connect.Request[jobwirev1.PauseQueueRequest]) (*connect.Response[jobwirev1.PauseQueueResponse], error) {
+	return nil, connect.NewError(connect.CodePermissionDenied, errors.New(f.refusal))
+}
+
+// A refusal reads as in the TypeScript client: the lower-case code, ": ",
+// and the broker's message unchanged. errors.Is matches its code's
+// sentinel, through wrapping, and errors.As finds the *jobwire.Error with
+// the code and the message alone.
+func TestErrorTextAndSentinelsMatchTheTypeScriptClient(t *testing.T) {
+	const refusal = "token ci lacks scope admin (needed by AdminService.PauseQueue)"
+	mux := http.NewServeMux()
+	mux.Handle(jobwirev1connect.NewAdminServiceHandler(&fakeAdmin{refusal: refusal}))
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	client := newTestClient(t, srv.URL, nil)
+
+	_, err := client.PauseQueue(context.Background(), "emails")
+	if got, want := err.Error(), "permission_denied: "+refusal; got != want {
+		t.Errorf("error text %q, want %q", got, want)
+	}
+	wrapped := fmt.Errorf("pause emails: %w", err)
+	if !errors.Is(wrapped, jobwire.ErrPermissionDenied) || errors.Is(wrapped, jobwire.ErrUnauthenticated) {
+		t.Errorf("errors.Is(wrapped, ErrPermissionDenied) = %v, ErrUnauthenticated = %v; want true, false",
+			errors.Is(wrapped, jobwire.ErrPermissionDenied), errors.Is(wrapped, jobwire.ErrUnauthenticated))
+	}
+	var e *jobwire.Error
+	if !errors.As(wrapped, &e) || e.Code() != jobwire.CodePermissionDenied || e.Message() != refusal {
+		t.Errorf("errors.As found %v, want code permission_denied and message %q", e, refusal)
+	}
+
+	// A call that never got through matches ErrUnavailable.
+	_, err = newTestClient(t, "http://127.0.0.1:1", &jobwire.ClientConfig{RetryAttempts: 1}).PauseQueue(context.Background(), "emails")
+	if !errors.Is(err, jobwire.ErrUnavailable) || !strings.HasPrefix(err.Error(), "unavailable: ") {
+		t.Errorf("PauseQueue on a closed port: %v, want ErrUnavailable named in its text", err)
+	}
+	// So does a call this client refuses before sending, with its own code.
+	if _, err := client.EnqueueMany(context.Background(), nil); !errors.Is(err, jobwire.ErrInvalidArgument) {
+		t.Errorf("EnqueueMany(nil): %v, want ErrInvalidArgument", err)
 	}
 }

@@ -2,8 +2,6 @@ package jobwire_test
 
 // The flow-control scenarios of test/conformance/scenarios.md: pause and
 // resume, per-key limits, ordering keys and partial queue configuration.
-// They are written as they must pass against a broker that implements
-// them, and skip only while the broker answers UNIMPLEMENTED to the probe.
 
 import (
 	"context"
@@ -18,34 +16,10 @@ import (
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 )
 
-var (
-	flowProbeOnce sync.Once
-	flowProbeErr  error
-)
-
-// requireFlowControl asks the broker once for a queue's config, and skips
-// the test only if it answers UNIMPLEMENTED: a broker from before queue
-// configuration and flow control. Any other failure fails the test.
-func requireFlowControl(t *testing.T, env *testEnv) {
-	t.Helper()
-	flowProbeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-		defer cancel()
-		_, flowProbeErr = env.client.GetQueueConfig(ctx, env.queue)
-	})
-	if jobwire.CodeOf(flowProbeErr) == jobwire.CodeUnimplemented {
-		t.Skipf("the broker does not implement AdminService.GetQueueConfig yet (%v); this scenario runs once it does", flowProbeErr)
-	}
-	if flowProbeErr != nil {
-		t.Fatalf("probe GetQueueConfig: %v", flowProbeErr)
-	}
-}
-
 func TestConformanceFlow(t *testing.T) {
 	t.Run("pause_and_resume", func(t *testing.T) {
 		t.Parallel()
 		env := setup(t, "pause_and_resume")
-		requireFlowControl(t, env)
 		ran := make(chan string, 1)
 		env.startWorker(jobwire.WorkerConfig{Concurrency: 2}, func(w *jobwire.Worker) {
 			w.Handle("paused", func(ctx context.Context, job *jobwire.Job) error {
@@ -102,7 +76,6 @@ func TestConformanceFlow(t *testing.T) {
 	t.Run("per_key_limit", func(t *testing.T) {
 		t.Parallel()
 		env := setup(t, "per_key_limit")
-		requireFlowControl(t, env)
 		if _, err := env.client.SetQueueConfig(env.ctx, env.queue, jobwire.QueueConfigUpdate{MaxRunningPerKey: new(1)}); err != nil {
 			t.Fatalf("SetQueueConfig: %v", err)
 		}
@@ -209,7 +182,6 @@ func TestConformanceFlow(t *testing.T) {
 	t.Run("ordering_key", func(t *testing.T) {
 		t.Parallel()
 		env := setup(t, "ordering_key")
-		requireFlowControl(t, env)
 		var (
 			mu     sync.Mutex
 			events []string
@@ -263,7 +235,6 @@ func TestConformanceFlow(t *testing.T) {
 	t.Run("queue_config_partial", func(t *testing.T) {
 		t.Parallel()
 		env := setup(t, "queue_config_partial")
-		requireFlowControl(t, env)
 		if _, err := env.client.SetQueueConfig(env.ctx, env.queue, jobwire.QueueConfigUpdate{MaxRunning: new(5)}); err != nil {
 			t.Fatalf("SetQueueConfig(max_running): %v", err)
 		}

@@ -42,12 +42,16 @@
 //
 // # Errors
 //
-// A failed call returns an error whose text starts with its gRPC code,
-// "not_found: job 42 does not exist", and [CodeOf] returns that code,
-// through any wrapping (errors.As finds the *connect.Error too). Calls the
-// broker could not serve right now (UNAVAILABLE, a refused connection, or
-// one that broke mid-call) are retried; every other code is the broker's
-// answer and is returned at once.
+// A failed call returns an error whose text starts with its gRPC code in
+// lower case, then the broker's message, as the TypeScript client writes it:
+// "permission_denied: ci lacks scope admin (needed by AdminService/Replay)".
+// [CodeOf] returns the code through any wrapping, errors.Is matches the
+// sentinel of the code ([ErrPermissionDenied], [ErrUnauthenticated],
+// [ErrNotFound], ...), and errors.As finds the [*Error] with the code and
+// the message alone. Calls the broker could not serve right now
+// (UNAVAILABLE: a refused connection, a failed TLS handshake, a draining
+// broker, a connection that broke mid-call) are retried; every other code
+// is the broker's answer and is returned at once.
 //
 // # Several brokers
 //

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"connectrpc.com/connect"
 )
 
 func TestPermanent(t *testing.T) {
@@ -68,5 +70,24 @@ func TestFailureMessageNamesTheCancellation(t *testing.T) {
 	}
 	if got := failureMessage(aj, context.Cause(ctx)); got != ErrJobCancelled.Error() {
 		t.Errorf("failureMessage(cause) = %q", got)
+	}
+}
+
+func TestWithStatusLeavesOtherErrorsAlone(t *testing.T) {
+	if withStatus(nil) != nil {
+		t.Error("withStatus(nil) != nil")
+	}
+	plain := errors.New("plain")
+	if withStatus(plain) != plain {
+		t.Error("withStatus changed an error that is no *connect.Error")
+	}
+	ce := connect.NewError(connect.CodeNotFound, errors.New("job 7 not found"))
+	err := withStatus(ce)
+	if err.Error() != ce.Error() || !errors.Is(err, ErrNotFound) || !errors.Is(err, ce) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("withStatus(not_found) = %q; Is(ErrNotFound) %v, Is(ce) %v, Is(ErrUnavailable) %v",
+			err, errors.Is(err, ErrNotFound), errors.Is(err, ce), errors.Is(err, ErrUnavailable))
+	}
+	if ErrPermissionDenied.Error() != "jobwire: permission_denied" {
+		t.Errorf("ErrPermissionDenied reads %q", ErrPermissionDenied)
 	}
 }

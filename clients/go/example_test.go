@@ -160,6 +160,49 @@ func ExampleCodeOf() {
 	// no such job: not_found
 }
 
+// errors.Is matches a failed call against the sentinel of its code, and
+// errors.As finds the *jobwire.Error with the code and the broker's message.
+func Example_errorHandling() {
+	client, err := jobwire.NewClient(brokerAddress(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	_, err = client.GetJob(context.Background(), "9223372036854775807")
+	switch {
+	case errors.Is(err, jobwire.ErrNotFound):
+		fmt.Println("no such job")
+	case errors.Is(err, jobwire.ErrPermissionDenied), errors.Is(err, jobwire.ErrUnauthenticated):
+		log.Fatal("check the token: ", err)
+	}
+	var e *jobwire.Error
+	if errors.As(err, &e) {
+		fmt.Println(e.Code())
+	}
+	// Output:
+	// no such job
+	// not_found
+}
+
+// WhoAmI says which token or client certificate the broker sees, with what
+// scopes on which queues. This broker runs without authentication.
+func ExampleClient_WhoAmI() {
+	client, err := jobwire.NewClient(brokerAddress(), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+
+	me, err := client.WhoAmI(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(me.AuthEnabled, me.Scopes, me.Queues)
+	// Output:
+	// false [enqueue work read admin] [*]
+}
+
 // Broker replicas on one database: calls go to the first until it fails,
 // then to the next.
 func ExampleNewClient_severalBrokers() {

@@ -131,7 +131,7 @@ func callUnary[Req, Res any](
 		}
 		err = asUnavailable(err)
 		if connect.CodeOf(err) != connect.CodeUnavailable || ctx.Err() != nil {
-			return nil, err
+			return nil, withStatus(err)
 		}
 		c.markFailed(ep, err)
 		if tried++; tried < len(c.endpoints) {
@@ -139,10 +139,10 @@ func callUnary[Req, Res any](
 		}
 		tried = 0
 		if round++; round >= c.cfg.RetryAttempts {
-			return nil, err
+			return nil, withStatus(err)
 		}
 		if !c.retry.Sleep(ctx.Done(), round-1) {
-			return nil, err
+			return nil, withStatus(err)
 		}
 	}
 }

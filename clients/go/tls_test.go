@@ -9,12 +9,14 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,13 +27,14 @@ import (
 	"github.com/jobwire/jobwire/clients/go/internal/testbroker"
 )
 
-// testPKI is a throwaway CA with a server certificate for 127.0.0.1 and a
-// client certificate, made at run time.
+// testPKI is a throwaway CA with a server certificate for 127.0.0.1 and
+// two client certificates, made at run time.
 type testPKI struct {
 	pool   *x509.CertPool
 	caPEM  []byte
 	server tls.Certificate
-	client tls.Certificate
+	// client has the subject CN=go-client-test, and stranger CN=stranger.
+	client, stranger tls.Certificate
 	// serverCert and serverKey are the server's PEM files, for a broker.
 	serverCert, serverKey string
 }
@@ -82,6 +85,7 @@ func newTestPKI(t *testing.T) *testPKI {
 	var certPEM, keyPEM []byte
 	p.server, certPEM, keyPEM = issue(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
 	p.client, _, _ = issue(3, "go-client-test", x509.ExtKeyUsageClientAuth, nil)
+	p.stranger, _, _ = issue(4, "stranger", x509.ExtKeyUsageClientAuth, nil)
 
 	dir := t.TempDir()
 	p.serverCert, p.serverKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
@@ -141,39 +145,116 @@ func TestClient_TLSWithPrivateCAAndClientCertificate(t *testing.T) {
 	}
 }
 
-// Enqueue, Lease and Ack through a broker serving TLS, and mTLS. Skips while
-// the broker ignores JOBWIRE_TLS_CERT (it then listens on http://).
+// Brokers serving TLS (JOBWIRE_TLS_CERT), and mTLS (JOBWIRE_TLS_CLIENT_CA),
+// with certificates made at run time: a worker enqueues, leases and acks
+// through each; a client certificate named in the tokens file is an
+// identity of its own; and a client that does not trust the broker's
+// certificate fails at once with UNAVAILABLE.
 func TestBroker_TLSAndMTLS(t *testing.T) {
 	if os.Getenv("JOBWIRE_TEST_URL") != "" {
 		t.Skip("starts brokers of its own; not with JOBWIRE_TEST_URL")
 	}
 	t.Parallel()
+	// The subtests run in parallel, after this function has returned.
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
+	t.Cleanup(cancel)
 	pki := newTestPKI(t)
 	tlsEnv := []string{"JOBWIRE_TLS_CERT=" + pki.serverCert, "JOBWIRE_TLS_KEY=" + pki.serverKey}
-
-	run := func(t *testing.T, b *testbroker.Broker, cfg *tls.Config) {
-		client := newTestClient(t, b.URL, &jobwire.ClientConfig{TLS: cfg})
-		env := &testEnv{t: t, ctx: ctx, client: client, queue: uniqueQueue("tls")}
+	mtlsEnv := append(slices.Clip(tlsEnv), "JOBWIRE_TLS_CLIENT_CA="+pki.caFile())
+	startTLSBroker := func(t *testing.T, env []string) *testbroker.Broker {
+		b := startBroker(t, ctx, testbroker.Options{Env: env})
+		if !strings.HasPrefix(b.URL, "https://") {
+			t.Fatalf("the broker listens on %s with JOBWIRE_TLS_CERT set, want an https:// URL", b.URL)
+		}
+		return b
+	}
+	client := func(t *testing.T, b *testbroker.Broker, cfg *jobwire.ClientConfig) *jobwire.Client {
+		return newTestClient(t, b.URL, cfg)
+	}
+	// roundTrip enqueues a job and waits for a worker on c to complete it.
+	roundTrip := func(t *testing.T, c *jobwire.Client) {
+		env := &testEnv{t: t, ctx: ctx, client: c, queue: uniqueQueue("tls")}
 		seen := env.startGreeter(jobwire.WorkerConfig{})
 		id := mustEnqueueJSON(env, "greet", greetArgs{Name: "tls"})
 		recv(t, seen, "the worker to run the job over TLS")
 		env.waitForState(id, stateCompleted)
 	}
-
-	b := startBroker(t, ctx, testbroker.Options{Env: tlsEnv})
-	if !strings.HasPrefix(b.URL, "https://") {
-		t.Skipf("the broker does not serve TLS yet (it listens on %s with JOBWIRE_TLS_CERT set)", b.URL)
+	withCert := func(cert tls.Certificate) *tls.Config {
+		return &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{cert}}
 	}
-	t.Run("tls", func(t *testing.T) { run(t, b, &tls.Config{RootCAs: pki.pool}) })
+
+	t.Run("tls", func(t *testing.T) {
+		t.Parallel()
+		b := startTLSBroker(t, tlsEnv)
+		roundTrip(t, client(t, b, &jobwire.ClientConfig{TLS: &tls.Config{RootCAs: pki.pool}}))
+
+		// The system roots do not include the test CA: the handshake
+		// fails, every retry fails the same way, and the call ends with
+		// UNAVAILABLE naming the certificate, well before its deadline.
+		untrusted := client(t, b, &jobwire.ClientConfig{})
+		callCtx, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		_, err := untrusted.EnqueueJSON(callCtx, uniqueQueue("tls"), "greet", struct{}{})
+		if !errors.Is(err, jobwire.ErrUnavailable) || !strings.HasPrefix(err.Error(), "unavailable: ") || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("a client that does not trust the broker's CA: error %v, want UNAVAILABLE naming the certificate", err)
+		}
+		// A cleartext client does not get through either, and is not left
+		// waiting.
+		cleartext := newTestClient(t, "http://"+strings.TrimPrefix(b.URL, "https://"), &jobwire.ClientConfig{RetryAttempts: 1})
+		if _, err := cleartext.EnqueueJSON(callCtx, uniqueQueue("tls"), "greet", struct{}{}); !errors.Is(err, jobwire.ErrUnavailable) {
+			t.Errorf("a cleartext client of a TLS broker: error %v, want UNAVAILABLE", err)
+		}
+	})
 
 	t.Run("mtls", func(t *testing.T) {
-		b := startBroker(t, ctx, testbroker.Options{Env: append(tlsEnv, "JOBWIRE_TLS_CLIENT_CA="+pki.caFile())})
-		run(t, b, &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.client}})
-		noCert := newTestClient(t, b.URL, &jobwire.ClientConfig{TLS: &tls.Config{RootCAs: pki.pool}, RetryAttempts: 1})
-		if _, err := noCert.EnqueueJSON(ctx, uniqueQueue("tls"), "greet", struct{}{}); err == nil {
-			t.Error("a client without a certificate enqueued through a broker that requires one")
+		t.Parallel()
+		// Without a tokens file any certificate the CA signed is let in.
+		b := startTLSBroker(t, mtlsEnv)
+		roundTrip(t, client(t, b, &jobwire.ClientConfig{TLS: withCert(pki.client)}))
+		noCert := client(t, b, &jobwire.ClientConfig{TLS: &tls.Config{RootCAs: pki.pool}, RetryAttempts: 1})
+		callCtx, cancel := context.WithTimeout(ctx, waitTimeout)
+		defer cancel()
+		_, err := noCert.EnqueueJSON(callCtx, uniqueQueue("tls"), "greet", struct{}{})
+		if !errors.Is(err, jobwire.ErrUnavailable) {
+			t.Errorf("a client without a certificate: error %v, want UNAVAILABLE (the handshake failed)", err)
 		}
+	})
+
+	t.Run("mtls_certificate_identity", func(t *testing.T) {
+		t.Parallel()
+		tokens := writeTokensFile(t, `tokens:
+  - name: ops
+    token: "`+opsSecret+`"
+    scopes: [enqueue, work, read, admin]
+certificates:
+  - name: go-fleet
+    subject: "CN=go-client-test"
+    scopes: [enqueue, work, read]
+`)
+		b := startTLSBroker(t, append(slices.Clip(mtlsEnv), "JOBWIRE_AUTH_FILE="+tokens))
+		fleet := client(t, b, &jobwire.ClientConfig{TLS: withCert(pki.client)})
+
+		// The certificate alone authenticates the producer and the worker.
+		roundTrip(t, fleet)
+		got, err := fleet.WhoAmI(ctx)
+		want := jobwire.Identity{AuthEnabled: true, Name: "go-fleet", Scopes: []string{"enqueue", "work", "read"}, Queues: []string{"*"}}
+		if err != nil || !sameIdentity(*got, want) {
+			t.Errorf("WhoAmI with the certificate = %+v, %v; want %+v", got, err, want)
+		}
+		// Its scopes hold as a token's do.
+		_, err = fleet.PauseQueue(ctx, uniqueQueue("tls"))
+		if msg := wantRefusal(t, "PauseQueue with the certificate", err, jobwire.ErrPermissionDenied, jobwire.CodePermissionDenied); !strings.HasPrefix(msg, "go-fleet lacks scope admin") {
+			t.Errorf("PauseQueue with the certificate: %q, want the refusal to name go-fleet and scope admin", msg)
+		}
+		// A token sent along wins over the certificate.
+		withToken := client(t, b, &jobwire.ClientConfig{TLS: withCert(pki.client), Token: opsSecret})
+		if got, err := withToken.WhoAmI(ctx); err != nil || got.Name != "ops" {
+			t.Errorf("WhoAmI with the certificate and the ops token = %+v, %v; want ops", got, err)
+		}
+		// A certificate the CA signed but the file does not name gets the
+		// TLS handshake and nothing more.
+		stranger := client(t, b, &jobwire.ClientConfig{TLS: withCert(pki.stranger)})
+		_, err = stranger.WhoAmI(ctx)
+		wantRefusal(t, "WhoAmI with an unknown certificate", err, jobwire.ErrUnauthenticated, jobwire.CodeUnauthenticated)
 	})
 }

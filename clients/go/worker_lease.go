@@ -57,7 +57,7 @@ func (r *workerRun) leaseLoop(ctx context.Context) error {
 		}
 		if err != nil && fatalStreamCode(connect.CodeOf(err)) {
 			r.logger.Error("jobwire broker refused the Lease stream", "error", err, "broker", ep.url)
-			return fmt.Errorf("jobwire: lease stream refused: %w", err)
+			return fmt.Errorf("jobwire: lease stream refused: %w", withStatus(err))
 		}
 		if healthy {
 			failures = 0
