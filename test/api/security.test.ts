@@ -207,6 +207,23 @@ describe("HTTP endpoints under auth", () => {
 });
 
 describe("a refused call", () => {
+  it("is a gRPC trailers-only response: one HEADERS frame with END_STREAM, as grpc-core requires", async () => {
+    // Headers, then an empty DATA frame with END_STREAM, reached grpcio as
+    // UNKNOWN "Stream removed": every refusal lost its code in Python.
+    const session = http2.connect(tb.url);
+    try {
+      const seen = await new Promise<{ status: unknown; endStream: boolean }>((resolve, reject) => {
+        const req = session.request({ ":method": "POST", ":path": "/jobwire.v1.JobService/Enqueue", "content-type": "application/grpc", te: "trailers" });
+        req.on("response", (h, flags) => resolve({ status: h["grpc-status"], endStream: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0 }));
+        req.on("error", reject);
+        req.end(Buffer.from([0, 0, 0, 0, 0]));
+      });
+      expect(seen).toEqual({ status: "16", endStream: true });
+    } finally {
+      session.close();
+    }
+  });
+
   it("runs no SQL at all (pg_stat_statements on a Postgres of its own)", async () => {
     const dir = path.join(certs.dir, "pg");
     const server = await startEmbedded({ dir, port: 0, unsafeFast: true, settings: { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" } });

@@ -25,7 +25,17 @@ export function refuse(req: Req, res: Res, code: RefusalCode, message: string): 
   res.setHeader("cache-control", "no-store");
   if (ct.startsWith("application/grpc")) {
     // application/grpc, application/grpc+proto, application/grpc-web(+proto|-text)
-    res.writeHead(200, { "content-type": ct, "grpc-status": GRPC_STATUS[code], "grpc-message": encodeURIComponent(message) });
+    const headers = { "content-type": ct, "cache-control": "no-store", "grpc-status": GRPC_STATUS[code], "grpc-message": encodeURIComponent(message) };
+    if ("stream" in res) {
+      // HTTP/2: one HEADERS frame with END_STREAM, as gRPC defines a
+      // trailers-only response. writeHead() then end() sends the headers
+      // and then an empty DATA frame with END_STREAM, which connect-es
+      // and connect-go read but grpc-core (grpcio, grpc-java's netty
+      // aside) does not: Python saw UNKNOWN "Stream removed".
+      res.stream.respond({ ":status": 200, ...headers }, { endStream: true });
+      return;
+    }
+    res.writeHead(200, headers);
     res.end();
     return;
   }
