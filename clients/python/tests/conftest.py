@@ -41,31 +41,3 @@ def client(broker: Broker) -> jobwire.Client:
 @pytest.fixture()
 def spans() -> InMemorySpanExporter:
     return SPANS
-
-
-def _probe(broker: Broker, feature: str, call) -> None:
-    """Skips the tests that need a broker feature when, and only when, the
-    broker answers UNIMPLEMENTED; they run by themselves once it has it."""
-    import grpc
-
-    with jobwire.Client(broker.address) as c:
-        try:
-            call(c)
-        except jobwire.JobwireError as err:
-            if err.code is grpc.StatusCode.UNIMPLEMENTED:
-                pytest.skip(f"the broker does not implement {feature} yet ({err})")
-            # Any other answer means the RPC exists: the tests run, and say
-            # what is wrong with it.
-
-
-@pytest.fixture(scope="session")
-def queue_config_api(broker: Broker) -> None:
-    """GetQueueConfig exists: queue configs, max_running_per_key and ordering
-    keys (issue 11) are in the broker."""
-    _probe(broker, "GetQueueConfig", lambda c: c.get_queue_config("conf-probe-config"))
-
-
-@pytest.fixture(scope="session")
-def pause_api(broker: Broker) -> None:
-    """ResumeQueue exists (idempotent, so probing it changes nothing)."""
-    _probe(broker, "PauseQueue/ResumeQueue", lambda c: c.resume_queue("conf-probe-pause"))

@@ -33,7 +33,7 @@ class Stream:
 
 
 class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_grpc.JobServiceServicer):
-    def __init__(self, lease_seconds: float = 30.0, tls: grpc.ServerCredentials | None = None) -> None:
+    def __init__(self, lease_seconds: float = 30.0) -> None:
         self.lease_seconds = lease_seconds
         self.cond = threading.Condition()
         self.pending: list[job_pb2.Job] = []
@@ -57,10 +57,7 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(self, self.server)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(self, self.server)
-        if tls is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
-        else:
-            self.port = self.server.add_secure_port("127.0.0.1:0", tls)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 
     def start(self) -> "FakeBroker":

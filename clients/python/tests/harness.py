@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,8 @@ from jobwire import JobState
 
 REPO = Path(os.environ.get("JOBWIRE_REPO", Path(__file__).resolve().parents[3]))
 BROKER_MAIN = REPO / "server" / "dist" / "main.js"
-LISTENING = re.compile(r"jobwire listening on http://(\S+):(\d+)")
+# http:// in cleartext, https:// with JOBWIRE_TLS_CERT.
+LISTENING = re.compile(r"jobwire listening on https?://(\S+):(\d+)")
 
 # Embedded Postgres runs initdb on first start: allow for a slow machine.
 BROKER_START_TIMEOUT = 120.0
@@ -122,6 +124,43 @@ def broker_data_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def broker_with(env: dict[str, str]) -> Iterator[Broker]:
+    """A broker of its own, started with ``env`` on top of the harness's
+    settings (auth, TLS), and stopped with SIGTERM afterwards; it must exit 0."""
+    with broker_data_dir() as data_dir:
+        b = Broker(data_dir=data_dir, env=env).start()
+        try:
+            yield b
+        finally:
+            code = b.stop()
+        assert code == 0, f"broker exited with {code} after SIGTERM:\n" + "\n".join(b.lines[-30:])
+
+
+def write_tokens_file(path: Path, tokens: list[dict], certificates: list[dict] = ()) -> Path:
+    """A tokens file for JOBWIRE_AUTH_FILE, in YAML as operators write it
+    (security contract): each entry's name, token or sha256, scopes and
+    queues; strings are JSON-quoted, which YAML reads as they are."""
+
+    def entry(e: dict) -> list[str]:
+        lines = [f"  - name: {json.dumps(e['name'])}"]
+        for key in ("token", "sha256", "subject"):
+            if key in e:
+                lines.append(f"    {key}: {json.dumps(e[key])}")
+        lines.append(f"    scopes: [{', '.join(e['scopes'])}]")
+        if "queues" in e:
+            lines.append(f"    queues: [{', '.join(json.dumps(q) for q in e['queues'])}]")
+        return lines
+
+    out = ["# written by the Python client's tests"]
+    if tokens:
+        out += ["tokens:", *(line for e in tokens for line in entry(e))]
+    if certificates:
+        out += ["certificates:", *(line for e in certificates for line in entry(e))]
+    path.write_text("\n".join(out) + "\n")
+    return path
 
 
 def fresh_queue(scenario: str) -> str:

@@ -108,7 +108,7 @@ def test_aio_errors_name_their_code(fake):
     with pytest.raises(jobwire.JobwireError) as err:
         asyncio.run(scenario())
     assert err.value.code is grpc.StatusCode.PERMISSION_DENIED
-    assert str(err.value).startswith("PERMISSION_DENIED: ")
+    assert str(err.value).startswith("permission_denied: ")
     assert err.value.method == "Enqueue"
     assert fake.enqueue_calls == 1
 

@@ -246,7 +246,7 @@ def test_aio_refused_lease_stream_stops_the_worker_with_an_error(fake):
     with pytest.raises(jobwire.JobwireError) as err:
         asyncio.run(worker_for(fake, {}).run())
     assert err.value.code is grpc.StatusCode.UNAUTHENTICATED
-    assert str(err.value).startswith("UNAUTHENTICATED: ")
+    assert str(err.value).startswith("unauthenticated: ")
 
 
 def test_aio_worker_keeps_retrying_an_unreachable_broker_until_stopped():

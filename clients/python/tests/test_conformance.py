@@ -283,7 +283,7 @@ def test_conformance_graceful_shutdown(broker, client, caplog):
     assert list(client.list_jobs(queue=q, states=[JobState.RUNNING])) == []
 
 
-def test_conformance_pause_and_resume(broker, client, pause_api):
+def test_conformance_pause_and_resume(broker, client):
     q = fresh_queue("pause_and_resume")
     handled = threading.Event()
     with running(make_worker(broker, q, {"paused": lambda job: handled.set(), "warmup": lambda job: None})):
@@ -321,7 +321,7 @@ class Gates:
             return self._gates.setdefault(job_id, threading.Event())
 
 
-def test_conformance_per_key_limit(broker, client, queue_config_api):
+def test_conformance_per_key_limit(broker, client):
     q = fresh_queue("per_key_limit")
     client.set_queue_config(q, max_running_per_key=1)
     gates = Gates()
@@ -367,7 +367,7 @@ def test_conformance_per_key_limit(broker, client, queue_config_api):
     assert started.empty()
 
 
-def test_conformance_ordering_key(broker, client, queue_config_api):
+def test_conformance_ordering_key(broker, client):
     q = fresh_queue("ordering_key")
     lock = threading.Lock()
     events: list[tuple[str, int, int]] = []
@@ -408,7 +408,7 @@ def test_conformance_ordering_key(broker, client, queue_config_api):
     assert all(events[i][1:] == events[i + 1][1:] for i in range(0, 8, 2)), events
 
 
-def test_conformance_queue_config_partial(client, queue_config_api):
+def test_conformance_queue_config_partial(client):
     q = fresh_queue("queue_config_partial")
     first = client.set_queue_config(q, max_running=5)
     assert first is not None and first.max_running == 5
@@ -526,7 +526,7 @@ def test_worker_never_runs_more_than_its_concurrency(broker, client):
     assert peak[0] >= 2, "the worker never ran jobs in parallel"
 
 
-def test_set_queue_config_clears_a_field_through_update_mask(client, queue_config_api):
+def test_set_queue_config_clears_a_field_through_update_mask(client):
     q = fresh_queue("queue_config_clear")
     client.set_queue_config(q, max_running=5, max_attempts=3, rate_limit=jobwire.RateLimit(10, 1.5))
     after = client.set_queue_config(q, max_running=None)

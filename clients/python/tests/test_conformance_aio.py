@@ -232,7 +232,7 @@ def test_aio_conformance_graceful_shutdown(broker):
     assert [(j.state, j.attempt) for j in jobs] == [(JobState.COMPLETED, 1)] * 2
 
 
-def test_aio_conformance_pause_and_resume(broker, pause_api):
+def test_aio_conformance_pause_and_resume(broker):
     q = fresh_queue("pause_and_resume")
     handled: list[str] = []
 
@@ -260,7 +260,7 @@ def test_aio_conformance_pause_and_resume(broker, pause_api):
     assert job.attempt == 1 and handled == [job.id]
 
 
-def test_aio_conformance_per_key_limit(broker, queue_config_api):
+def test_aio_conformance_per_key_limit(broker):
     q = fresh_queue("per_key_limit")
     running_k = [0]
     peak_k = [0]
@@ -308,7 +308,7 @@ def test_aio_conformance_per_key_limit(broker, queue_config_api):
     assert peak_k[0] == 1
 
 
-def test_aio_conformance_ordering_key(broker, queue_config_api):
+def test_aio_conformance_ordering_key(broker):
     q = fresh_queue("ordering_key")
     events: list[tuple[str, int, int]] = []
 
@@ -337,7 +337,7 @@ def test_aio_conformance_ordering_key(broker, queue_config_api):
     assert [kind for kind, _, _ in events] == ["start", "end"] * 4, events
 
 
-def test_aio_conformance_queue_config_partial(broker, queue_config_api):
+def test_aio_conformance_queue_config_partial(broker):
     q = fresh_queue("queue_config_partial")
 
     async def scenario(client: jobwire.aio.Client) -> jobwire.QueueConfig:

@@ -249,13 +249,74 @@ class TestTypedResults:
         assert config.paused and config.retry is None
 
 
+class TestAdminResults:
+    def test_queue_history_from_proto(self):
+        from google.protobuf import duration_pb2
+
+        from jobwire.v1 import admin_service_pb2
+
+        p = admin_service_pb2.GetQueueHistoryResponse(
+            samples=[
+                admin_service_pb2.QueueSample(
+                    at=timestamp_pb2.Timestamp(seconds=2_000_000_000), queue="q", available=3, waiting=1, failed=2
+                ),
+                admin_service_pb2.QueueSample(queue="q"),
+            ],
+            interval=duration_pb2.Duration(seconds=10),
+        )
+        history = jobwire.QueueHistory.from_proto(p)
+        assert history.interval == dt.timedelta(seconds=10)
+        first, second = history.samples
+        assert first == jobwire.QueueSample(
+            at=dt.datetime.fromtimestamp(2_000_000_000, dt.timezone.utc), queue="q", available=3, waiting=1, failed=2
+        )
+        assert second.at is None and second.completed == 0
+
+    def test_identity_from_proto(self):
+        from jobwire.v1 import admin_service_pb2
+
+        p = admin_service_pb2.WhoAmIResponse(auth_enabled=True, name="ci", scopes=["enqueue"], queues=["billing.*"])
+        assert jobwire.Identity.from_proto(p) == jobwire.Identity(True, "ci", ("enqueue",), ("billing.*",))
+
+
 class TestErrors:
-    def test_text_starts_with_the_code_name(self):
+    def test_text_starts_with_the_lower_case_code_name_as_the_other_clients_write_it(self):
         import grpc
 
-        err = jobwire.JobwireError(grpc.StatusCode.PERMISSION_DENIED, "token lacks the admin scope", "PauseQueue")
-        assert str(err) == "PERMISSION_DENIED: token lacks the admin scope (PauseQueue)"
+        details = "ci lacks scope admin (needed by AdminService.PauseQueue)"
+        err = jobwire.JobwireError(grpc.StatusCode.PERMISSION_DENIED, details, "PauseQueue")
+        assert str(err) == "permission_denied: ci lacks scope admin (needed by AdminService.PauseQueue)"
         assert err.code is grpc.StatusCode.PERMISSION_DENIED and err.code_name == "PERMISSION_DENIED"
+        assert (err.details, err.method) == (details, "PauseQueue")
+
+    def test_cancelled_is_spelled_as_connect_spells_it_and_an_empty_message_leaves_the_code(self):
+        import grpc
+
+        assert str(jobwire.JobwireError(grpc.StatusCode.CANCELLED, "stopped")) == "canceled: stopped"
+        assert str(jobwire.JobwireError(grpc.StatusCode.DEADLINE_EXCEEDED, "")) == "deadline_exceeded"
+        assert str(jobwire.JobwireError(grpc.StatusCode.UNAVAILABLE, "x")) == "unavailable: x"
+
+    def test_from_rpc_error_keeps_code_details_and_cause(self):
+        import grpc
+
+        class Failed(grpc.RpcError):
+            def code(self) -> grpc.StatusCode:
+                return grpc.StatusCode.NOT_FOUND
+
+            def details(self) -> str:
+                return "job 42 not found"
+
+        cause = Failed()
+        err = jobwire.JobwireError.from_rpc_error(cause, "GetJob")
+        assert str(err) == "not_found: job 42 not found" and err.method == "GetJob" and err.__cause__ is cause
+
+    def test_survives_pickling(self):
+        import pickle
+
+        import grpc
+
+        err = pickle.loads(pickle.dumps(jobwire.JobwireError(grpc.StatusCode.ABORTED, "busy", "Ack")))
+        assert (err.code, err.details, err.method, str(err)) == (grpc.StatusCode.ABORTED, "busy", "Ack", "aborted: busy")
 
 
 def test_leased_job_carries_the_lease_expiry_the_broker_gave():

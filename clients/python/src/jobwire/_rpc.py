@@ -67,44 +67,74 @@ def channel_options(options: ChannelOptions | None = None) -> list[tuple[str, ob
     return list(merged.items())
 
 
+PemSource = bytes | str | os.PathLike[str]
+
+
 @dataclass(frozen=True)
 class TLS:
     """Connect over TLS, and with a client certificate for mutual TLS.
 
-    Each of ``ca``, ``cert`` and ``key`` is PEM: ``bytes`` are the PEM itself,
-    a ``str`` or path-like is a file to read it from. ``ca`` is the
-    certificate authority to trust (None: the system's roots); ``cert`` and
-    ``key`` are the client's certificate chain and private key, given
-    together, for a broker that requires client certificates.
-    ``server_name`` overrides the name the broker's certificate must carry,
-    for an address whose host is not in it.
+    Each of ``ca``, ``cert`` and ``key`` is either the PEM itself, as
+    ``bytes``, or the path of a PEM file, as a ``str`` or ``pathlib.Path``
+    (any ``os.PathLike``). A ``str`` is always a path: PEM text in a ``str``
+    is refused with a hint to ``.encode()`` it, rather than guessed at.
+    Files are read once, here, so that a missing or unreadable one fails at
+    ``TLS(...)`` and not at the first call; a new ``TLS`` rereads them (after
+    a certificate rotation, say).
+
+    ``ca`` is the certificate authority to trust (None: the system's roots);
+    ``cert`` and ``key`` are the client's certificate chain and private key,
+    given together, for a broker that requires client certificates
+    (JOBWIRE_TLS_CLIENT_CA). ``server_name`` overrides the name the broker's
+    certificate must carry, for an address whose host is not in it.
 
         jobwire.Client("broker.internal:50051", tls=jobwire.TLS(ca="ca.pem"))
+        jobwire.Client("broker.internal:50051", tls=jobwire.TLS(ca=ca_pem_bytes))
     """
 
-    ca: bytes | str | os.PathLike[str] | None = None
-    cert: bytes | str | os.PathLike[str] | None = None
-    key: bytes | str | os.PathLike[str] | None = field(default=None, repr=False)
+    ca: PemSource | None = None
+    cert: PemSource | None = None
+    key: PemSource | None = field(default=None, repr=False)
     server_name: str | None = None
+    _pem: tuple[bytes | None, bytes | None, bytes | None] = field(
+        default=(None, None, None), init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
             raise ValueError("TLS: give cert and key together (or neither)")
+        pem = (_read_pem("ca", self.ca), _read_pem("cert", self.cert), _read_pem("key", self.key))
+        object.__setattr__(self, "_pem", pem)
 
     def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=_pem(self.ca), private_key=_pem(self.key), certificate_chain=_pem(self.cert)
-        )
+        ca, cert, key = self._pem
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
     def channel_options(self) -> list[tuple[str, object]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
 
 
-def _pem(value: bytes | str | os.PathLike[str] | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    with open(value, "rb") as f:
-        return f.read()
+def _read_pem(what: str, value: PemSource | None) -> bytes | None:
+    """The PEM bytes of a TLS option: bytes as given, a str or path read
+    from its file. Either way it must be PEM, which catches a DER file and a
+    path passed as bytes (b"ca.pem") here instead of as a handshake failure."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        data = value
+    elif isinstance(value, (str, os.PathLike)):
+        if isinstance(value, str) and "-----BEGIN" in value:
+            raise ValueError(f"TLS {what}: a str is a file path; pass PEM text as bytes (pem.encode())")
+        try:
+            with open(value, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise ValueError(f"TLS {what}: cannot read {os.fspath(value)!r}: {err.strerror or err}") from err
+    else:
+        raise TypeError(f"TLS {what}: expected PEM bytes or a file path, got {type(value).__name__}")
+    if b"-----BEGIN" not in data:
+        raise ValueError(f"TLS {what}: not PEM (no -----BEGIN line)")
+    return data
 
 
 def make_channel(address: str, options: ChannelOptions | None = None, tls: TLS | None = None) -> grpc.Channel:

@@ -23,7 +23,18 @@ from ._rpc import (
     make_channel,
     with_token,
 )
-from .model import EnqueueResult, Job, QueueConfig, QueueStats, RateLimit, ReplayResult, RetryPolicy, WorkerStream
+from .model import (
+    EnqueueResult,
+    Identity,
+    Job,
+    QueueConfig,
+    QueueHistory,
+    QueueStats,
+    RateLimit,
+    ReplayResult,
+    RetryPolicy,
+    WorkerStream,
+)
 from .v1 import admin_service_pb2, admin_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
 
 __all__ = ["Client", "JobPages", "job_spec"]
@@ -46,9 +57,12 @@ class Client:
     asyncio code, ``jobwire.aio.Client`` has the same methods as coroutines.
 
     ``token`` is sent as ``authorization: Bearer <token>`` on every call, for
-    a broker started with JOBWIRE_AUTH_TOKENS. It applies to a ``channel``
-    passed in as well (the client wraps it, and leaves the caller's channel
-    unchanged), and to calls made through the ``channel`` property.
+    a broker started with JOBWIRE_AUTH_TOKENS or a tokens file
+    (JOBWIRE_AUTH_FILE). It applies to a ``channel`` passed in as well (the
+    client wraps it, and leaves the caller's channel unchanged), and to
+    calls made through the ``channel`` property. A call without a known
+    token raises JobwireError(UNAUTHENTICATED); one outside the token's
+    scopes or queues, JobwireError(PERMISSION_DENIED) naming what it lacked.
     """
 
     def __init__(
@@ -282,6 +296,21 @@ class Client:
         request = admin_service_pb2.ListWorkersRequest(queue=queue)
         response = self._call("ListWorkers", self._admin.ListWorkers, request, timeout)
         return [WorkerStream.from_proto(w) for w in response.workers]
+
+    def get_queue_history(self, queue: str = "", *, timeout: float | None = None) -> QueueHistory:
+        """The broker replica's recent samples of ``queue`` (or of every
+        queue): backlog and throughput over the last hour, oldest first."""
+        request = admin_service_pb2.GetQueueHistoryRequest(queue=queue)
+        return QueueHistory.from_proto(self._call("GetQueueHistory", self._admin.GetQueueHistory, request, timeout))
+
+    # -- identity ------------------------------------------------------------------
+
+    def who_am_i(self, *, timeout: float | None = None) -> Identity:
+        """Who the broker takes this client for: its token's (or client
+        certificate's) name, scopes and queues. Any authenticated caller may
+        ask, so it is a cheap check of a deployment's credentials."""
+        request = admin_service_pb2.WhoAmIRequest()
+        return Identity.from_proto(self._call("WhoAmI", self._admin.WhoAmI, request, timeout))
 
     def _call(self, method: str, fn: Callable[..., R], request: Any, timeout: float | None) -> R:
         return call_with_retry(

@@ -8,27 +8,34 @@ import grpc
 class JobwireError(Exception):
     """A call to the broker failed.
 
-    ``code`` is the gRPC status code the broker (or the transport) answered
-    with, ``details`` its message and ``method`` the RPC ("Enqueue"). The
-    text starts with the code's name, so that a log line says what kind of
-    failure it was without a lookup::
+    ``code`` is the ``grpc.StatusCode`` the broker (or the transport)
+    answered with, ``details`` the broker's message alone and ``method`` the
+    RPC this client called ("Enqueue"). The text is the code's name in lower
+    case, then the message, as the TypeScript and Go clients write it, so
+    that a log line says what kind of failure it was without a lookup::
 
-        PERMISSION_DENIED: token "ci" lacks the admin scope (PauseQueue)
+        permission_denied: token ci lacks scope admin (needed by AdminService.PauseQueue)
 
-    The original ``grpc.RpcError`` is kept as ``__cause__``.
+    (``code_name`` is the upper-case name, ``"PERMISSION_DENIED"``.) The
+    original ``grpc.RpcError`` is kept as ``__cause__``.
     """
 
     def __init__(self, code: grpc.StatusCode, details: str, method: str = "") -> None:
         self.code = code
         self.details = details
         self.method = method
-        where = f" ({method})" if method else ""
-        super().__init__(f"{code.name}: {details}{where}")
+        text = code_text(code)
+        super().__init__(f"{text}: {details}" if details else text)
 
     @property
     def code_name(self) -> str:
         """The code as gRPC spells it: ``"NOT_FOUND"``."""
         return self.code.name
+
+    def __reduce__(self) -> tuple[type[JobwireError], tuple[grpc.StatusCode, str, str]]:
+        # The constructor takes three arguments, not the one text Exception
+        # would pickle: keep the error intact across processes.
+        return (type(self), (self.code, self.details, self.method))
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError, method: str = "") -> JobwireError:
@@ -45,6 +52,12 @@ class JobwireError(Exception):
         )
         wrapped.__cause__ = err
         return wrapped
+
+
+def code_text(code: grpc.StatusCode) -> str:
+    """The code as the error text starts with it: lower case, and CANCELLED
+    with one L, as connect (the TypeScript and Go clients) spells it."""
+    return "canceled" if code is grpc.StatusCode.CANCELLED else code.name.lower()
 
 
 def status_code(err: BaseException) -> grpc.StatusCode | None:

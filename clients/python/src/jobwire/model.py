@@ -343,6 +343,76 @@ class WorkerStream:
         )
 
 
+@dataclass(frozen=True)
+class QueueSample:
+    """One queue at one moment, with the counts of the interval that ended then."""
+
+    at: _dt.datetime | None
+    queue: str
+    #: Jobs AVAILABLE at ``at``.
+    available: int = 0
+    #: Jobs SCHEDULED or RETRYABLE at ``at``.
+    waiting: int = 0
+    running: int = 0
+    dead: int = 0
+    #: Jobs enqueued, completed (acked) and failed (attempts) in the interval.
+    enqueued: int = 0
+    completed: int = 0
+    failed: int = 0
+
+    @classmethod
+    def from_proto(cls, p: admin_service_pb2.QueueSample) -> QueueSample:
+        return cls(
+            at=_opt_datetime(p, "at"),
+            queue=p.queue,
+            available=p.available,
+            waiting=p.waiting,
+            running=p.running,
+            dead=p.dead,
+            enqueued=p.enqueued,
+            completed=p.completed,
+            failed=p.failed,
+        )
+
+
+@dataclass(frozen=True)
+class QueueHistory:
+    """What get_queue_history returns: the broker replica's recent samples of
+    its queues (it samples every queue every ``interval``, 10 s today, and
+    keeps the last hour of them), oldest first."""
+
+    samples: tuple[QueueSample, ...]
+    #: The time between two samples.
+    interval: _dt.timedelta
+
+    @classmethod
+    def from_proto(cls, p: admin_service_pb2.GetQueueHistoryResponse) -> QueueHistory:
+        return cls(
+            samples=tuple(QueueSample.from_proto(s) for s in p.samples),
+            interval=to_timedelta(p.interval),
+        )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The caller as the broker sees it (who_am_i): the name of its token or
+    of the certificates entry its client certificate matched (never the
+    secret), its scopes and the queue patterns it may touch. Without
+    authentication on the broker, ``auth_enabled`` is False, ``name`` empty,
+    and every scope and queue allowed."""
+
+    auth_enabled: bool
+    name: str
+    #: Of "enqueue", "work", "read" and "admin".
+    scopes: tuple[str, ...]
+    #: Queue name patterns ("*" matches any run of characters; ["*"] is all).
+    queues: tuple[str, ...]
+
+    @classmethod
+    def from_proto(cls, p: admin_service_pb2.WhoAmIResponse) -> Identity:
+        return cls(auth_enabled=p.auth_enabled, name=p.name, scopes=tuple(p.scopes), queues=tuple(p.queues))
+
+
 def _opt_datetime(msg: message.Message, name: str) -> _dt.datetime | None:
     return to_datetime(getattr(msg, name)) if msg.HasField(name) else None
 

@@ -74,8 +74,10 @@ class Worker:
 
     ``token`` is sent as ``authorization: Bearer <token>`` on the Lease stream
     and on every Ack, Nack and Heartbeat; like Client's, it applies to a
-    ``channel`` passed in too. A refused token stops ``run()`` with
-    JobwireError(UNAUTHENTICATED).
+    ``channel`` passed in too. A Lease stream the broker refuses stops
+    ``run()`` with the JobwireError instead of reconnecting forever: no
+    token or an unknown one (UNAUTHENTICATED), or a token without the
+    ``work`` scope or the worker's queues (PERMISSION_DENIED).
     """
 
     def __init__(

@@ -18,7 +18,18 @@ from .. import _requests, _tracing
 from .._convert import DurationLike
 from .._requests import DEFAULT_QUEUE, UNSET, SpecLike, _Unset, job_spec
 from .._rpc import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, TLS, ChannelOptions, check_token
-from ..model import EnqueueResult, Job, QueueConfig, QueueStats, RateLimit, ReplayResult, RetryPolicy, WorkerStream
+from ..model import (
+    EnqueueResult,
+    Identity,
+    Job,
+    QueueConfig,
+    QueueHistory,
+    QueueStats,
+    RateLimit,
+    ReplayResult,
+    RetryPolicy,
+    WorkerStream,
+)
 from ..v1 import admin_service_pb2, admin_service_pb2_grpc, job_pb2, job_service_pb2, job_service_pb2_grpc
 from ._rpc import call_with_retry, make_channel, token_metadata
 
@@ -261,6 +272,18 @@ class Client:
         request = admin_service_pb2.ListWorkersRequest(queue=queue)
         response = await self._call("ListWorkers", self._admin.ListWorkers, request, timeout)
         return [WorkerStream.from_proto(w) for w in response.workers]
+
+    async def get_queue_history(self, queue: str = "", *, timeout: float | None = None) -> QueueHistory:
+        request = admin_service_pb2.GetQueueHistoryRequest(queue=queue)
+        response = await self._call("GetQueueHistory", self._admin.GetQueueHistory, request, timeout)
+        return QueueHistory.from_proto(response)
+
+    # -- identity ------------------------------------------------------------------
+
+    async def who_am_i(self, *, timeout: float | None = None) -> Identity:
+        """Who the broker takes this client for (see jobwire.Client.who_am_i)."""
+        response = await self._call("WhoAmI", self._admin.WhoAmI, admin_service_pb2.WhoAmIRequest(), timeout)
+        return Identity.from_proto(response)
 
     async def _call(self, method: str, fn: Callable[..., Awaitable[R]], request: Any, timeout: float | None) -> R:
         return await call_with_retry(
