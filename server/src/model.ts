@@ -269,6 +269,9 @@ export interface QueueGauges {
   workers: Map<string, number>;
   /** Jobs enqueued per queue, by any path. */
   enqueued: Map<string, number>;
+  /** Jobs completed, and attempts failed, per queue, through any replica. */
+  completed: Map<string, number>;
+  failed: Map<string, number>;
 }
 
 /** One queue at one moment, with the counts of the interval that ended then (AdminService.GetQueueHistory). */

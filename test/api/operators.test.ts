@@ -91,6 +91,39 @@ describe("/metrics", () => {
     s.kill();
   });
 
+  it("reads completed and failed totals from the database, and starts this replica's counters at 0 for every queue seen", async () => {
+    const queue = uniqueQueue("totals");
+    await enqueue(tb, { queue }, { queue });
+    let body = await metrics();
+    // Nothing leased, acked or failed yet: the series are there, at 0.
+    for (const series of [
+      `jobwire_jobs_leased_total{queue="${queue}"}`,
+      `jobwire_jobs_acked_total{queue="${queue}"}`,
+      `jobwire_jobs_failed_total{queue="${queue}",outcome="dead",cause="nack"}`,
+      `jobwire_queue_completed_total{queue="${queue}"}`,
+      `jobwire_queue_failed_total{queue="${queue}"}`,
+    ]) {
+      expect(value(body, series), series).toBe(0);
+    }
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 2 });
+    const [a, b] = await s.take(2);
+    await tb.workers.ack({ leaseTokens: [a!.leaseToken] });
+    await tb.workers.nack({ leaseToken: b!.leaseToken, error: "x", permanent: true });
+    body = await metrics();
+    expect(value(body, `jobwire_queue_completed_total{queue="${queue}"}`)).toBe(1);
+    expect(value(body, `jobwire_queue_failed_total{queue="${queue}"}`)).toBe(1);
+    // Another replica on the same database reports the same totals, having acked nothing itself.
+    const other = await startTestBroker({ databaseUrl: tb.databaseUrl });
+    try {
+      const theirs = await metrics(other);
+      expect(value(theirs, `jobwire_queue_completed_total{queue="${queue}"}`)).toBe(1);
+      expect(value(theirs, `jobwire_jobs_acked_total{queue="${queue}"}`)).toBe(0);
+    } finally {
+      await other.stop();
+    }
+    s.kill();
+  });
+
   it("still answers with the database down: process metrics, and jobwire_database_up 0", async () => {
     const other = await startTestBroker();
     try {

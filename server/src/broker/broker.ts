@@ -356,15 +356,15 @@ export class Broker {
     const workers = new Map<string, number>();
     const streams = [...this.dispatcher.streams(this.env.brokerId), ...others.filter((s) => s.brokerId !== this.env.brokerId)];
     for (const s of streams) for (const q of s.queues) workers.set(q, (workers.get(q) ?? 0) + 1);
-    const enqueued = new Map<string, number>();
-    for (const c of counters) if (c.kind === "enqueued") enqueued.set(c.queue, c.total);
+    const totals = { enqueued: new Map<string, number>(), completed: new Map<string, number>(), failed: new Map<string, number>() };
+    for (const c of counters) totals[c.kind].set(c.queue, c.total);
     return {
       queues: [...new Set([...flags.map((f) => f.queue), ...counters.map((c) => c.queue)])],
       counts: snap.counts,
       oldest: snap.oldest,
       paused: flags.filter((f) => f.paused).map((f) => f.queue),
       workers,
-      enqueued,
+      ...totals,
     };
   }
 

@@ -70,6 +70,18 @@ export class Metrics {
   readonly oldest = new Gauge({ name: "jobwire_queue_oldest_available_seconds", help: "How long the oldest available job has been due. Cluster-wide.", labelNames: ["queue"], registers: [this.registry] });
   readonly paused = new Gauge({ name: "jobwire_queue_paused", help: "1 while the queue is paused (PauseQueue). Cluster-wide.", labelNames: ["queue"], registers: [this.registry] });
   readonly workers = new Gauge({ name: "jobwire_queue_workers", help: "Open Lease streams taking from the queue, on every replica. Cluster-wide.", labelNames: ["queue"], registers: [this.registry] });
+  readonly completedTotal = new Counter({
+    name: "jobwire_queue_completed_total",
+    help: "Jobs completed per queue through any replica. Cluster-wide, read from the database: a replica's restart does not reset it.",
+    labelNames: ["queue"],
+    registers: [this.registry],
+  });
+  readonly failedTotal = new Counter({
+    name: "jobwire_queue_failed_total",
+    help: "Failed attempts per queue (retried or dead), through any replica or the reaper. Cluster-wide, read from the database.",
+    labelNames: ["queue"],
+    registers: [this.registry],
+  });
   readonly enqueued = new Counter({
     name: "jobwire_jobs_enqueued_total",
     help: "Jobs enqueued per queue by any path: gRPC, cron, and the SQL enqueue(). Cluster-wide, read from the database.",
@@ -162,7 +174,7 @@ export class Metrics {
       this.log.warn("metrics: the database did not answer; reporting process metrics only", { err: (err as Error).message });
       this.databaseUp.set(0);
       for (const g of [this.queueJobs, this.oldest, this.paused, this.workers]) g.reset();
-      this.enqueued.reset();
+      for (const c of [this.enqueued, this.completedTotal, this.failedTotal]) c.reset();
     }
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
@@ -180,8 +192,21 @@ export class Metrics {
     for (const queue of this.seenQueues) this.paused.set({ queue }, g.paused.includes(queue) ? 1 : 0);
     this.workers.reset();
     for (const queue of this.seenQueues) this.workers.set({ queue }, g.workers.get(queue) ?? 0);
-    this.enqueued.reset();
-    for (const [queue, n] of g.enqueued) this.enqueued.inc({ queue }, n);
+    for (const [counter, totals] of [
+      [this.enqueued, g.enqueued],
+      [this.completedTotal, g.completed],
+      [this.failedTotal, g.failed],
+    ] as const) {
+      counter.reset();
+      for (const queue of this.seenQueues) counter.inc({ queue }, totals.get(queue) ?? 0);
+    }
+    // This replica's counters start at 0 for every queue known, not at
+    // their first event: rate() over a series that appears with its first
+    // failure misses that failure.
+    for (const queue of this.seenQueues) {
+      for (const c of [this.leased, this.acked, this.replayed]) c.inc({ queue }, 0);
+      for (const outcome of ["retry", "dead", "cancelled"]) for (const cause of ["nack", "lease_expired"]) this.failed.inc({ queue, outcome, cause }, 0);
+    }
   }
 }
 
