@@ -1,6 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase, withDatabase } from "../testing/index.js";
+import { createTestDatabase, makeJobs, withDatabase } from "../testing/index.js";
+import type { Queryable } from "./db.js";
 import { JobStore } from "./jobs.js";
 import { loadMigrations, migrate } from "./migrate.js";
 
@@ -74,15 +75,10 @@ describe("migrations", () => {
   });
 });
 
-/** n running jobs in `queue`, with their lease tokens. */
-async function insertRunning(queue: string, n: number): Promise<{ id: string; lease_token: string }[]> {
-  const { rows } = await pool.query<{ id: string; lease_token: string }>(
-    `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
-     SELECT $1, 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
-     FROM generate_series(1, $2::int) RETURNING id::text, lease_token::text`,
-    [queue, n],
-  );
-  return rows;
+/** n running jobs in `queue` (one statement, so in id order on the table's pages), with their lease tokens. */
+async function insertRunning(queue: string, n: number, db: Queryable = pool): Promise<{ id: string; lease_token: string }[]> {
+  const made = await makeJobs(db, n, { queue, state: "running", maxAttempts: 5, leasedForMs: 60_000 });
+  return made.map((m) => ({ id: m.id, lease_token: m.token! }));
 }
 
 /**
@@ -142,13 +138,10 @@ describe("leased-row statements", () => {
     try {
       await fresh.query("ALTER TABLE jobwire.jobs SET (autovacuum_enabled = false)");
       for (const call of calls) await caller.query(call, [[], "{}"]);
-      const { rows } = await fresh.query<{ id: string; lease_token: string }>(
-        `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms)
-         SELECT 'order', 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000
-         FROM generate_series(1, 200) RETURNING id::text, lease_token::text`,
-      );
+      const rows = await insertRunning("order", 200, fresh);
       // Rewrite the rows from the highest id down, changing an indexed column
       // (no HOT update): physical order becomes the reverse of id order.
+      // Raw SQL on purpose: the point is the row layout, not a job's state.
       for (const r of [...rows].reverse()) await fresh.query("UPDATE jobwire.jobs SET run_at = run_at + interval '1 ms' WHERE id = $1", [r.id]);
       const ids = rows.map((r) => r.id);
       const pairs = JSON.stringify(Object.fromEntries(rows.map((r) => [r.id, r.lease_token])));
@@ -181,6 +174,35 @@ describe("leased-row statements", () => {
       caller.release();
       await fresh.end();
     }
+  });
+});
+
+describe("release", () => {
+  it("ends a job cancelled while its lease was claimed but not yet sent, instead of running it", async () => {
+    // Put back as available, the job kept cancel_requested, the next claim
+    // cleared it, and the job ran as if never cancelled.
+    const store = new JobStore(pool);
+    const [made] = await makeJobs(pool, 1, { queue: "release-cancel", state: "available", maxAttempts: 3 });
+    const { jobs } = await store.claim(["release-cancel"], 1, "w", null, 30_000);
+    expect(jobs.map((c) => c.job.id)).toEqual([made!.id]);
+    await store.cancel(made!.id);
+    await store.release([{ id: made!.id, token: jobs[0]!.token }]);
+    const { rows } = await pool.query("SELECT state::text, attempt, finished_at IS NOT NULL AS finished FROM jobwire.jobs WHERE id = $1", [made!.id]);
+    expect(rows[0]).toEqual({ state: "cancelled", attempt: 0, finished: true });
+    expect((await store.claim(["release-cancel"], 1, "w", null, 30_000)).jobs).toEqual([]);
+  });
+});
+
+describe("quarantine", () => {
+  it("keeps the error history bounded, as every failure does", async () => {
+    const store = new JobStore(pool);
+    const errors = Array.from({ length: 40 }, (_, i) => ({ attempt: i + 1, message: `failure ${i + 1}` }));
+    const [job] = await makeJobs(pool, 1, { queue: "quarantine", state: "running", attempt: 41, maxAttempts: 100, errors });
+    const dead = await store.quarantine(job!.id, "its retry policy broke the failure statement", null);
+    expect(dead?.state).toBe("dead");
+    const { rows } = await pool.query("SELECT jsonb_array_length(errors) AS n, errors_dropped, errors -> -1 ->> 'message' AS last FROM jobwire.jobs WHERE id = $1", [job!.id]);
+    // push_error.sql: the first 3 and the last 20 entries.
+    expect(rows[0]).toEqual({ n: 23, errors_dropped: 18, last: "its retry policy broke the failure statement" });
   });
 });
 
@@ -223,8 +245,7 @@ describe("leased-row statements pair tokens with their own rows", () => {
   it("by primary key, with no join, however few jobs the statistics say are running", async () => {
     // A join to unnest(ids, tokens) planned as a nested loop over both lists
     // once ANALYZE had seen no running jobs: O(tokens^2), 130-400 ms per ack.
-    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
-                      SELECT 'plan', 't', 'completed', 1, '\\x', now() FROM generate_series(1, 5000)`);
+    await makeJobs(pool, 5000, { queue: "plan", state: "completed", maxAttempts: 1 });
     await pool.query("ANALYZE jobwire.jobs");
     const rows = await insertRunning("plan", 300);
     const ids = rows.map((r) => r.id);
@@ -274,13 +295,10 @@ describe("the claim's plan, made once per session", () => {
       let plans: string[] = [];
       try {
         if (history > 0) {
-          await client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
-                              SELECT 'c', 't', 'completed', 1, '\\x', now() FROM generate_series(1, $1::int)`, [history]);
+          await makeJobs(client, history, { queue: "c", state: "completed", maxAttempts: 1 });
           await client.query("ANALYZE jobwire.jobs");
         }
-        const addAvailable = (n: number) =>
-          client.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
-                        SELECT 'c', 't', 'available', 1, '\\x' FROM generate_series(1, $1::int)`, [n]);
+        const addAvailable = (n: number) => makeJobs(client, n, { queue: "c", state: "available", maxAttempts: 1 });
         plans = await explainNestedUpdates(client);
         const claim = () => client.query("SELECT * FROM jobwire.claim_jobs('{c}', 10, NULL, 30000, 'w')");
         // Planned now, on this table; then the backlog grows, with no ANALYZE, and the plan stays.
@@ -307,10 +325,8 @@ describe("the claim's plan, made once per session", () => {
 
 describe("indexes", () => {
   it("the claim reads jobs_claim_idx, whatever the size of the history", async () => {
-    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
-                      SELECT 'hist', 't', 'completed', 1, '\\x', now() FROM generate_series(1, 20000)`);
-    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
-                      SELECT 'hist', 't', 'available', 1, '\\x' FROM generate_series(1, 100)`);
+    await makeJobs(pool, 20_000, { queue: "hist", state: "completed", maxAttempts: 1 });
+    await makeJobs(pool, 100, { queue: "hist", state: "available", maxAttempts: 1 });
     await pool.query("ANALYZE jobwire.jobs");
     const { rows } = await pool.query(`EXPLAIN SELECT id FROM jobwire.jobs
                                        WHERE state = 'available' AND concurrency_key IS NULL AND ordering_key IS NULL AND queue = 'hist'
@@ -341,6 +357,8 @@ describe("enqueue", () => {
       idempotencyKey: i === 5 ? t : null,
       idempotencyTtlMs: 60_000,
       headers: { [t]: t, plain: "x" },
+      concurrencyKey: null,
+      orderingKey: null,
     }));
     const results = await store.enqueue(jobs);
     const { rows } = await pool.query(

@@ -1,4 +1,5 @@
 import type { FailedJob, JobState, LeaseRef } from "../../model.js";
+import { BrokerError } from "../../errors.js";
 import { query, type Queryable } from "../db.js";
 
 /**
@@ -88,14 +89,25 @@ LIMIT $1`;
 /**
  * Dead-letters a running job that no failure statement can handle, with
  * the reason in its history. It computes nothing but the error entry, so
- * what broke the row's retry (its policy, say) cannot break this too.
+ * what broke the row's retry (its policy, say) cannot break this too. The
+ * history stays bounded (push_error.sql); should even that fail on the
+ * row's own history, QUARANTINE_BARE replaces the history with the reason,
+ * counting what it dropped.
  */
+const QUARANTINE_ENTRY = `jsonb_build_object('attempt', j.attempt, 'message', $2::text, 'at', now(), 'worker_id', j.worker_id)`;
+const QUARANTINE_WHERE = `WHERE j.id = $1 AND j.state = 'running' AND ($3::uuid IS NULL OR j.lease_token = $3)`;
 const QUARANTINE = `
 UPDATE jobwire.jobs j
 SET state = 'dead', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-    errors = j.errors || jsonb_build_array(jsonb_build_object(
-      'attempt', j.attempt, 'message', $2::text, 'at', now(), 'worker_id', j.worker_id))
-WHERE j.id = $1 AND j.state = 'running' AND ($3::uuid IS NULL OR j.lease_token = $3)
+    (errors, errors_dropped) = (SELECT p.kept, p.dropped_total FROM jobwire.push_error(j.errors, j.errors_dropped, ${QUARANTINE_ENTRY}) p)
+${QUARANTINE_WHERE}
+RETURNING ${RETURNING}`;
+const QUARANTINE_BARE = `
+UPDATE jobwire.jobs j
+SET state = 'dead', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+    errors = jsonb_build_array(${QUARANTINE_ENTRY}),
+    errors_dropped = j.errors_dropped + CASE WHEN jsonb_typeof(j.errors) = 'array' THEN jsonb_array_length(j.errors) ELSE 0 END
+${QUARANTINE_WHERE}
 RETURNING ${RETURNING}`;
 
 interface FailedRow {
@@ -147,6 +159,12 @@ export async function reapOne(db: Queryable, id: string): Promise<FailedJob | nu
  * running (or, given a token, no longer under that lease).
  */
 export async function quarantine(db: Queryable, id: string, reason: string, token: string | null): Promise<FailedJob | null> {
-  const { rows } = await query<FailedRow>(db, QUARANTINE, [id, reason, token], "jobwire_quarantine");
+  let rows: FailedRow[];
+  try {
+    ({ rows } = await query<FailedRow>(db, QUARANTINE, [id, reason, token], "jobwire_quarantine"));
+  } catch (err) {
+    if (err instanceof BrokerError) throw err; // the store is unavailable: nothing to do about the row
+    ({ rows } = await query<FailedRow>(db, QUARANTINE_BARE, [id, reason, token], "jobwire_quarantine_bare"));
+  }
   return rows[0] ? toFailed(rows[0]) : null;
 }
