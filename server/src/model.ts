@@ -1,20 +1,10 @@
+/** The broker's vocabulary, shared by every layer. No logic lives here. */
+
 /**
- * The broker's vocabulary, shared by every layer. No logic lives here.
- *
- * The job state machine (docs/state-machine.md has the picture):
- *
- *   enqueue ──► scheduled ──(run_at due)──► available ◄──(backoff due)── retryable
- *      │                                       │  ▲                          ▲
- *      └──────────(due now)────────────────────┘  │ replay                   │ nack / lease expired
- *                                              lease│ (dead, cancelled)       │ (attempts left)
- *                                                  ▼  │                       │
- *                                               running ──────────────────────┘
- *                                      ack │   │ nack permanent / out of attempts / lease expired at the last attempt
- *                                          ▼   ▼
- *                                 completed   dead
- *
- *   cancel: scheduled | available | retryable ──► cancelled
- *           running ──► running with cancel_requested; its next nack or expiry ──► cancelled
+ * Where a job is in its life. docs/state-machine.md is the one description
+ * of how a job moves between these states: every transition with its
+ * trigger and the statement that makes it, the fencing token, the
+ * idempotency key. Update that page with any statement that moves a job.
  */
 export type JobState =
   /** Waiting for a run_at in the future. */
@@ -25,7 +15,7 @@ export type JobState =
   | "running"
   /** Failed an attempt and is waiting out its backoff until run_at. */
   | "retryable"
-  /** Acked. Final. */
+  /** Acked. Final; kept as history until its retention passes (or deleted in the ack when that is 0). */
   | "completed"
   /** Failed permanently or out of attempts. Final until replayed. */
   | "dead"

@@ -4,7 +4,7 @@ import { promisify } from "node:util";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
-import { startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
+import { makeJob, makeJobs, startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueue, expectCode, stateOf, uniqueQueue } from "./helpers.js";
 
@@ -72,8 +72,8 @@ describe("Replay", () => {
 
   it("filters by when the jobs died", async () => {
     const queue = uniqueQueue();
-    const [old] = await deadJobs(queue, 1, "x");
-    await tb.db.query("UPDATE jobwire.jobs SET finished_at = now() - interval '2 days' WHERE id = $1", [old]);
+    // One that died two days ago.
+    await makeJob(tb.db, { queue, state: "dead", finishedAgoMs: 2 * 24 * 3600_000 });
     const [recent] = await deadJobs(queue, 1, "x");
     const res = await tb.admin.replay({
       filter: { queue, finishedAfter: timestampFromDate(new Date(Date.now() - 3600_000)) },
@@ -93,11 +93,7 @@ describe("Replay", () => {
 
   it("replays large sets in batches", async () => {
     const queue = uniqueQueue();
-    const ids = [
-      ...(await enqueue(tb, ...Array.from({ length: 1000 }, () => ({ queue })))),
-      ...(await enqueue(tb, ...Array.from({ length: 500 }, () => ({ queue })))),
-    ];
-    await tb.db.query("UPDATE jobwire.jobs SET state = 'dead', finished_at = now() WHERE queue = $1", [queue]);
+    const ids = (await makeJobs(tb.db, 1500, { queue, state: "dead" })).map((j) => j.id);
     const res = await tb.admin.replay({ filter: { queue } });
     expect(res.replayed).toBe(1500);
     expect(new Set(res.jobIds)).toEqual(new Set(ids));
@@ -113,7 +109,7 @@ describe("Replay", () => {
 
   it("works with the README's buf curl command, through server reflection", async () => {
     const readme = await readFile(new URL("README.md", new URL(ROOT, "file:")), "utf8");
-    const block = readme.match(/npx buf curl[^\n]*\\\n(?:[^\n]*\\\n)*[^\n]*AdminService\/Replay[^\n]*/);
+    const block = readme.match(/npx (?:@bufbuild\/)?buf curl[^\n]*\\\n(?:[^\n]*\\\n)*[^\n]*AdminService\/Replay[^\n]*/);
     expect(block, "README.md shows a buf curl Replay command").not.toBeNull();
     const queue = "emails";
     const ids = await deadJobs(queue, 2, "smtp timeout");
@@ -154,9 +150,11 @@ describe("ListJobs and GetQueueStats", () => {
 
   it("counts jobs per state and reports the oldest waiting job's age", async () => {
     const queue = uniqueQueue();
-    const ids = await enqueue(tb, { queue }, { queue }, { queue, schedule: { case: "delay", value: { seconds: 600n, nanos: 0 } } });
-    await tb.jobs.cancelJob({ id: ids[0]! });
-    await tb.db.query("UPDATE jobwire.jobs SET run_at = now() - interval '90 seconds' WHERE id = $1", [ids[1]]);
+    const [cancelled] = await enqueue(tb, { queue });
+    await tb.jobs.cancelJob({ id: cancelled! });
+    // Waiting for 90 s, as if enqueued then.
+    await makeJob(tb.db, { queue, runInMs: -90_000 });
+    await enqueue(tb, { queue, schedule: { case: "delay", value: { seconds: 600n, nanos: 0 } } });
     const { queues } = await tb.admin.getQueueStats({ queues: [queue] });
     expect(queues).toHaveLength(1);
     expect(queues[0]).toMatchObject({ queue, available: 1n, scheduled: 1n, cancelled: 1n, running: 0n, dead: 0n });

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 import { JobSpecSchema, JobState } from "@jobwire/proto/jobwire/v1/job_pb";
-import { startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
+import { makeJob, startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueue, expectCode, json, ms, stateOf, uniqueQueue } from "./helpers.js";
 
@@ -134,9 +134,8 @@ describe("idempotency", () => {
 
   it("lets the key be used again once its TTL has passed", async () => {
     const queue = uniqueQueue();
-    const [first] = await enqueue(tb, { queue, idempotencyKey: "k", idempotencyTtl: ms(60_000) });
-    // Age the key instead of waiting for it.
-    await tb.db.query("UPDATE jobwire.jobs SET idempotency_expires_at = now() - interval '1 second' WHERE id = $1", [first]);
+    // A job whose key's TTL passed a second ago, instead of waiting for it.
+    const { id: first } = await makeJob(tb.db, { queue, idempotencyKey: "k", idempotencyTtlMs: -1000 });
     const res = await tb.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue, type: "t", idempotencyKey: "k" })] });
     expect(res.results[0]!.duplicate).toBe(false);
     expect(res.results[0]!.jobId).not.toBe(first);

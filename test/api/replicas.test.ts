@@ -4,7 +4,7 @@ import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import * as v1alpha from "@jobwire/proto/grpc/reflection/v1alpha/reflection_pb";
 import * as v1 from "@jobwire/proto/grpc/reflection/v1/reflection_pb";
-import { startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
+import { makeJobs, startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { enqueue, ms, uniqueQueue } from "./helpers.js";
 
@@ -23,11 +23,8 @@ afterAll(async () => {
 describe("several replicas on one database", () => {
   it("reap each expired lease exactly once", async () => {
     const queue = uniqueQueue();
-    const ids = await enqueue(a, ...Array.from({ length: 300 }, () => ({ queue, leaseDuration: ms(100), maxAttempts: 5 })));
-    const s = new TestLeaseStream(a.workers, { queues: [queue], maxInFlight: 300 });
-    await s.take(300);
-    s.kill();
-    await a.db.query("UPDATE jobwire.jobs SET lease_expires_at = now() - interval '1 second' WHERE queue = $1", [queue]);
+    // Leased, and the worker gone a second past the leases' end.
+    const ids = (await makeJobs(a.db, 300, { queue, state: "running", maxAttempts: 5, leaseMs: 100, leaseExpiresInMs: -1000 })).map((j) => j.id);
     // Small batches, so the two reapers interleave.
     const reap = (t: TestBroker) => (async () => {
       let n = 0;

@@ -2,7 +2,7 @@ import type { QueueSettings } from "../model.js";
 import type pg from "pg";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { NewJob } from "../model.js";
-import { createTestDatabase } from "../testing/index.js";
+import { createTestDatabase, makeJobs } from "../testing/index.js";
 import { createPool } from "./db.js";
 import { JobStore } from "./jobs.js";
 import { ScheduleStore } from "./schedules.js";
@@ -55,6 +55,8 @@ function newJob(queue: string, idempotencyKey: string | null = null): NewJob {
     idempotencyKey,
     idempotencyTtlMs: 60_000,
     retry: null,
+    concurrencyKey: null,
+    orderingKey: null,
   };
 }
 
@@ -75,12 +77,9 @@ const START_FROM: Record<string, RegExp> = {
 
 it("makes generic plans that reach their rows through an index, for every named statement", async () => {
   // A history that makes a scan of the whole table the costly mistake.
-  await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at)
-                    SELECT 'h' || (g % 4), 't', 'completed', 3, '\\x', now() FROM generate_series(1, 60000) g`);
-  await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at, errors)
-                    SELECT 'p', 't', 'dead', 3, '\\x', now(), '[{"message": "boom"}]' FROM generate_series(1, 200)`);
-  await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload)
-                    SELECT 'p', 't', 'available', 3, '\\x' FROM generate_series(1, 2000)`);
+  await makeJobs(pool, 60_000, { queue: (i) => `h${(i + 1) % 4}`, state: "completed", maxAttempts: 3 });
+  await makeJobs(pool, 200, { queue: "p", state: "dead", maxAttempts: 3, errors: [{ attempt: 1, message: "boom" }] });
+  await makeJobs(pool, 2000, { queue: "p", state: "available", maxAttempts: 3 });
   await pool.query("ANALYZE jobwire.jobs");
 
   const store = new JobStore(pool);

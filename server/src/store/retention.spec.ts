@@ -1,7 +1,7 @@
 import type { QueueSettings } from "../model.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestDatabase } from "../testing/index.js";
+import { createTestDatabase, makeJob, makeJobs } from "../testing/index.js";
 import { silentLogger } from "../log.js";
 import { Pruner } from "../maintenance/pruner.js";
 import { JobStore } from "./jobs.js";
@@ -27,18 +27,18 @@ afterAll(async () => {
 });
 
 const HOUR = 3600_000;
+const DAY = 24 * HOUR;
 
-/** n running jobs in `queue` (with an idempotency key expiring in `keyTtl` when given). */
-async function running(queue: string, n: number, keyTtl?: string): Promise<{ id: string; token: string }[]> {
-  const { rows } = await pool.query<{ id: string; token: string }>(
-    `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, lease_token, lease_expires_at, leased_for_ms,
-                               idempotency_key, idempotency_expires_at)
-     SELECT $1, 't', 'running', 5, '\\x', gen_random_uuid(), now() + interval '1 minute', 60000,
-            CASE WHEN $3::interval IS NOT NULL THEN 'k' || g || '-' || $1 || '-' || extract(epoch FROM $3::interval)::bigint END, now() + $3::interval
-     FROM generate_series(1, $2::int) g RETURNING id::text, lease_token::text AS token`,
-    [queue, n, keyTtl ?? null],
-  );
-  return rows;
+/** n running jobs in `queue` (with an idempotency key expiring in `keyTtlMs` when given). */
+async function running(queue: string, n: number, keyTtlMs?: number): Promise<{ id: string; token: string }[]> {
+  const made = await makeJobs(pool, n, {
+    queue,
+    state: "running",
+    maxAttempts: 5,
+    leasedForMs: 60_000,
+    ...(keyTtlMs === undefined ? {} : { idempotencyKey: (i) => `k${i + 1}-${queue}-${keyTtlMs / 1000}`, idempotencyTtlMs: keyTtlMs }),
+  });
+  return made.map((m) => ({ id: m.id, token: m.token! }));
 }
 
 async function rowsOf(ids: string[]): Promise<{ id: string; state: string; prune_in_h: number | null }[]> {
@@ -93,8 +93,8 @@ describe("ack with retention", () => {
 
   it("keeps a job whose idempotency key is live until the key expires, so no duplicate gets in", async () => {
     const store = new JobStore(pool, { completedRetentionMs: 0 });
-    const keyed = await running("keyed", 2, "3 hours");
-    const expired = await running("keyed", 1, "-1 minute");
+    const keyed = await running("keyed", 2, 3 * HOUR);
+    const expired = await running("keyed", 1, -60_000);
     const plain = await running("keyed", 1);
     expect((await store.ack([...keyed, ...expired, ...plain])).acked).toEqual([true, true, true, true]);
     const rows = await rowsOf([...keyed, ...expired, ...plain].map((j) => j.id));
@@ -108,6 +108,7 @@ describe("ack with retention", () => {
       {
         queue: "keyed", type: "t", payload: new Uint8Array(0), contentType: "", runAt: null, delayMs: 0, priority: 0,
         maxAttempts: null, leaseMs: null, retry: null, idempotencyKey: "k1-keyed-10800", idempotencyTtlMs: HOUR, headers: {},
+        concurrencyKey: null, orderingKey: null,
       },
     ]);
     expect(again).toEqual([{ jobId: keyed[0]!.id, duplicate: true }]);
@@ -141,14 +142,20 @@ describe("pruneCompleted", () => {
   it("deletes completed jobs past their prune_at, oldest first, and nothing else", async () => {
     const store = new JobStore(pool);
     await pool.query("DELETE FROM jobwire.jobs");
-    const { rows } = await pool.query<{ id: string; state: string }>(
-      `INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at, prune_at)
-       SELECT 'prune', 't', s::jobwire.job_state, 5, '\\x', now() - interval '2 days', p
-       FROM (VALUES ('completed', now() - interval '3 hours'), ('completed', now() - interval '1 hour'),
-                    ('completed', now() - interval '2 hours'), ('completed', now() + interval '1 hour'),
-                    ('completed', NULL), ('dead', now() - interval '1 hour'), ('cancelled', NULL)) v(s, p)
-       RETURNING id::text, state::text`,
-    );
+    const finished = { queue: "prune", maxAttempts: 5, finishedAgoMs: 2 * DAY } as const;
+    const rows = [
+      await makeJob(pool, { ...finished, state: "completed", pruneInMs: -3 * HOUR }),
+      await makeJob(pool, { ...finished, state: "completed", pruneInMs: -1 * HOUR }),
+      await makeJob(pool, { ...finished, state: "completed", pruneInMs: -2 * HOUR }),
+      await makeJob(pool, { ...finished, state: "completed", pruneInMs: HOUR }),
+      await makeJob(pool, { ...finished, state: "completed" }),
+      await makeJob(pool, { ...finished, state: "dead" }),
+      await makeJob(pool, { ...finished, state: "cancelled" }),
+    ];
+    // Raw SQL on purpose: rows no broker statement leaves (a completed job
+    // with no prune_at, a dead one with a past prune_at), which the pruner must skip.
+    await pool.query("UPDATE jobwire.jobs SET prune_at = NULL WHERE id = $1", [rows[4]!.id]);
+    await pool.query("UPDATE jobwire.jobs SET prune_at = now() - interval '1 hour' WHERE id = $1", [rows[5]!.id]);
     expect(await store.pruneCompleted(2)).toBe(2);
     expect(await store.pruneCompleted(2)).toBe(1);
     expect(await store.pruneCompleted(2)).toBe(0);
@@ -161,8 +168,7 @@ describe("pruneCompleted", () => {
 describe("Pruner.runOnce", () => {
   it("goes again at once after a full batch, and waits its interval once the backlog is gone", async () => {
     await pool.query("DELETE FROM jobwire.jobs");
-    await pool.query(`INSERT INTO jobwire.jobs (queue, type, state, max_attempts, payload, finished_at, prune_at)
-                      SELECT 'loop', 't', 'completed', 5, '\\x', now(), now() - interval '1 second' FROM generate_series(1, 3)`);
+    await makeJobs(pool, 3, { queue: "loop", state: "completed", maxAttempts: 5, finishedAgoMs: HOUR, pruneInMs: -1000 });
     const pruned: number[] = [];
     const pruner = new Pruner(new JobStore(pool), { intervalMs: 5000, batch: 2 }, silentLogger, (n) => pruned.push(n));
     expect(await pruner.runOnce()).toBe(0);

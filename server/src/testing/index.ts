@@ -134,4 +134,4 @@ export async function startTestBroker(
 }
 
 export { Channel, TestLeaseStream, eventually, type OpenOptions } from "./lease.js";
-export { makeJob, makeJobs, type JobFixture, type MadeJob } from "./factory.js";
+export * from "./factory.js";

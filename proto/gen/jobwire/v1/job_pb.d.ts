@@ -360,8 +360,10 @@ export declare type Job = Message<"jobwire.v1.Job"> & {
 export declare const JobSchema: GenMessage<Job>;
 
 /**
- * JobState is where a job is in its life. Every job is in exactly one state;
- * none ever vanishes. The transitions are drawn in docs/state-machine.md.
+ * JobState is where a job is in its life. Every job is in exactly one state.
+ * Only a completed job's row is ever deleted: when its retention ends (at
+ * the ack itself with a retention of zero). The transitions are drawn in
+ * docs/state-machine.md.
  *
  * @generated from enum jobwire.v1.JobState
  */

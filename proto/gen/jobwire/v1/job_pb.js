@@ -46,8 +46,10 @@ export const JobStateSchema = /*@__PURE__*/
   enumDesc(file_jobwire_v1_job, 0);
 
 /**
- * JobState is where a job is in its life. Every job is in exactly one state;
- * none ever vanishes. The transitions are drawn in docs/state-machine.md.
+ * JobState is where a job is in its life. Every job is in exactly one state.
+ * Only a completed job's row is ever deleted: when its retention ends (at
+ * the ack itself with a retention of zero). The transitions are drawn in
+ * docs/state-machine.md.
  *
  * @generated from enum jobwire.v1.JobState
  */

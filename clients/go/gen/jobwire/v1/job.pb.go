@@ -23,8 +23,10 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// JobState is where a job is in its life. Every job is in exactly one state;
-// none ever vanishes. The transitions are drawn in docs/state-machine.md.
+// JobState is where a job is in its life. Every job is in exactly one state.
+// Only a completed job's row is ever deleted: when its retention ends (at
+// the ack itself with a retention of zero). The transitions are drawn in
+// docs/state-machine.md.
 type JobState int32
 
 const (
