@@ -20,7 +20,7 @@ import { migrate } from "./store/migrate.js";
 import { Notifier } from "./store/notifier.js";
 import { ScheduleStore } from "./store/schedules.js";
 import { Metrics } from "./telemetry/metrics.js";
-import { startTracing, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
+import { startTracing, streamAckTracer, tracingHooks, tracingInterceptor } from "./telemetry/tracing.js";
 import { Authenticator } from "./transport/auth.js";
 import { httpRoutes } from "./transport/http.js";
 import { startServer, type RunningServer } from "./transport/server.js";
@@ -186,6 +186,7 @@ export async function startApp(config: Config, opts: AppOptions = {}): Promise<A
       // Auth first: an unauthenticated call gets no span and no work.
       // Authentication and scopes are checked before any of these, at the HTTP layer.
       interceptors: [metrics.rpcInterceptor(), ...(tracing ? [tracingInterceptor((tokens) => b.traceContextsOfLeases(tokens))] : [])],
+      ...(tracing ? { wrapStreamAck: streamAckTracer((tokens) => b.traceContextsOfLeases(tokens)) } : {}),
       auth,
       tls: config.tlsCert && config.tlsKey ? { cert: config.tlsCert, key: config.tlsKey, clientCa: config.tlsClientCa } : null,
       requestTimeoutMs: config.requestTimeoutMs,

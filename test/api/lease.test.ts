@@ -385,6 +385,44 @@ describe("Ack, Nack, Heartbeat", () => {
   });
 });
 
+describe("acks on the Lease stream", () => {
+  it("completes jobs acked on the stream, lists lost tokens, and answers a bad ack alone", async () => {
+    const queue = uniqueQueue();
+    const ids = await enqueue(tb, { queue }, { queue }, { queue });
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 3 });
+    const leases = await s.take(3);
+    expect(s.header?.get("jobwire-lease-acks")).toBe("1");
+    // One acked on the stream, with a token of a job another call already completed.
+    await tb.workers.ack({ leaseTokens: [leases[2]!.leaseToken] });
+    s.ack(1n, [leases[0]!.leaseToken, leases[2]!.leaseToken]);
+    expect(await s.ackResult(1n)).toMatchObject({ ackId: 1n, lostLeaseTokens: [leases[2]!.leaseToken], errorCode: 0 });
+    // A malformed token fails that ack, not the stream, and not the next ack.
+    s.ack(2n, ["not-a-token"]);
+    s.ack(3n, [leases[1]!.leaseToken]);
+    expect(await s.ackResult(2n)).toMatchObject({ errorCode: Code.InvalidArgument });
+    expect((await s.ackResult(2n)).errorMessage).toContain("lease_tokens");
+    expect(await s.ackResult(3n)).toMatchObject({ lostLeaseTokens: [], errorCode: 0 });
+    for (const id of ids) expect(await stateOf(tb, id)).toMatch(/completed|missing/);
+    // The stream still delivers.
+    s.credit(3);
+    const [late] = await enqueue(tb, { queue });
+    expect((await s.take(1))[0]!.job!.id).toBe(late);
+    s.kill();
+  });
+
+  it("answers the acks in flight before it ends, when the worker half-closes", async () => {
+    const queue = uniqueQueue();
+    await enqueue(tb, { queue });
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 1 });
+    const [l] = await s.take(1);
+    s.ack(7n, [l!.leaseToken]);
+    s.finish();
+    expect(await s.ended).toBeNull();
+    expect(s.ackResults.get(7n)).toMatchObject({ lostLeaseTokens: [], errorCode: 0 });
+    expect(await stateOf(tb, l!.job!.id)).toMatch(/completed|missing/);
+  });
+});
+
 describe("lease expiry and the reaper", () => {
   it("reclaims an expired lease, redelivers it, and refuses the stale token everywhere", async () => {
     const queue = uniqueQueue();

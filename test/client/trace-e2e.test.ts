@@ -214,10 +214,11 @@ describe("tracing across processes", () => {
     expect(nacks.map((s) => s.parentSpanId)).toEqual([consumers[0]!.spanId]);
     expect(nacks[0]!.links.map((l) => l.traceId)).toEqual([traceId]);
 
-    // The Ack is batched by the worker, outside any one job's span: it links to the job's trace.
+    // The ack is batched by the worker, outside any one job's span, and
+    // sent on its Lease stream: its span links to the job's trace.
     const brokerSpans = receiver.spans.filter((s) => s.service === "jobwire-broker");
-    const acks = brokerSpans.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === "Ack");
-    expect(acks.some((s) => s.links.some((l) => l.traceId === traceId)), "an Ack span linked to the job's trace").toBe(true);
+    const acks = brokerSpans.filter((s) => s.kind === KIND_SERVER && s.name === "jobwire.v1.WorkerService/Lease ack");
+    expect(acks.some((s) => s.links.some((l) => l.traceId === traceId)), "an ack span linked to the job's trace").toBe(true);
     // The Replay links to the replayed job's trace, and marks the replay in it.
     const replays = brokerSpans.filter((s) => s.kind === KIND_SERVER && s.attributes["rpc.method"] === "Replay");
     expect(replays.map((s) => s.links.map((l) => l.traceId))).toEqual([[replayTrace]]);

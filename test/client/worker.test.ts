@@ -68,6 +68,25 @@ describe("Worker", () => {
     expect(ctx.span.isRecording()).toBe(false);
   });
 
+  it("acks on its Lease stream, with no Ack call, and every job completes", async () => {
+    const queue = uniqueQueue("streamacks");
+    const ackCalls = async () => {
+      const body = await (await fetch(`${env.tb.url}/metrics`)).text();
+      return body
+        .split("\n")
+        .filter((l) => l.startsWith('jobwire_rpc_duration_seconds_count{method="Ack"'))
+        .reduce((n, l) => n + Number(l.split(" ")[1]), 0);
+    };
+    const before = await ackCalls();
+    let handled = 0;
+    const all = deferred<void>();
+    env.worker({ queues: [queue], concurrency: 8, handlers: { t: () => void (++handled === 40 && all.resolve()) } });
+    const ids = await Promise.all(Array.from({ length: 40 }, () => env.client.enqueue("t", {}, { queue }).then((r) => r.id)));
+    await within(all.promise, 10_000, "40 jobs handled");
+    for (const id of ids) await waitForState(env.client, id, "COMPLETED", 10_000);
+    expect(await ackCalls()).toBe(before);
+  });
+
   it("never runs more handlers than its concurrency", async () => {
     const queue = uniqueQueue("concurrency");
     let running = 0;

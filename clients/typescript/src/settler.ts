@@ -6,7 +6,7 @@
  * the Lease stream: an ack owed across a broker restart is still accepted
  * as long as the lease has not expired.
  */
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
 import { type BackoffOptions, backoffDelay, settleWithin, sleep } from "./backoff.js";
 import { msToDuration } from "./convert.js";
@@ -33,6 +33,11 @@ export interface SettlerOptions {
   rpcTimeoutMs: number;
   backoff: BackoffOptions;
   logger: Logger;
+  /**
+   * Acks on the open Lease stream; returns null when none takes acks, and
+   * the Ack call is used instead (worker-lease.ts, ackOnStream).
+   */
+  streamAck?: (tokens: string[]) => Promise<string[]> | null;
 }
 
 interface PendingAck {
@@ -153,12 +158,13 @@ export class Settler {
     if (this.acks.length >= this.opts.ackMaxBatch) this.scheduleFlush(0);
     let retryIn = 0;
     try {
-      const res = await this.opts.client.workers.ack(
-        { leaseTokens: batch.map((a) => a.token) },
-        { timeoutMs: this.opts.rpcTimeoutMs, signal: this.giveUp.signal },
-      );
+      const tokens = batch.map((a) => a.token);
+      const onStream = this.opts.streamAck?.(tokens);
+      const lostTokens = onStream
+        ? await answerWithin(onStream, this.opts.rpcTimeoutMs, this.giveUp.signal)
+        : (await this.opts.client.workers.ack({ leaseTokens: tokens }, { timeoutMs: this.opts.rpcTimeoutMs, signal: this.giveUp.signal })).lostLeaseTokens;
       this.ackFailures = 0;
-      const lost = new Set(res.lostLeaseTokens);
+      const lost = new Set(lostTokens);
       if (lost.size === 0) for (const a of batch) a.resolve(ACKED);
       else for (const a of batch) a.resolve(lost.has(a.token) ? LOST : ACKED);
     } catch (err) {
@@ -214,6 +220,25 @@ export class Settler {
       }
     }
   }
+}
+
+/** A stream ack's answer, as an Ack call's would come: DEADLINE_EXCEEDED after `ms`, CANCELED when given up. */
+function answerWithin<T>(p: Promise<T>, ms: number, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => done(new ConnectError("the ack on the Lease stream was not answered in time", Code.DeadlineExceeded)), ms);
+    const onAbort = () => done(new ConnectError("the worker gave up on the ack", Code.Canceled));
+    const done = (err: ConnectError | null, v?: T) => {
+      clearTimeout(t);
+      signal.removeEventListener("abort", onAbort);
+      if (err) reject(err);
+      else resolve(v as T);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      (v) => done(null, v),
+      (e: unknown) => done(ConnectError.from(e)),
+    );
+  });
 }
 
 const encoder = new TextEncoder();

@@ -7,7 +7,7 @@ import { WorkerServiceCodecs, encodeLeaseRequest } from "@jobwire/proto/fast/job
 import { decodeRawLeaseResponse } from "@jobwire/proto/fast/jobwire/view/v1/lease_fast";
 import { type StreamCall, leanStream, withLeanUnary } from "@jobwire/proto/grpc";
 import { JobService } from "@jobwire/proto/jobwire/v1/job_service_pb";
-import { type LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { type LeaseAckResult, type LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { injectTraceHeaders } from "./tracing.js";
 
 /** The broker's default port (see server/src/config.ts). */
@@ -88,7 +88,13 @@ export function normalizeAddress(address: string, tls = false): string {
 }
 
 /** WorkerService.Lease with each batch's LeasedJobs left encoded, for the Worker to read as views. */
-export type LeaseBatches = (requests: AsyncIterable<LeaseRequest>, call: StreamCall) => AsyncIterable<Uint8Array[]>;
+/** A Lease stream's call options, and where answers to acks sent on it go (LeaseAck). */
+export interface LeaseCall extends StreamCall {
+  onAcks?: (acks: LeaseAckResult[]) => void;
+}
+
+/** The Lease stream, each response's jobs left encoded (lease-view.ts); ack answers go to call.onAcks. */
+export type LeaseBatches = (requests: AsyncIterable<LeaseRequest>, call: LeaseCall) => AsyncIterable<Uint8Array[]>;
 
 /** A gRPC transport plus the HTTP/2 session it owns, so it can be closed. */
 export interface OwnedTransport {
@@ -144,7 +150,13 @@ export function createTransport(address: string, opts: TransportOptions = {}): O
   const leaseBatches: LeaseBatches = (requests, call) => {
     const header = new Headers(call.header);
     setHeaders(header);
-    return leanStream(stream, LEASE_PATH, requests, encodeLeaseRequest, (b) => decodeRawLeaseResponse(b).jobs, { ...call, header });
+    const onAcks = call.onAcks;
+    const decode = (b: Uint8Array): Uint8Array[] => {
+      const r = decodeRawLeaseResponse(b);
+      if (r.acks.length > 0) onAcks?.(r.acks);
+      return r.jobs;
+    };
+    return leanStream(stream, LEASE_PATH, requests, encodeLeaseRequest, decode, { ...call, header });
   };
   return { transport, leaseBatches, close: () => sessionManager.abort() };
 }

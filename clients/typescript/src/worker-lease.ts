@@ -9,8 +9,8 @@
  * through whichever broker is current.
  */
 import { create } from "@bufbuild/protobuf";
-import { Code } from "@connectrpc/connect";
-import { type LeaseRequest, LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { type LeaseAckResult, type LeaseRequest, LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { backoffDelay, sleep } from "./backoff.js";
 import { msToDuration } from "./convert.js";
 import { JobCancelledError, type JobwireError, toJobwireError } from "./errors.js";
@@ -33,11 +33,19 @@ interface Stream {
   /** Credit owed to the broker and not sent yet (see returnCredit). */
   owed: number;
   creditQueued: boolean;
+  /** The broker takes acks on this stream (its response header jobwire-lease-acks: 1). */
+  acksOnStream: boolean;
+  /** Acks sent on this stream and not yet answered, by ack_id. */
+  acks: Map<bigint, { resolve: (lost: string[]) => void; reject: (err: ConnectError) => void }>;
 }
+
+/** The broker's response header that says a worker may ack on the Lease stream. */
+const LEASE_ACKS_HEADER = "jobwire-lease-acks";
 
 export class LeaseLoop {
   private stream: Stream | undefined;
   private gen = 0;
+  private nextAckId = 1n;
 
   constructor(private readonly core: WorkerCore) {}
 
@@ -77,6 +85,23 @@ export class LeaseLoop {
     return undefined;
   }
 
+  /**
+   * Acks on the open Lease stream, when the broker takes acks there:
+   * resolves with the tokens whose lease was lost. Null when there is no
+   * such stream; the caller then uses the Ack call. An ack on a stream
+   * replaces a call per flush (an HTTP/2 stream, headers, a unary
+   * round trip) with one message on a stream already open.
+   */
+  ackOnStream(tokens: string[]): Promise<string[]> | null {
+    const st = this.stream;
+    if (st === undefined || !st.acksOnStream || st.requests.isClosed) return null;
+    const ackId = this.nextAckId++;
+    return new Promise<string[]>((resolve, reject) => {
+      st.acks.set(ackId, { resolve, reject });
+      st.requests.push(create(LeaseRequestSchema, { msg: { case: "ack", value: { ackId, leaseTokens: tokens } } }));
+    });
+  }
+
   /** Half-closes the open stream: the broker sends nothing more and ends it. */
   halfClose(): void {
     this.stream?.requests.close();
@@ -87,7 +112,7 @@ export class LeaseLoop {
     const gen = ++this.gen;
     const requests = new PushQueue<LeaseRequest>();
     const abort = new AbortController();
-    const stream: Stream = { gen, requests, brokerCredit: s.concurrency, owed: 0, creditQueued: false };
+    const stream: Stream = { gen, requests, brokerCredit: s.concurrency, owed: 0, creditQueued: false, acksOnStream: false, acks: new Map() };
     this.stream = stream;
     requests.push(
       create(LeaseRequestSchema, {
@@ -113,7 +138,11 @@ export class LeaseLoop {
       const batches = this.core.client.leaseBatches(requests, {
         signal: abort.signal,
         timeoutMs: 0, // the stream lives as long as the worker
-        onHeader: onConnected,
+        onHeader: (h) => {
+          stream.acksOnStream = h.get(LEASE_ACKS_HEADER) === "1";
+          onConnected();
+        },
+        onAcks: (results) => answerAcks(stream, results),
       });
       for await (const batch of batches) {
         const inert = tracingInert();
@@ -131,6 +160,11 @@ export class LeaseLoop {
       clearTimeout(closeTimer);
       requests.close();
       if (this.stream?.gen === gen) this.stream = undefined;
+      // Unanswered acks may or may not have been applied: the settler sends
+      // them again (a second ack of a completed job changes nothing).
+      const gone = new ConnectError("the Lease stream ended before the ack was answered", Code.Unavailable);
+      for (const a of stream.acks.values()) a.reject(gone);
+      stream.acks.clear();
     }
   }
 
@@ -222,5 +256,16 @@ export class LeaseLoop {
     held.set(h.token, h);
     if (h.cancelRequested) abortHeld(h, new JobCancelledError(`job ${job.id} was cancelled`));
     this.core.exec.admit(h);
+  }
+}
+
+/** Settles the stream acks that the broker answered. */
+function answerAcks(st: Stream, results: LeaseAckResult[]): void {
+  for (const r of results) {
+    const a = st.acks.get(r.ackId);
+    if (a === undefined) continue;
+    st.acks.delete(r.ackId);
+    if (r.errorCode === 0) a.resolve(r.lostLeaseTokens);
+    else a.reject(new ConnectError(r.errorMessage, r.errorCode as Code));
   }
 }

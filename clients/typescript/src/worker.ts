@@ -225,15 +225,16 @@ export class Worker {
         }
       },
     };
-    const settler = new Settler({
+    const settler: Settler = new Settler({
       client: this.client,
       ackFlushMs: opts.ackFlushMs ?? DEFAULT_ACK_FLUSH_MS,
       ackMaxBatch: opts.ackMaxBatch ?? DEFAULT_ACK_MAX_BATCH,
       rpcTimeoutMs,
       backoff,
       logger: log,
+      streamAck: (tokens: string[]): Promise<string[]> | null => core.lease.ackOnStream(tokens),
     });
-    const core = new WorkerCore(settings, this.client, settler);
+    const core: WorkerCore = new WorkerCore(settings, this.client, settler);
     core.beats = new Heartbeats(core);
     core.exec = new Executor(core);
     core.lease = new LeaseLoop(core);

@@ -113,6 +113,35 @@ function leaseTokensOf(req: { method: { name: string }; service: { typeName: str
 }
 
 /**
+ * A span for an ack sent on a Lease stream, standing in for the Ack call's
+ * SERVER span: the same name as the stream's method plus "ack", links to
+ * the jobs' traces (found as for Ack), and the outcome.
+ */
+export function streamAckTracer(traceContextsOfLeases: (tokens: readonly string[]) => Promise<Record<string, string>[]>) {
+  return async <T>(tokens: readonly string[], run: () => Promise<T>): Promise<T> => {
+    const links = linksTo(await traceContextsOfLeases(tokens).catch(() => []));
+    const span = trace.getTracer(TRACER_NAME).startSpan(
+      "jobwire.v1.WorkerService/Lease ack",
+      {
+        kind: SpanKind.SERVER,
+        links,
+        attributes: { "rpc.system": "grpc", "rpc.service": "jobwire.v1.WorkerService", "rpc.method": "Lease", "jobwire.ack.tokens": tokens.length },
+      },
+      ROOT_CONTEXT,
+    );
+    try {
+      return await context.with(trace.setSpan(ROOT_CONTEXT, span), run);
+    } catch (err) {
+      span.recordException(err as Error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+      throw err;
+    } finally {
+      span.end();
+    }
+  };
+}
+
+/**
  * SERVER spans for unary RPCs (a Lease stream can live for hours, so it
  * gets none). `traceContextsOfLeases` finds the trace context of the jobs
  * an Ack or Nack settles, for its span's links: one indexed query per call,

@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import type { LeasedJob, LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { LeaseAckResult, LeasedJob, LeaseRequest, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { LeaseRequestSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 
 /** An async queue: push() from one side, next() awaits on the other. */
@@ -51,6 +51,10 @@ export interface OpenOptions {
 export class TestLeaseStream {
   private readonly requests = new Channel<LeaseRequest>();
   private readonly jobs: LeasedJob[] = [];
+  /** Answers to acks sent on the stream, by ack_id. */
+  readonly ackResults = new Map<bigint, LeaseAckResult>();
+  /** The response headers, once they arrive. */
+  header: Headers | undefined;
   private waiters: (() => void)[] = [];
   /** Messages received, keepalives included. */
   messages = 0;
@@ -72,12 +76,13 @@ export class TestLeaseStream {
         },
       }),
     );
-    const responses = client.lease(this.requests, { signal: this.abort.signal });
+    const responses = client.lease(this.requests, { signal: this.abort.signal, onHeader: (h) => (this.header = h) });
     this.ended = (async () => {
       try {
         for await (const r of responses) {
           this.messages++;
           this.jobs.push(...r.jobs);
+          for (const a of r.acks) this.ackResults.set(a.ackId, a);
           for (const w of this.waiters.splice(0)) w();
         }
         return null;
@@ -92,6 +97,29 @@ export class TestLeaseStream {
 
   credit(count: number): void {
     this.requests.push(create(LeaseRequestSchema, { msg: { case: "credit", value: { count } } }));
+  }
+
+  /** Acks on the stream (LeaseAck); the answer arrives in ackResults. */
+  ack(ackId: bigint, leaseTokens: string[]): void {
+    this.requests.push(create(LeaseRequestSchema, { msg: { case: "ack", value: { ackId, leaseTokens } } }));
+  }
+
+  /** Waits for the answer to the stream ack `ackId`. */
+  async ackResult(ackId: bigint, timeoutMs = 10_000): Promise<LeaseAckResult> {
+    const deadline = Date.now() + timeoutMs;
+    let done = false;
+    void this.ended.then(() => (done = true));
+    for (;;) {
+      const r = this.ackResults.get(ackId);
+      if (r) return r;
+      if (done) throw new Error(`stream ended before ack ${ackId} was answered`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for the answer to ack ${ackId}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => (clearTimeout(t), resolve()));
+      });
+    }
   }
 
   /** Waits until `n` jobs have arrived (or the stream ends) and takes them. */

@@ -25,7 +25,7 @@ import { stateToPb } from "./convert.js";
 const JOBS_TAG = 0x0a;
 
 export function leaseResponse(leases: Lease[]): LeaseResponse {
-  const res: LeaseResponse = { $typeName: "jobwire.v1.LeaseResponse", jobs: [] };
+  const res: LeaseResponse = { $typeName: "jobwire.v1.LeaseResponse", jobs: [], acks: [] };
   if (leases.length === 0) return res;
   let size = 0;
   const jobs: LeasedJobPlain[] = [];
@@ -33,7 +33,7 @@ export function leaseResponse(leases: Lease[]): LeaseResponse {
     size += 320 + l.job.payload.byteLength;
     jobs.push({ job: plainJob(l.job), leaseToken: l.token, leaseExpiresAtMs: l.expiresAt.getTime() });
   }
-  const bytes = encodeLeaseResponsePlain({ jobs }, new Writer(size));
+  const bytes = encodeLeaseResponsePlain({ jobs, acks: [] }, new Writer(size));
   if (bytes[0] !== JOBS_TAG) throw new Error("a lease batch must start with LeaseResponse.jobs");
   res.$unknown = [{ no: 1, wireType: WireType.LengthDelimited, data: bytes.subarray(1) }];
   return res;

@@ -19,7 +19,7 @@ import { toConnectError } from "./errors.js";
 import { registerReflection } from "./reflection.js";
 import { correctUnreadableStatus } from "./read-errors.js";
 import { refuse } from "./reject.js";
-import { adminService, jobService, workerService } from "./services.js";
+import { adminService, jobService, type StreamAckWrapper, workerService } from "./services.js";
 import { readTls, type TlsFiles } from "./tls.js";
 
 export interface ServerOptions {
@@ -27,6 +27,8 @@ export interface ServerOptions {
   port: number;
   maxMessageBytes: number;
   interceptors?: Interceptor[];
+  /** What interceptors are to unary calls, for acks sent on Lease streams. */
+  wrapStreamAck?: StreamAckWrapper;
   /** Who may call what (auth.ts); checked before a request's body is read. */
   auth: Authenticator;
   /** Serve TLS (and require client certificates when clientCa is set); null: cleartext. */
@@ -83,7 +85,7 @@ export async function startServer(broker: Broker, log: Logger, opts: ServerOptio
   // AdminService has none: its calls are rare, and reflection codes them.
   const services = [
     { service: JobService, impl: jobService(broker, log), codecs: JobServiceCodecs },
-    { service: WorkerService, impl: workerService(broker, log, opts.maxMessageBytes), codecs: WorkerServiceCodecs },
+    { service: WorkerService, impl: workerService(broker, log, opts.maxMessageBytes, opts.wrapStreamAck), codecs: WorkerServiceCodecs },
     { service: AdminService, impl: adminService(broker, log, opts.auth) },
   ];
   const routes = (router: ConnectRouter) => {

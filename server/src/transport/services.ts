@@ -26,6 +26,7 @@ import {
 import {
   AckResponseSchema,
   HeartbeatResponseSchema,
+  LeaseAckResultSchema,
   LeaseResponseSchema,
   NackResponseSchema,
   WorkerService,
@@ -91,9 +92,17 @@ export function jobService(broker: Broker, log: Logger): ServiceImpl<typeof JobS
   };
 }
 
-export function workerService(broker: Broker, log: Logger, maxMessageBytes: number): ServiceImpl<typeof WorkerService> {
+/**
+ * Wraps the work of one ack sent on a Lease stream, as an interceptor wraps
+ * a unary call (telemetry/tracing.ts gives it a span linked to the jobs'
+ * traces). The identity when tracing is off.
+ */
+export type StreamAckWrapper = <T>(tokens: readonly string[], run: () => Promise<T>) => Promise<T>;
+const unwrapped: StreamAckWrapper = (_tokens, run) => run();
+
+export function workerService(broker: Broker, log: Logger, maxMessageBytes: number, wrapAck: StreamAckWrapper = unwrapped): ServiceImpl<typeof WorkerService> {
   return {
-    lease: (requests, ctx) => leaseStream(broker, log, maxMessageBytes, requests, ctx),
+    lease: (requests, ctx) => leaseStream(broker, log, maxMessageBytes, wrapAck, requests, ctx),
     ack: guard(log, async (req) => create(AckResponseSchema, { lostLeaseTokens: await broker.ack(req.leaseTokens) })),
     nack: guard(log, async (req) => {
       const r = await broker.nack(req.leaseToken, req.error, req.permanent, durationMs(req.retryAfter));
@@ -114,14 +123,17 @@ export function workerService(broker: Broker, log: Logger, maxMessageBytes: numb
 }
 
 /**
- * Lease: the first message opens the session; later ones add credit. A
+ * Lease: the first message opens the session; later ones add credit, or ack
+ * jobs (LeaseAck, answered by a LeaseAckResult in a later response). A
  * request stream closed by the worker means "no more jobs": the session
- * ends and the response stream finishes cleanly.
+ * ends, acks still in flight are answered, and the response stream
+ * finishes cleanly.
  */
 async function* leaseStream(
   broker: Broker,
   log: Logger,
   maxMessageBytes: number,
+  wrapAck: StreamAckWrapper,
   requests: AsyncIterable<LeaseRequest>,
   ctx: HandlerContext,
 ): AsyncGenerator<LeaseResponse> {
@@ -145,21 +157,37 @@ async function* leaseStream(
   } catch (err) {
     throw toConnectError(err, log, "Lease");
   }
+  // Workers ack on this stream only where the broker says it may.
+  ctx.responseHeader.set(LEASE_ACKS_HEADER, "1");
   const s = session;
+  const acks = new AckReplies();
   let inputError: unknown = null;
   const onAbort = () => void s.close(null);
   ctx.signal.addEventListener("abort", onAbort);
-  // Read credit in the background while the generator writes jobs.
+  // Read credit and acks in the background while the generator writes jobs.
   void (async () => {
     try {
       for (;;) {
         const r = await it.next();
         if (r.done) break;
-        if (r.value.msg.case === "credit") {
-          if (r.value.msg.value.count < 1) throw invalid("credit.count", "must be at least 1");
-          s.addCredit(r.value.msg.value.count);
+        const m = r.value.msg;
+        if (m.case === "credit") {
+          if (m.value.count < 1) throw invalid("credit.count", "must be at least 1");
+          s.addCredit(m.value.count);
+        } else if (m.case === "ack") {
+          const { ackId, leaseTokens } = m.value;
+          // Acks of every stream share the broker's coalesced statements, as unary Acks do.
+          acks.track(
+            wrapAck(leaseTokens, () => broker.ack(leaseTokens)).then(
+              (lost) => ({ ackId, lostLeaseTokens: lost }),
+              (err: unknown) => {
+                const ce = toConnectError(err, log, "Lease ack");
+                return { ackId, errorCode: ce.code as number, errorMessage: ce.rawMessage };
+              },
+            ),
+          );
         } else {
-          throw invalid("open", "the stream is already open; send credit");
+          throw invalid("open", "the stream is already open; send credit or ack");
         }
       }
     } catch (err) {
@@ -170,7 +198,35 @@ async function* leaseStream(
   try {
     // Several jobs per message, but never more than the message limit.
     const budget = Math.floor(maxMessageBytes * 0.9);
-    for await (const batch of s) {
+    const batches = s[Symbol.asyncIterator]();
+    // One pending read of the session at a time (it is never read ahead);
+    // its result, or an ack's answer, wakes the loop.
+    let got: IteratorResult<Lease[]> | null = null;
+    const read = () =>
+      void batches.next().then((r) => {
+        got = r;
+        acks.notify();
+      }, (err: unknown) => {
+        got = { done: true, value: undefined };
+        inputError ??= err;
+        acks.notify();
+      });
+    read();
+    for (;;) {
+      const replies = acks.take();
+      if (replies.length > 0) {
+        yield create(LeaseResponseSchema, { acks: replies });
+        continue;
+      }
+      const r = got as IteratorResult<Lease[]> | null; // set by read(), out of the compiler's sight
+      if (r === null) {
+        await acks.wait();
+        continue;
+      }
+      if (r.done) break;
+      got = null;
+      read();
+      const batch = r.value;
       if (batch.length === 0) {
         yield create(LeaseResponseSchema, { jobs: [] });
         continue;
@@ -188,6 +244,13 @@ async function* leaseStream(
         bytes += n;
       }
       if (part.length > 0) yield leaseResponse(part); // generated codec: lease-batch.ts
+    }
+    // The session ended: answer the acks still in flight before the stream does.
+    for (;;) {
+      const replies = acks.take();
+      if (replies.length > 0) yield create(LeaseResponseSchema, { acks: replies });
+      else if (acks.inFlight === 0) break;
+      else await acks.wait();
     }
     if (inputError) throw inputError;
   } catch (err) {
@@ -326,4 +389,58 @@ export function adminService(broker: Broker, log: Logger, auth: Authenticator): 
       });
     }),
   };
+}
+
+/** The response header that tells a worker it may ack on the Lease stream. */
+export const LEASE_ACKS_HEADER = "jobwire-lease-acks";
+
+type AckReply = MessageInitShape<typeof LeaseAckResultSchema>;
+
+/**
+ * Answers to a stream's acks, in the order they finish, for the response
+ * loop to send; and the loop's one wake-up, which the session's next batch
+ * uses too.
+ */
+class AckReplies {
+  private done: AckReply[] = [];
+  private wake: (() => void) | null = null;
+  private woken = false;
+  inFlight = 0;
+
+  track(p: Promise<AckReply>): void {
+    this.inFlight++;
+    void p.then((reply) => {
+      this.inFlight--;
+      this.done.push(reply);
+      this.notify();
+    });
+  }
+
+  take(): AckReply[] {
+    if (this.done.length === 0) return this.done;
+    const out = this.done;
+    this.done = [];
+    return out;
+  }
+
+  notify(): void {
+    this.woken = true;
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /** Resolves at the next notify(), or at once if one came since the last wait. */
+  wait(): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.wake = () => {
+        this.woken = false;
+        resolve();
+      };
+    });
+  }
 }

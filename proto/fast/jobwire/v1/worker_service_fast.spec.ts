@@ -3,12 +3,14 @@
 /* eslint-disable */
 
 import { describeExact, describePlain, describeServiceCodecs } from "../../../src/testing/differential.js";
-import { AckRequestSchema, AckResponseSchema, HeartbeatRequestSchema, HeartbeatResponseSchema, HeartbeatResultSchema, LeaseCreditSchema, LeasedJobSchema, LeaseOpenSchema, LeaseRequestSchema, LeaseResponseSchema, NackRequestSchema, NackResponseSchema, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
-import { AckRequestCodec, AckResponseCodec, HeartbeatRequestCodec, HeartbeatResponseCodec, HeartbeatResultCodec, LeaseCreditCodec, LeasedJobCodec, LeasedJobPlainCodec, LeaseOpenCodec, LeaseRequestCodec, LeaseResponseCodec, LeaseResponsePlainCodec, NackRequestCodec, NackResponseCodec, WorkerServiceCodecs } from "./worker_service_fast.js";
+import { AckRequestSchema, AckResponseSchema, HeartbeatRequestSchema, HeartbeatResponseSchema, HeartbeatResultSchema, LeaseAckResultSchema, LeaseAckSchema, LeaseCreditSchema, LeasedJobSchema, LeaseOpenSchema, LeaseRequestSchema, LeaseResponseSchema, NackRequestSchema, NackResponseSchema, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import { AckRequestCodec, AckResponseCodec, HeartbeatRequestCodec, HeartbeatResponseCodec, HeartbeatResultCodec, LeaseAckCodec, LeaseAckResultCodec, LeaseAckResultPlainCodec, LeaseCreditCodec, LeasedJobCodec, LeasedJobPlainCodec, LeaseOpenCodec, LeaseRequestCodec, LeaseResponseCodec, LeaseResponsePlainCodec, NackRequestCodec, NackResponseCodec, WorkerServiceCodecs } from "./worker_service_fast.js";
 
 describeExact(LeaseRequestSchema, LeaseRequestCodec);
 describeExact(LeaseOpenSchema, LeaseOpenCodec);
 describeExact(LeaseCreditSchema, LeaseCreditCodec);
+describeExact(LeaseAckSchema, LeaseAckCodec);
+describeExact(LeaseAckResultSchema, LeaseAckResultCodec);
 describeExact(LeaseResponseSchema, LeaseResponseCodec);
 describeExact(LeasedJobSchema, LeasedJobCodec);
 describeExact(AckRequestSchema, AckRequestCodec);
@@ -18,6 +20,7 @@ describeExact(NackResponseSchema, NackResponseCodec);
 describeExact(HeartbeatRequestSchema, HeartbeatRequestCodec);
 describeExact(HeartbeatResultSchema, HeartbeatResultCodec);
 describeExact(HeartbeatResponseSchema, HeartbeatResponseCodec);
+describePlain(LeaseAckResultSchema, LeaseAckResultPlainCodec);
 describePlain(LeaseResponseSchema, LeaseResponsePlainCodec);
 describePlain(LeasedJobSchema, LeasedJobPlainCodec);
 describeServiceCodecs(WorkerService, WorkerServiceCodecs);

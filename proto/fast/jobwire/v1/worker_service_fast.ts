@@ -4,7 +4,7 @@
 
 import type { Codec, ServiceCodecs } from "../../../src/wire/index.js";
 import { Reader, Writer } from "../../../src/wire/index.js";
-import type { AckRequest, AckResponse, HeartbeatRequest, HeartbeatResponse, HeartbeatResult, LeaseCredit, LeasedJob, LeaseOpen, LeaseRequest, LeaseResponse, NackRequest, NackResponse, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
+import type { AckRequest, AckResponse, HeartbeatRequest, HeartbeatResponse, HeartbeatResult, LeaseAck, LeaseAckResult, LeaseCredit, LeasedJob, LeaseOpen, LeaseRequest, LeaseResponse, NackRequest, NackResponse, WorkerService } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { readDuration, writeDuration } from "../../google/protobuf/duration_fast.js";
 import type { JobPlain } from "./job_fast.js";
 import { readJob, readJobPlain, writeJob, writeJobPlain } from "./job_fast.js";
@@ -16,6 +16,7 @@ import { readTimestamp, readTimestampMillis, writeTimestamp, writeTimestampMilli
 export function writeLeaseRequest(w: Writer, m: LeaseRequest): void {
   if (m.msg.case === "open") { w.tag(10); const a = w.fork(); writeLeaseOpen(w, m.msg.value); w.join(a); }
   if (m.msg.case === "credit") { w.tag(18); const a = w.fork(); writeLeaseCredit(w, m.msg.value); w.join(a); }
+  if (m.msg.case === "ack") { w.tag(26); const a = w.fork(); writeLeaseAck(w, m.msg.value); w.join(a); }
 }
 
 /**
@@ -30,6 +31,7 @@ export function readLeaseRequest(r: Reader, end: number, m: LeaseRequest = {
     switch (t) {
       case 10: m.msg = { case: "open", value: readLeaseOpen(r, r.sub(), m.msg.case === "open" ? m.msg.value : undefined) }; break;
       case 18: m.msg = { case: "credit", value: readLeaseCredit(r, r.sub(), m.msg.case === "credit" ? m.msg.value : undefined) }; break;
+      case 26: m.msg = { case: "ack", value: readLeaseAck(r, r.sub(), m.msg.case === "ack" ? m.msg.value : undefined) }; break;
       default:
         r.skip(t);
     }
@@ -53,7 +55,7 @@ export function decodeLeaseRequest(bytes: Uint8Array): LeaseRequest {
 
 export const LeaseRequestCodec: Codec<LeaseRequest> = {
   typeName: "jobwire.v1.LeaseRequest",
-  fields: [1, 2],
+  fields: [1, 2, 3],
   encode: encodeLeaseRequest,
   decode: decodeLeaseRequest,
 };
@@ -160,10 +162,115 @@ export const LeaseCreditCodec: Codec<LeaseCredit> = {
 };
 
 /**
+ * Writes jobwire.v1.LeaseAck's fields, without a tag or length of its own.
+ */
+export function writeLeaseAck(w: Writer, m: LeaseAck): void {
+  if (m.ackId !== 0n) { w.tag(8); w.uint64(m.ackId); }
+  for (const v of m.leaseTokens) { w.tag(18); w.string(v); }
+}
+
+/**
+ * Reads jobwire.v1.LeaseAck's fields up to end, into m when given (a field repeated on the wire merges, as protobuf does).
+ */
+export function readLeaseAck(r: Reader, end: number, m: LeaseAck = {
+  $typeName: "jobwire.v1.LeaseAck",
+  ackId: 0n,
+  leaseTokens: [],
+}): LeaseAck {
+  while (r.pos < end) {
+    const t = r.tag();
+    switch (t) {
+      case 8: m.ackId = r.uint64(); break;
+      case 18: m.leaseTokens.push(r.string()); break;
+      default:
+        r.skip(t);
+    }
+  }
+  r.done(end);
+  return m;
+}
+
+/**
+ * jobwire.v1.LeaseAck as bytes; pass a Writer to write after bytes already in it (a frame header), or to size it.
+ */
+export function encodeLeaseAck(m: LeaseAck, w = new Writer()): Uint8Array {
+  const start = w.pos;
+  writeLeaseAck(w, m);
+  return w.buf.subarray(start, w.pos);
+}
+
+export function decodeLeaseAck(bytes: Uint8Array): LeaseAck {
+  return readLeaseAck(new Reader(bytes), bytes.length);
+}
+
+export const LeaseAckCodec: Codec<LeaseAck> = {
+  typeName: "jobwire.v1.LeaseAck",
+  fields: [1, 2],
+  encode: encodeLeaseAck,
+  decode: decodeLeaseAck,
+};
+
+/**
+ * Writes jobwire.v1.LeaseAckResult's fields, without a tag or length of its own.
+ */
+export function writeLeaseAckResult(w: Writer, m: LeaseAckResult): void {
+  if (m.ackId !== 0n) { w.tag(8); w.uint64(m.ackId); }
+  for (const v of m.lostLeaseTokens) { w.tag(18); w.string(v); }
+  if (m.errorCode !== 0) { w.tag(24); w.int32(m.errorCode); }
+  if (m.errorMessage !== "") { w.tag(34); w.string(m.errorMessage); }
+}
+
+/**
+ * Reads jobwire.v1.LeaseAckResult's fields up to end, into m when given (a field repeated on the wire merges, as protobuf does).
+ */
+export function readLeaseAckResult(r: Reader, end: number, m: LeaseAckResult = {
+  $typeName: "jobwire.v1.LeaseAckResult",
+  ackId: 0n,
+  lostLeaseTokens: [],
+  errorCode: 0,
+  errorMessage: "",
+}): LeaseAckResult {
+  while (r.pos < end) {
+    const t = r.tag();
+    switch (t) {
+      case 8: m.ackId = r.uint64(); break;
+      case 18: m.lostLeaseTokens.push(r.string()); break;
+      case 24: m.errorCode = r.int32(); break;
+      case 34: m.errorMessage = r.string(); break;
+      default:
+        r.skip(t);
+    }
+  }
+  r.done(end);
+  return m;
+}
+
+/**
+ * jobwire.v1.LeaseAckResult as bytes; pass a Writer to write after bytes already in it (a frame header), or to size it.
+ */
+export function encodeLeaseAckResult(m: LeaseAckResult, w = new Writer()): Uint8Array {
+  const start = w.pos;
+  writeLeaseAckResult(w, m);
+  return w.buf.subarray(start, w.pos);
+}
+
+export function decodeLeaseAckResult(bytes: Uint8Array): LeaseAckResult {
+  return readLeaseAckResult(new Reader(bytes), bytes.length);
+}
+
+export const LeaseAckResultCodec: Codec<LeaseAckResult> = {
+  typeName: "jobwire.v1.LeaseAckResult",
+  fields: [1, 2, 3, 4],
+  encode: encodeLeaseAckResult,
+  decode: decodeLeaseAckResult,
+};
+
+/**
  * Writes jobwire.v1.LeaseResponse's fields, without a tag or length of its own.
  */
 export function writeLeaseResponse(w: Writer, m: LeaseResponse): void {
   for (const v of m.jobs) { w.tag(10); const a = w.fork(); writeLeasedJob(w, v); w.join(a); }
+  for (const v of m.acks) { w.tag(18); const a = w.fork(); writeLeaseAckResult(w, v); w.join(a); }
 }
 
 /**
@@ -172,11 +279,13 @@ export function writeLeaseResponse(w: Writer, m: LeaseResponse): void {
 export function readLeaseResponse(r: Reader, end: number, m: LeaseResponse = {
   $typeName: "jobwire.v1.LeaseResponse",
   jobs: [],
+  acks: [],
 }): LeaseResponse {
   while (r.pos < end) {
     const t = r.tag();
     switch (t) {
       case 10: m.jobs.push(readLeasedJob(r, r.sub())); break;
+      case 18: m.acks.push(readLeaseAckResult(r, r.sub())); break;
       default:
         r.skip(t);
     }
@@ -200,7 +309,7 @@ export function decodeLeaseResponse(bytes: Uint8Array): LeaseResponse {
 
 export const LeaseResponseCodec: Codec<LeaseResponse> = {
   typeName: "jobwire.v1.LeaseResponse",
-  fields: [1],
+  fields: [1, 2],
   encode: encodeLeaseResponse,
   decode: decodeLeaseResponse,
 };
@@ -604,10 +713,75 @@ export const HeartbeatResponseCodec: Codec<HeartbeatResponse> = {
 };
 
 /**
+ * jobwire.v1.LeaseAckResult as plain JavaScript: times as milliseconds (<field>Ms), no $typeName.
+ */
+export interface LeaseAckResultPlain {
+  ackId: bigint;
+  lostLeaseTokens: string[];
+  errorCode: number;
+  errorMessage: string;
+}
+
+/**
+ * Writes jobwire.v1.LeaseAckResult's fields, without a tag or length of its own.
+ */
+export function writeLeaseAckResultPlain(w: Writer, m: LeaseAckResultPlain): void {
+  if (m.ackId !== 0n) { w.tag(8); w.uint64(m.ackId); }
+  for (const v of m.lostLeaseTokens) { w.tag(18); w.string(v); }
+  if (m.errorCode !== 0) { w.tag(24); w.int32(m.errorCode); }
+  if (m.errorMessage !== "") { w.tag(34); w.string(m.errorMessage); }
+}
+
+/**
+ * Reads jobwire.v1.LeaseAckResult's fields up to end, into m when given (a field repeated on the wire merges, as protobuf does).
+ */
+export function readLeaseAckResultPlain(r: Reader, end: number, m: LeaseAckResultPlain = {
+  ackId: 0n,
+  lostLeaseTokens: [],
+  errorCode: 0,
+  errorMessage: "",
+}): LeaseAckResultPlain {
+  while (r.pos < end) {
+    const t = r.tag();
+    switch (t) {
+      case 8: m.ackId = r.uint64(); break;
+      case 18: m.lostLeaseTokens.push(r.string()); break;
+      case 24: m.errorCode = r.int32(); break;
+      case 34: m.errorMessage = r.string(); break;
+      default:
+        r.skip(t);
+    }
+  }
+  r.done(end);
+  return m;
+}
+
+/**
+ * jobwire.v1.LeaseAckResult as bytes; pass a Writer to write after bytes already in it (a frame header), or to size it.
+ */
+export function encodeLeaseAckResultPlain(m: LeaseAckResultPlain, w = new Writer()): Uint8Array {
+  const start = w.pos;
+  writeLeaseAckResultPlain(w, m);
+  return w.buf.subarray(start, w.pos);
+}
+
+export function decodeLeaseAckResultPlain(bytes: Uint8Array): LeaseAckResultPlain {
+  return readLeaseAckResultPlain(new Reader(bytes), bytes.length);
+}
+
+export const LeaseAckResultPlainCodec: Codec<LeaseAckResultPlain> = {
+  typeName: "jobwire.v1.LeaseAckResult",
+  fields: [1, 2, 3, 4],
+  encode: encodeLeaseAckResultPlain,
+  decode: decodeLeaseAckResultPlain,
+};
+
+/**
  * jobwire.v1.LeaseResponse as plain JavaScript: times as milliseconds (<field>Ms), no $typeName.
  */
 export interface LeaseResponsePlain {
   jobs: LeasedJobPlain[];
+  acks: LeaseAckResultPlain[];
 }
 
 /**
@@ -615,6 +789,7 @@ export interface LeaseResponsePlain {
  */
 export function writeLeaseResponsePlain(w: Writer, m: LeaseResponsePlain): void {
   for (const v of m.jobs) { w.tag(10); const a = w.fork(); writeLeasedJobPlain(w, v); w.join(a); }
+  for (const v of m.acks) { w.tag(18); const a = w.fork(); writeLeaseAckResultPlain(w, v); w.join(a); }
 }
 
 /**
@@ -622,11 +797,13 @@ export function writeLeaseResponsePlain(w: Writer, m: LeaseResponsePlain): void 
  */
 export function readLeaseResponsePlain(r: Reader, end: number, m: LeaseResponsePlain = {
   jobs: [],
+  acks: [],
 }): LeaseResponsePlain {
   while (r.pos < end) {
     const t = r.tag();
     switch (t) {
       case 10: m.jobs.push(readLeasedJobPlain(r, r.sub())); break;
+      case 18: m.acks.push(readLeaseAckResultPlain(r, r.sub())); break;
       default:
         r.skip(t);
     }
@@ -650,7 +827,7 @@ export function decodeLeaseResponsePlain(bytes: Uint8Array): LeaseResponsePlain 
 
 export const LeaseResponsePlainCodec: Codec<LeaseResponsePlain> = {
   typeName: "jobwire.v1.LeaseResponse",
-  fields: [1],
+  fields: [1, 2],
   encode: encodeLeaseResponsePlain,
   decode: decodeLeaseResponsePlain,
 };

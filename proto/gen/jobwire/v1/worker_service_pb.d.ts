@@ -31,6 +31,12 @@ export declare type LeaseRequest = Message<"jobwire.v1.LeaseRequest"> & {
      */
     value: LeaseCredit;
     case: "credit";
+  } | {
+    /**
+     * @generated from field: jobwire.v1.LeaseAck ack = 3;
+     */
+    value: LeaseAck;
+    case: "ack";
   } | { case: undefined; value?: undefined };
 };
 
@@ -100,6 +106,70 @@ export declare type LeaseCredit = Message<"jobwire.v1.LeaseCredit"> & {
 export declare const LeaseCreditSchema: GenMessage<LeaseCredit>;
 
 /**
+ * Completes jobs, as Ack does, on the Lease stream: no call per flush.
+ *
+ * @generated from message jobwire.v1.LeaseAck
+ */
+export declare type LeaseAck = Message<"jobwire.v1.LeaseAck"> & {
+  /**
+   * Chosen by the worker; the LeaseAckResult that answers it carries it back.
+   *
+   * @generated from field: uint64 ack_id = 1;
+   */
+  ackId: bigint;
+
+  /**
+   * 1 to 10,000 tokens, of leases from any stream.
+   *
+   * @generated from field: repeated string lease_tokens = 2;
+   */
+  leaseTokens: string[];
+};
+
+/**
+ * Describes the message jobwire.v1.LeaseAck.
+ * Use `create(LeaseAckSchema)` to create a new message.
+ */
+export declare const LeaseAckSchema: GenMessage<LeaseAck>;
+
+/**
+ * @generated from message jobwire.v1.LeaseAckResult
+ */
+export declare type LeaseAckResult = Message<"jobwire.v1.LeaseAckResult"> & {
+  /**
+   * @generated from field: uint64 ack_id = 1;
+   */
+  ackId: bigint;
+
+  /**
+   * Tokens that were not acked because their lease was lost.
+   *
+   * @generated from field: repeated string lost_lease_tokens = 2;
+   */
+  lostLeaseTokens: string[];
+
+  /**
+   * Set when the ack was not applied at all (for example UNAVAILABLE while
+   * the database restarts, or INVALID_ARGUMENT for a malformed token): a
+   * google.rpc.Code number, and what went wrong. Retry on UNAVAILABLE.
+   *
+   * @generated from field: int32 error_code = 3;
+   */
+  errorCode: number;
+
+  /**
+   * @generated from field: string error_message = 4;
+   */
+  errorMessage: string;
+};
+
+/**
+ * Describes the message jobwire.v1.LeaseAckResult.
+ * Use `create(LeaseAckResultSchema)` to create a new message.
+ */
+export declare const LeaseAckResultSchema: GenMessage<LeaseAckResult>;
+
+/**
  * @generated from message jobwire.v1.LeaseResponse
  */
 export declare type LeaseResponse = Message<"jobwire.v1.LeaseResponse"> & {
@@ -109,6 +179,13 @@ export declare type LeaseResponse = Message<"jobwire.v1.LeaseResponse"> & {
    * @generated from field: repeated jobwire.v1.LeasedJob jobs = 1;
    */
   jobs: LeasedJob[];
+
+  /**
+   * Answers to acks sent on this stream.
+   *
+   * @generated from field: repeated jobwire.v1.LeaseAckResult acks = 2;
+   */
+  acks: LeaseAckResult[];
 };
 
 /**
@@ -335,6 +412,13 @@ export declare const WorkerService: GenService<{
    * never has more jobs outstanding on a stream than the credit it was given.
    * Leases outlive the stream: a worker that reconnects can still ack.
    *
+   * A worker may also ack on the stream (`ack`), when the broker's response
+   * headers carry `jobwire-lease-acks: 1`: the broker answers each with a
+   * LeaseAckResult in a later LeaseResponse. An ack the stream did not
+   * answer before it ended may have been applied or not; send it again
+   * (on a stream or with Ack): a second ack of a completed job lists its
+   * token as lost and changes nothing.
+   *
    * @generated from rpc jobwire.v1.WorkerService.Lease
    */
   lease: {
@@ -344,7 +428,8 @@ export declare const WorkerService: GenService<{
   },
   /**
    * Ack completes jobs. Tokens whose lease was lost are listed back and
-   * nothing is changed for them.
+   * nothing is changed for them. Any lease can be acked here, whichever
+   * stream delivered it.
    *
    * @generated from rpc jobwire.v1.WorkerService.Ack
    */

@@ -10,7 +10,7 @@ import { file_jobwire_v1_job } from "./job_pb.js";
  * Describes the file jobwire/v1/worker_service.proto.
  */
 export const file_jobwire_v1_worker_service = /*@__PURE__*/
-  fileDesc("Ch9qb2J3aXJlL3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgpqb2J3aXJlLnYxImcKDExlYXNlUmVxdWVzdBIlCgRvcGVuGAEgASgLMhUuam9id2lyZS52MS5MZWFzZU9wZW5IABIpCgZjcmVkaXQYAiABKAsyFy5qb2J3aXJlLnYxLkxlYXNlQ3JlZGl0SABCBQoDbXNnIngKCUxlYXNlT3BlbhIOCgZxdWV1ZXMYASADKAkSEQoJd29ya2VyX2lkGAIgASgJEhUKDW1heF9pbl9mbGlnaHQYAyABKAUSMQoObGVhc2VfZHVyYXRpb24YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iHAoLTGVhc2VDcmVkaXQSDQoFY291bnQYASABKAUiNAoNTGVhc2VSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUuam9id2lyZS52MS5MZWFzZWRKb2IidAoJTGVhc2VkSm9iEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iEhMKC2xlYXNlX3Rva2VuGAIgASgJEjQKEGxlYXNlX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiIKCkFja1JlcXVlc3QSFAoMbGVhc2VfdG9rZW5zGAEgAygJIigKC0Fja1Jlc3BvbnNlEhkKEWxvc3RfbGVhc2VfdG9rZW5zGAEgAygJInQKC05hY2tSZXF1ZXN0EhMKC2xlYXNlX3Rva2VuGAEgASgJEg0KBWVycm9yGAIgASgJEhEKCXBlcm1hbmVudBgDIAEoCBIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJfCgxOYWNrUmVzcG9uc2USIwoFc3RhdGUYASABKA4yFC5qb2J3aXJlLnYxLkpvYlN0YXRlEioKBnJ1bl9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoQSGVhcnRiZWF0UmVxdWVzdBIUCgxsZWFzZV90b2tlbnMYASADKAkSLAoJZXh0ZW5kX2J5GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBCg9IZWFydGJlYXRSZXN1bHQSEwoLbGVhc2VfdG9rZW4YASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbG9zdBgDIAEoCBIYChBjYW5jZWxfcmVxdWVzdGVkGAQgASgIIkEKEUhlYXJ0YmVhdFJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5qb2J3aXJlLnYxLkhlYXJ0YmVhdFJlc3VsdDKOAgoNV29ya2VyU2VydmljZRJACgVMZWFzZRIYLmpvYndpcmUudjEuTGVhc2VSZXF1ZXN0Ghkuam9id2lyZS52MS5MZWFzZVJlc3BvbnNlKAEwARI2CgNBY2sSFi5qb2J3aXJlLnYxLkFja1JlcXVlc3QaFy5qb2J3aXJlLnYxLkFja1Jlc3BvbnNlEjkKBE5hY2sSFy5qb2J3aXJlLnYxLk5hY2tSZXF1ZXN0Ghguam9id2lyZS52MS5OYWNrUmVzcG9uc2USSAoJSGVhcnRiZWF0Ehwuam9id2lyZS52MS5IZWFydGJlYXRSZXF1ZXN0Gh0uam9id2lyZS52MS5IZWFydGJlYXRSZXNwb25zZUJAWj5naXRodWIuY29tL2pvYndpcmUvam9id2lyZS9jbGllbnRzL2dvL2dlbi9qb2J3aXJlL3YxO2pvYndpcmV2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_jobwire_v1_job]);
+  fileDesc("Ch9qb2J3aXJlL3YxL3dvcmtlcl9zZXJ2aWNlLnByb3RvEgpqb2J3aXJlLnYxIowBCgxMZWFzZVJlcXVlc3QSJQoEb3BlbhgBIAEoCzIVLmpvYndpcmUudjEuTGVhc2VPcGVuSAASKQoGY3JlZGl0GAIgASgLMhcuam9id2lyZS52MS5MZWFzZUNyZWRpdEgAEiMKA2FjaxgDIAEoCzIULmpvYndpcmUudjEuTGVhc2VBY2tIAEIFCgNtc2cieAoJTGVhc2VPcGVuEg4KBnF1ZXVlcxgBIAMoCRIRCgl3b3JrZXJfaWQYAiABKAkSFQoNbWF4X2luX2ZsaWdodBgDIAEoBRIxCg5sZWFzZV9kdXJhdGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIcCgtMZWFzZUNyZWRpdBINCgVjb3VudBgBIAEoBSIwCghMZWFzZUFjaxIOCgZhY2tfaWQYASABKAQSFAoMbGVhc2VfdG9rZW5zGAIgAygJImYKDkxlYXNlQWNrUmVzdWx0Eg4KBmFja19pZBgBIAEoBBIZChFsb3N0X2xlYXNlX3Rva2VucxgCIAMoCRISCgplcnJvcl9jb2RlGAMgASgFEhUKDWVycm9yX21lc3NhZ2UYBCABKAkiXgoNTGVhc2VSZXNwb25zZRIjCgRqb2JzGAEgAygLMhUuam9id2lyZS52MS5MZWFzZWRKb2ISKAoEYWNrcxgCIAMoCzIaLmpvYndpcmUudjEuTGVhc2VBY2tSZXN1bHQidAoJTGVhc2VkSm9iEhwKA2pvYhgBIAEoCzIPLmpvYndpcmUudjEuSm9iEhMKC2xlYXNlX3Rva2VuGAIgASgJEjQKEGxlYXNlX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIiIKCkFja1JlcXVlc3QSFAoMbGVhc2VfdG9rZW5zGAEgAygJIigKC0Fja1Jlc3BvbnNlEhkKEWxvc3RfbGVhc2VfdG9rZW5zGAEgAygJInQKC05hY2tSZXF1ZXN0EhMKC2xlYXNlX3Rva2VuGAEgASgJEg0KBWVycm9yGAIgASgJEhEKCXBlcm1hbmVudBgDIAEoCBIuCgtyZXRyeV9hZnRlchgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJfCgxOYWNrUmVzcG9uc2USIwoFc3RhdGUYASABKA4yFC5qb2J3aXJlLnYxLkpvYlN0YXRlEioKBnJ1bl9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoQSGVhcnRiZWF0UmVxdWVzdBIUCgxsZWFzZV90b2tlbnMYASADKAkSLAoJZXh0ZW5kX2J5GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIoQBCg9IZWFydGJlYXRSZXN1bHQSEwoLbGVhc2VfdG9rZW4YASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbG9zdBgDIAEoCBIYChBjYW5jZWxfcmVxdWVzdGVkGAQgASgIIkEKEUhlYXJ0YmVhdFJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5qb2J3aXJlLnYxLkhlYXJ0YmVhdFJlc3VsdDKOAgoNV29ya2VyU2VydmljZRJACgVMZWFzZRIYLmpvYndpcmUudjEuTGVhc2VSZXF1ZXN0Ghkuam9id2lyZS52MS5MZWFzZVJlc3BvbnNlKAEwARI2CgNBY2sSFi5qb2J3aXJlLnYxLkFja1JlcXVlc3QaFy5qb2J3aXJlLnYxLkFja1Jlc3BvbnNlEjkKBE5hY2sSFy5qb2J3aXJlLnYxLk5hY2tSZXF1ZXN0Ghguam9id2lyZS52MS5OYWNrUmVzcG9uc2USSAoJSGVhcnRiZWF0Ehwuam9id2lyZS52MS5IZWFydGJlYXRSZXF1ZXN0Gh0uam9id2lyZS52MS5IZWFydGJlYXRSZXNwb25zZUJAWj5naXRodWIuY29tL2pvYndpcmUvam9id2lyZS9jbGllbnRzL2dvL2dlbi9qb2J3aXJlL3YxO2pvYndpcmV2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_jobwire_v1_job]);
 
 /**
  * Describes the message jobwire.v1.LeaseRequest.
@@ -34,67 +34,81 @@ export const LeaseCreditSchema = /*@__PURE__*/
   messageDesc(file_jobwire_v1_worker_service, 2);
 
 /**
+ * Describes the message jobwire.v1.LeaseAck.
+ * Use `create(LeaseAckSchema)` to create a new message.
+ */
+export const LeaseAckSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_worker_service, 3);
+
+/**
+ * Describes the message jobwire.v1.LeaseAckResult.
+ * Use `create(LeaseAckResultSchema)` to create a new message.
+ */
+export const LeaseAckResultSchema = /*@__PURE__*/
+  messageDesc(file_jobwire_v1_worker_service, 4);
+
+/**
  * Describes the message jobwire.v1.LeaseResponse.
  * Use `create(LeaseResponseSchema)` to create a new message.
  */
 export const LeaseResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 3);
+  messageDesc(file_jobwire_v1_worker_service, 5);
 
 /**
  * Describes the message jobwire.v1.LeasedJob.
  * Use `create(LeasedJobSchema)` to create a new message.
  */
 export const LeasedJobSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 4);
+  messageDesc(file_jobwire_v1_worker_service, 6);
 
 /**
  * Describes the message jobwire.v1.AckRequest.
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 5);
+  messageDesc(file_jobwire_v1_worker_service, 7);
 
 /**
  * Describes the message jobwire.v1.AckResponse.
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 6);
+  messageDesc(file_jobwire_v1_worker_service, 8);
 
 /**
  * Describes the message jobwire.v1.NackRequest.
  * Use `create(NackRequestSchema)` to create a new message.
  */
 export const NackRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 7);
+  messageDesc(file_jobwire_v1_worker_service, 9);
 
 /**
  * Describes the message jobwire.v1.NackResponse.
  * Use `create(NackResponseSchema)` to create a new message.
  */
 export const NackResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 8);
+  messageDesc(file_jobwire_v1_worker_service, 10);
 
 /**
  * Describes the message jobwire.v1.HeartbeatRequest.
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 9);
+  messageDesc(file_jobwire_v1_worker_service, 11);
 
 /**
  * Describes the message jobwire.v1.HeartbeatResult.
  * Use `create(HeartbeatResultSchema)` to create a new message.
  */
 export const HeartbeatResultSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 10);
+  messageDesc(file_jobwire_v1_worker_service, 12);
 
 /**
  * Describes the message jobwire.v1.HeartbeatResponse.
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema = /*@__PURE__*/
-  messageDesc(file_jobwire_v1_worker_service, 11);
+  messageDesc(file_jobwire_v1_worker_service, 13);
 
 /**
  * WorkerService is for worker fleets. Delivery is at least once: a job whose

@@ -29,6 +29,7 @@ type LeaseRequest struct {
 	//
 	//	*LeaseRequest_Open
 	//	*LeaseRequest_Credit
+	//	*LeaseRequest_Ack
 	Msg           isLeaseRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -89,6 +90,15 @@ func (x *LeaseRequest) GetCredit() *LeaseCredit {
 	return nil
 }
 
+func (x *LeaseRequest) GetAck() *LeaseAck {
+	if x != nil {
+		if x, ok := x.Msg.(*LeaseRequest_Ack); ok {
+			return x.Ack
+		}
+	}
+	return nil
+}
+
 type isLeaseRequest_Msg interface {
 	isLeaseRequest_Msg()
 }
@@ -101,9 +111,15 @@ type LeaseRequest_Credit struct {
 	Credit *LeaseCredit `protobuf:"bytes,2,opt,name=credit,proto3,oneof"`
 }
 
+type LeaseRequest_Ack struct {
+	Ack *LeaseAck `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
+}
+
 func (*LeaseRequest_Open) isLeaseRequest_Msg() {}
 
 func (*LeaseRequest_Credit) isLeaseRequest_Msg() {}
+
+func (*LeaseRequest_Ack) isLeaseRequest_Msg() {}
 
 type LeaseOpen struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -224,17 +240,146 @@ func (x *LeaseCredit) GetCount() int32 {
 	return 0
 }
 
+// Completes jobs, as Ack does, on the Lease stream: no call per flush.
+type LeaseAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the worker; the LeaseAckResult that answers it carries it back.
+	AckId uint64 `protobuf:"varint,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
+	// 1 to 10,000 tokens, of leases from any stream.
+	LeaseTokens   []string `protobuf:"bytes,2,rep,name=lease_tokens,json=leaseTokens,proto3" json:"lease_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAck) Reset() {
+	*x = LeaseAck{}
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAck) ProtoMessage() {}
+
+func (x *LeaseAck) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAck.ProtoReflect.Descriptor instead.
+func (*LeaseAck) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LeaseAck) GetAckId() uint64 {
+	if x != nil {
+		return x.AckId
+	}
+	return 0
+}
+
+func (x *LeaseAck) GetLeaseTokens() []string {
+	if x != nil {
+		return x.LeaseTokens
+	}
+	return nil
+}
+
+type LeaseAckResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	AckId uint64                 `protobuf:"varint,1,opt,name=ack_id,json=ackId,proto3" json:"ack_id,omitempty"`
+	// Tokens that were not acked because their lease was lost.
+	LostLeaseTokens []string `protobuf:"bytes,2,rep,name=lost_lease_tokens,json=lostLeaseTokens,proto3" json:"lost_lease_tokens,omitempty"`
+	// Set when the ack was not applied at all (for example UNAVAILABLE while
+	// the database restarts, or INVALID_ARGUMENT for a malformed token): a
+	// google.rpc.Code number, and what went wrong. Retry on UNAVAILABLE.
+	ErrorCode     int32  `protobuf:"varint,3,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorMessage  string `protobuf:"bytes,4,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseAckResult) Reset() {
+	*x = LeaseAckResult{}
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseAckResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseAckResult) ProtoMessage() {}
+
+func (x *LeaseAckResult) ProtoReflect() protoreflect.Message {
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseAckResult.ProtoReflect.Descriptor instead.
+func (*LeaseAckResult) Descriptor() ([]byte, []int) {
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LeaseAckResult) GetAckId() uint64 {
+	if x != nil {
+		return x.AckId
+	}
+	return 0
+}
+
+func (x *LeaseAckResult) GetLostLeaseTokens() []string {
+	if x != nil {
+		return x.LostLeaseTokens
+	}
+	return nil
+}
+
+func (x *LeaseAckResult) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *LeaseAckResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
 type LeaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Zero or more jobs. An empty message is a keepalive.
-	Jobs          []*LeasedJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	Jobs []*LeasedJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Answers to acks sent on this stream.
+	Acks          []*LeaseAckResult `protobuf:"bytes,2,rep,name=acks,proto3" json:"acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[3]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +391,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[3]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,12 +404,19 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{3}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LeaseResponse) GetJobs() []*LeasedJob {
 	if x != nil {
 		return x.Jobs
+	}
+	return nil
+}
+
+func (x *LeaseResponse) GetAcks() []*LeaseAckResult {
+	if x != nil {
+		return x.Acks
 	}
 	return nil
 }
@@ -282,7 +434,7 @@ type LeasedJob struct {
 
 func (x *LeasedJob) Reset() {
 	*x = LeasedJob{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[4]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +446,7 @@ func (x *LeasedJob) String() string {
 func (*LeasedJob) ProtoMessage() {}
 
 func (x *LeasedJob) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[4]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +459,7 @@ func (x *LeasedJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeasedJob.ProtoReflect.Descriptor instead.
 func (*LeasedJob) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{4}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeasedJob) GetJob() *Job {
@@ -340,7 +492,7 @@ type AckRequest struct {
 
 func (x *AckRequest) Reset() {
 	*x = AckRequest{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[5]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +504,7 @@ func (x *AckRequest) String() string {
 func (*AckRequest) ProtoMessage() {}
 
 func (x *AckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[5]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +517,7 @@ func (x *AckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
 func (*AckRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{5}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AckRequest) GetLeaseTokens() []string {
@@ -385,7 +537,7 @@ type AckResponse struct {
 
 func (x *AckResponse) Reset() {
 	*x = AckResponse{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[6]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +549,7 @@ func (x *AckResponse) String() string {
 func (*AckResponse) ProtoMessage() {}
 
 func (x *AckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[6]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +562,7 @@ func (x *AckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckResponse.ProtoReflect.Descriptor instead.
 func (*AckResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{6}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AckResponse) GetLostLeaseTokens() []string {
@@ -435,7 +587,7 @@ type NackRequest struct {
 
 func (x *NackRequest) Reset() {
 	*x = NackRequest{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[7]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +599,7 @@ func (x *NackRequest) String() string {
 func (*NackRequest) ProtoMessage() {}
 
 func (x *NackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[7]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +612,7 @@ func (x *NackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackRequest.ProtoReflect.Descriptor instead.
 func (*NackRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{7}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NackRequest) GetLeaseToken() string {
@@ -503,7 +655,7 @@ type NackResponse struct {
 
 func (x *NackResponse) Reset() {
 	*x = NackResponse{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +667,7 @@ func (x *NackResponse) String() string {
 func (*NackResponse) ProtoMessage() {}
 
 func (x *NackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[8]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +680,7 @@ func (x *NackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NackResponse.ProtoReflect.Descriptor instead.
 func (*NackResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{8}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NackResponse) GetState() JobState {
@@ -556,7 +708,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +720,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[9]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +733,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{9}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HeartbeatRequest) GetLeaseTokens() []string {
@@ -615,7 +767,7 @@ type HeartbeatResult struct {
 
 func (x *HeartbeatResult) Reset() {
 	*x = HeartbeatResult{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +779,7 @@ func (x *HeartbeatResult) String() string {
 func (*HeartbeatResult) ProtoMessage() {}
 
 func (x *HeartbeatResult) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[10]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +792,7 @@ func (x *HeartbeatResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResult.ProtoReflect.Descriptor instead.
 func (*HeartbeatResult) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{10}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeartbeatResult) GetLeaseToken() string {
@@ -681,7 +833,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +845,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_jobwire_v1_worker_service_proto_msgTypes[11]
+	mi := &file_jobwire_v1_worker_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +858,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{11}
+	return file_jobwire_v1_worker_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HeartbeatResponse) GetResults() []*HeartbeatResult {
@@ -721,10 +873,11 @@ var File_jobwire_v1_worker_service_proto protoreflect.FileDescriptor
 const file_jobwire_v1_worker_service_proto_rawDesc = "" +
 	"\n" +
 	"\x1fjobwire/v1/worker_service.proto\x12\n" +
-	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"u\n" +
+	"jobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\x9f\x01\n" +
 	"\fLeaseRequest\x12+\n" +
 	"\x04open\x18\x01 \x01(\v2\x15.jobwire.v1.LeaseOpenH\x00R\x04open\x121\n" +
-	"\x06credit\x18\x02 \x01(\v2\x17.jobwire.v1.LeaseCreditH\x00R\x06creditB\x05\n" +
+	"\x06credit\x18\x02 \x01(\v2\x17.jobwire.v1.LeaseCreditH\x00R\x06credit\x12(\n" +
+	"\x03ack\x18\x03 \x01(\v2\x14.jobwire.v1.LeaseAckH\x00R\x03ackB\x05\n" +
 	"\x03msg\"\xa6\x01\n" +
 	"\tLeaseOpen\x12\x16\n" +
 	"\x06queues\x18\x01 \x03(\tR\x06queues\x12\x1b\n" +
@@ -732,9 +885,19 @@ const file_jobwire_v1_worker_service_proto_rawDesc = "" +
 	"\rmax_in_flight\x18\x03 \x01(\x05R\vmaxInFlight\x12@\n" +
 	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\"#\n" +
 	"\vLeaseCredit\x12\x14\n" +
-	"\x05count\x18\x01 \x01(\x05R\x05count\":\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\"D\n" +
+	"\bLeaseAck\x12\x15\n" +
+	"\x06ack_id\x18\x01 \x01(\x04R\x05ackId\x12!\n" +
+	"\flease_tokens\x18\x02 \x03(\tR\vleaseTokens\"\x97\x01\n" +
+	"\x0eLeaseAckResult\x12\x15\n" +
+	"\x06ack_id\x18\x01 \x01(\x04R\x05ackId\x12*\n" +
+	"\x11lost_lease_tokens\x18\x02 \x03(\tR\x0flostLeaseTokens\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x03 \x01(\x05R\terrorCode\x12#\n" +
+	"\rerror_message\x18\x04 \x01(\tR\ferrorMessage\"j\n" +
 	"\rLeaseResponse\x12)\n" +
-	"\x04jobs\x18\x01 \x03(\v2\x15.jobwire.v1.LeasedJobR\x04jobs\"\x95\x01\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x15.jobwire.v1.LeasedJobR\x04jobs\x12.\n" +
+	"\x04acks\x18\x02 \x03(\v2\x1a.jobwire.v1.LeaseAckResultR\x04acks\"\x95\x01\n" +
 	"\tLeasedJob\x12!\n" +
 	"\x03job\x18\x01 \x01(\v2\x0f.jobwire.v1.JobR\x03job\x12\x1f\n" +
 	"\vlease_token\x18\x02 \x01(\tR\n" +
@@ -784,51 +947,55 @@ func file_jobwire_v1_worker_service_proto_rawDescGZIP() []byte {
 	return file_jobwire_v1_worker_service_proto_rawDescData
 }
 
-var file_jobwire_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_jobwire_v1_worker_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_jobwire_v1_worker_service_proto_goTypes = []any{
 	(*LeaseRequest)(nil),          // 0: jobwire.v1.LeaseRequest
 	(*LeaseOpen)(nil),             // 1: jobwire.v1.LeaseOpen
 	(*LeaseCredit)(nil),           // 2: jobwire.v1.LeaseCredit
-	(*LeaseResponse)(nil),         // 3: jobwire.v1.LeaseResponse
-	(*LeasedJob)(nil),             // 4: jobwire.v1.LeasedJob
-	(*AckRequest)(nil),            // 5: jobwire.v1.AckRequest
-	(*AckResponse)(nil),           // 6: jobwire.v1.AckResponse
-	(*NackRequest)(nil),           // 7: jobwire.v1.NackRequest
-	(*NackResponse)(nil),          // 8: jobwire.v1.NackResponse
-	(*HeartbeatRequest)(nil),      // 9: jobwire.v1.HeartbeatRequest
-	(*HeartbeatResult)(nil),       // 10: jobwire.v1.HeartbeatResult
-	(*HeartbeatResponse)(nil),     // 11: jobwire.v1.HeartbeatResponse
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
-	(*Job)(nil),                   // 13: jobwire.v1.Job
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(JobState)(0),                 // 15: jobwire.v1.JobState
+	(*LeaseAck)(nil),              // 3: jobwire.v1.LeaseAck
+	(*LeaseAckResult)(nil),        // 4: jobwire.v1.LeaseAckResult
+	(*LeaseResponse)(nil),         // 5: jobwire.v1.LeaseResponse
+	(*LeasedJob)(nil),             // 6: jobwire.v1.LeasedJob
+	(*AckRequest)(nil),            // 7: jobwire.v1.AckRequest
+	(*AckResponse)(nil),           // 8: jobwire.v1.AckResponse
+	(*NackRequest)(nil),           // 9: jobwire.v1.NackRequest
+	(*NackResponse)(nil),          // 10: jobwire.v1.NackResponse
+	(*HeartbeatRequest)(nil),      // 11: jobwire.v1.HeartbeatRequest
+	(*HeartbeatResult)(nil),       // 12: jobwire.v1.HeartbeatResult
+	(*HeartbeatResponse)(nil),     // 13: jobwire.v1.HeartbeatResponse
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*Job)(nil),                   // 15: jobwire.v1.Job
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(JobState)(0),                 // 17: jobwire.v1.JobState
 }
 var file_jobwire_v1_worker_service_proto_depIdxs = []int32{
 	1,  // 0: jobwire.v1.LeaseRequest.open:type_name -> jobwire.v1.LeaseOpen
 	2,  // 1: jobwire.v1.LeaseRequest.credit:type_name -> jobwire.v1.LeaseCredit
-	12, // 2: jobwire.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
-	4,  // 3: jobwire.v1.LeaseResponse.jobs:type_name -> jobwire.v1.LeasedJob
-	13, // 4: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
-	14, // 5: jobwire.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
-	12, // 6: jobwire.v1.NackRequest.retry_after:type_name -> google.protobuf.Duration
-	15, // 7: jobwire.v1.NackResponse.state:type_name -> jobwire.v1.JobState
-	14, // 8: jobwire.v1.NackResponse.run_at:type_name -> google.protobuf.Timestamp
-	12, // 9: jobwire.v1.HeartbeatRequest.extend_by:type_name -> google.protobuf.Duration
-	14, // 10: jobwire.v1.HeartbeatResult.lease_expires_at:type_name -> google.protobuf.Timestamp
-	10, // 11: jobwire.v1.HeartbeatResponse.results:type_name -> jobwire.v1.HeartbeatResult
-	0,  // 12: jobwire.v1.WorkerService.Lease:input_type -> jobwire.v1.LeaseRequest
-	5,  // 13: jobwire.v1.WorkerService.Ack:input_type -> jobwire.v1.AckRequest
-	7,  // 14: jobwire.v1.WorkerService.Nack:input_type -> jobwire.v1.NackRequest
-	9,  // 15: jobwire.v1.WorkerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
-	3,  // 16: jobwire.v1.WorkerService.Lease:output_type -> jobwire.v1.LeaseResponse
-	6,  // 17: jobwire.v1.WorkerService.Ack:output_type -> jobwire.v1.AckResponse
-	8,  // 18: jobwire.v1.WorkerService.Nack:output_type -> jobwire.v1.NackResponse
-	11, // 19: jobwire.v1.WorkerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	3,  // 2: jobwire.v1.LeaseRequest.ack:type_name -> jobwire.v1.LeaseAck
+	14, // 3: jobwire.v1.LeaseOpen.lease_duration:type_name -> google.protobuf.Duration
+	6,  // 4: jobwire.v1.LeaseResponse.jobs:type_name -> jobwire.v1.LeasedJob
+	4,  // 5: jobwire.v1.LeaseResponse.acks:type_name -> jobwire.v1.LeaseAckResult
+	15, // 6: jobwire.v1.LeasedJob.job:type_name -> jobwire.v1.Job
+	16, // 7: jobwire.v1.LeasedJob.lease_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 8: jobwire.v1.NackRequest.retry_after:type_name -> google.protobuf.Duration
+	17, // 9: jobwire.v1.NackResponse.state:type_name -> jobwire.v1.JobState
+	16, // 10: jobwire.v1.NackResponse.run_at:type_name -> google.protobuf.Timestamp
+	14, // 11: jobwire.v1.HeartbeatRequest.extend_by:type_name -> google.protobuf.Duration
+	16, // 12: jobwire.v1.HeartbeatResult.lease_expires_at:type_name -> google.protobuf.Timestamp
+	12, // 13: jobwire.v1.HeartbeatResponse.results:type_name -> jobwire.v1.HeartbeatResult
+	0,  // 14: jobwire.v1.WorkerService.Lease:input_type -> jobwire.v1.LeaseRequest
+	7,  // 15: jobwire.v1.WorkerService.Ack:input_type -> jobwire.v1.AckRequest
+	9,  // 16: jobwire.v1.WorkerService.Nack:input_type -> jobwire.v1.NackRequest
+	11, // 17: jobwire.v1.WorkerService.Heartbeat:input_type -> jobwire.v1.HeartbeatRequest
+	5,  // 18: jobwire.v1.WorkerService.Lease:output_type -> jobwire.v1.LeaseResponse
+	8,  // 19: jobwire.v1.WorkerService.Ack:output_type -> jobwire.v1.AckResponse
+	10, // 20: jobwire.v1.WorkerService.Nack:output_type -> jobwire.v1.NackResponse
+	13, // 21: jobwire.v1.WorkerService.Heartbeat:output_type -> jobwire.v1.HeartbeatResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_jobwire_v1_worker_service_proto_init() }
@@ -840,6 +1007,7 @@ func file_jobwire_v1_worker_service_proto_init() {
 	file_jobwire_v1_worker_service_proto_msgTypes[0].OneofWrappers = []any{
 		(*LeaseRequest_Open)(nil),
 		(*LeaseRequest_Credit)(nil),
+		(*LeaseRequest_Ack)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -847,7 +1015,7 @@ func file_jobwire_v1_worker_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_jobwire_v1_worker_service_proto_rawDesc), len(file_jobwire_v1_worker_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

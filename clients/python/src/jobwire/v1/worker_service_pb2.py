@@ -27,37 +27,41 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from jobwire.v1 import job_pb2 as jobwire_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobwire/v1/worker_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"g\n\x0cLeaseRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.jobwire.v1.LeaseOpenH\x00\x12)\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.LeaseCreditH\x00\x42\x05\n\x03msg\"x\n\tLeaseOpen\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1c\n\x0bLeaseCredit\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\"4\n\rLeaseResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobwire.v1.LeasedJob\"t\n\tLeasedJob\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobwire.v1.Job\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\nAckRequest\x12\x14\n\x0clease_tokens\x18\x01 \x03(\t\"(\n\x0b\x41\x63kResponse\x12\x19\n\x11lost_lease_tokens\x18\x01 \x03(\t\"t\n\x0bNackRequest\x12\x13\n\x0blease_token\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tpermanent\x18\x03 \x01(\x08\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x0cNackResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.jobwire.v1.JobState\x12*\n\x06run_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x10HeartbeatRequest\x12\x14\n\x0clease_tokens\x18\x01 \x03(\t\x12,\n\textend_by\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x0fHeartbeatResult\x12\x13\n\x0blease_token\x18\x01 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04lost\x18\x03 \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\x04 \x01(\x08\"A\n\x11HeartbeatResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.jobwire.v1.HeartbeatResult2\x8e\x02\n\rWorkerService\x12@\n\x05Lease\x12\x18.jobwire.v1.LeaseRequest\x1a\x19.jobwire.v1.LeaseResponse(\x01\x30\x01\x12\x36\n\x03\x41\x63k\x12\x16.jobwire.v1.AckRequest\x1a\x17.jobwire.v1.AckResponse\x12\x39\n\x04Nack\x12\x17.jobwire.v1.NackRequest\x1a\x18.jobwire.v1.NackResponse\x12H\n\tHeartbeat\x12\x1c.jobwire.v1.HeartbeatRequest\x1a\x1d.jobwire.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fjobwire/v1/worker_service.proto\x12\njobwire.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobwire/v1/job.proto\"\x8c\x01\n\x0cLeaseRequest\x12%\n\x04open\x18\x01 \x01(\x0b\x32\x15.jobwire.v1.LeaseOpenH\x00\x12)\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x17.jobwire.v1.LeaseCreditH\x00\x12#\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x14.jobwire.v1.LeaseAckH\x00\x42\x05\n\x03msg\"x\n\tLeaseOpen\x12\x0e\n\x06queues\x18\x01 \x03(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rmax_in_flight\x18\x03 \x01(\x05\x12\x31\n\x0elease_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x1c\n\x0bLeaseCredit\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\"0\n\x08LeaseAck\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x14\n\x0clease_tokens\x18\x02 \x03(\t\"f\n\x0eLeaseAckResult\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\x04\x12\x19\n\x11lost_lease_tokens\x18\x02 \x03(\t\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"^\n\rLeaseResponse\x12#\n\x04jobs\x18\x01 \x03(\x0b\x32\x15.jobwire.v1.LeasedJob\x12(\n\x04\x61\x63ks\x18\x02 \x03(\x0b\x32\x1a.jobwire.v1.LeaseAckResult\"t\n\tLeasedJob\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobwire.v1.Job\x12\x13\n\x0blease_token\x18\x02 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\"\n\nAckRequest\x12\x14\n\x0clease_tokens\x18\x01 \x03(\t\"(\n\x0b\x41\x63kResponse\x12\x19\n\x11lost_lease_tokens\x18\x01 \x03(\t\"t\n\x0bNackRequest\x12\x13\n\x0blease_token\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\x11\n\tpermanent\x18\x03 \x01(\x08\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"_\n\x0cNackResponse\x12#\n\x05state\x18\x01 \x01(\x0e\x32\x14.jobwire.v1.JobState\x12*\n\x06run_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x10HeartbeatRequest\x12\x14\n\x0clease_tokens\x18\x01 \x03(\t\x12,\n\textend_by\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x84\x01\n\x0fHeartbeatResult\x12\x13\n\x0blease_token\x18\x01 \x01(\t\x12\x34\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04lost\x18\x03 \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\x04 \x01(\x08\"A\n\x11HeartbeatResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.jobwire.v1.HeartbeatResult2\x8e\x02\n\rWorkerService\x12@\n\x05Lease\x12\x18.jobwire.v1.LeaseRequest\x1a\x19.jobwire.v1.LeaseResponse(\x01\x30\x01\x12\x36\n\x03\x41\x63k\x12\x16.jobwire.v1.AckRequest\x1a\x17.jobwire.v1.AckResponse\x12\x39\n\x04Nack\x12\x17.jobwire.v1.NackRequest\x1a\x18.jobwire.v1.NackResponse\x12H\n\tHeartbeat\x12\x1c.jobwire.v1.HeartbeatRequest\x1a\x1d.jobwire.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobwire.v1.worker_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LEASEREQUEST']._serialized_start=134
-  _globals['_LEASEREQUEST']._serialized_end=237
-  _globals['_LEASEOPEN']._serialized_start=239
-  _globals['_LEASEOPEN']._serialized_end=359
-  _globals['_LEASECREDIT']._serialized_start=361
-  _globals['_LEASECREDIT']._serialized_end=389
-  _globals['_LEASERESPONSE']._serialized_start=391
-  _globals['_LEASERESPONSE']._serialized_end=443
-  _globals['_LEASEDJOB']._serialized_start=445
-  _globals['_LEASEDJOB']._serialized_end=561
-  _globals['_ACKREQUEST']._serialized_start=563
-  _globals['_ACKREQUEST']._serialized_end=597
-  _globals['_ACKRESPONSE']._serialized_start=599
-  _globals['_ACKRESPONSE']._serialized_end=639
-  _globals['_NACKREQUEST']._serialized_start=641
-  _globals['_NACKREQUEST']._serialized_end=757
-  _globals['_NACKRESPONSE']._serialized_start=759
-  _globals['_NACKRESPONSE']._serialized_end=854
-  _globals['_HEARTBEATREQUEST']._serialized_start=856
-  _globals['_HEARTBEATREQUEST']._serialized_end=942
-  _globals['_HEARTBEATRESULT']._serialized_start=945
-  _globals['_HEARTBEATRESULT']._serialized_end=1077
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1079
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1144
-  _globals['_WORKERSERVICE']._serialized_start=1147
-  _globals['_WORKERSERVICE']._serialized_end=1417
+  _globals['_LEASEREQUEST']._serialized_start=135
+  _globals['_LEASEREQUEST']._serialized_end=275
+  _globals['_LEASEOPEN']._serialized_start=277
+  _globals['_LEASEOPEN']._serialized_end=397
+  _globals['_LEASECREDIT']._serialized_start=399
+  _globals['_LEASECREDIT']._serialized_end=427
+  _globals['_LEASEACK']._serialized_start=429
+  _globals['_LEASEACK']._serialized_end=477
+  _globals['_LEASEACKRESULT']._serialized_start=479
+  _globals['_LEASEACKRESULT']._serialized_end=581
+  _globals['_LEASERESPONSE']._serialized_start=583
+  _globals['_LEASERESPONSE']._serialized_end=677
+  _globals['_LEASEDJOB']._serialized_start=679
+  _globals['_LEASEDJOB']._serialized_end=795
+  _globals['_ACKREQUEST']._serialized_start=797
+  _globals['_ACKREQUEST']._serialized_end=831
+  _globals['_ACKRESPONSE']._serialized_start=833
+  _globals['_ACKRESPONSE']._serialized_end=873
+  _globals['_NACKREQUEST']._serialized_start=875
+  _globals['_NACKREQUEST']._serialized_end=991
+  _globals['_NACKRESPONSE']._serialized_start=993
+  _globals['_NACKRESPONSE']._serialized_end=1088
+  _globals['_HEARTBEATREQUEST']._serialized_start=1090
+  _globals['_HEARTBEATREQUEST']._serialized_end=1176
+  _globals['_HEARTBEATRESULT']._serialized_start=1179
+  _globals['_HEARTBEATRESULT']._serialized_end=1311
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1313
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1378
+  _globals['_WORKERSERVICE']._serialized_start=1381
+  _globals['_WORKERSERVICE']._serialized_end=1651
 # @@protoc_insertion_point(module_scope)

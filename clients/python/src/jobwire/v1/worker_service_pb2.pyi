@@ -12,12 +12,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LeaseRequest(_message.Message):
-    __slots__ = ("open", "credit")
+    __slots__ = ("open", "credit", "ack")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
     open: LeaseOpen
     credit: LeaseCredit
-    def __init__(self, open: _Optional[_Union[LeaseOpen, _Mapping]] = ..., credit: _Optional[_Union[LeaseCredit, _Mapping]] = ...) -> None: ...
+    ack: LeaseAck
+    def __init__(self, open: _Optional[_Union[LeaseOpen, _Mapping]] = ..., credit: _Optional[_Union[LeaseCredit, _Mapping]] = ..., ack: _Optional[_Union[LeaseAck, _Mapping]] = ...) -> None: ...
 
 class LeaseOpen(_message.Message):
     __slots__ = ("queues", "worker_id", "max_in_flight", "lease_duration")
@@ -37,11 +39,33 @@ class LeaseCredit(_message.Message):
     count: int
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
+class LeaseAck(_message.Message):
+    __slots__ = ("ack_id", "lease_tokens")
+    ACK_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ack_id: int
+    lease_tokens: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ack_id: _Optional[int] = ..., lease_tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LeaseAckResult(_message.Message):
+    __slots__ = ("ack_id", "lost_lease_tokens", "error_code", "error_message")
+    ACK_ID_FIELD_NUMBER: _ClassVar[int]
+    LOST_LEASE_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ack_id: int
+    lost_lease_tokens: _containers.RepeatedScalarFieldContainer[str]
+    error_code: int
+    error_message: str
+    def __init__(self, ack_id: _Optional[int] = ..., lost_lease_tokens: _Optional[_Iterable[str]] = ..., error_code: _Optional[int] = ..., error_message: _Optional[str] = ...) -> None: ...
+
 class LeaseResponse(_message.Message):
-    __slots__ = ("jobs",)
+    __slots__ = ("jobs", "acks")
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[LeasedJob]
-    def __init__(self, jobs: _Optional[_Iterable[_Union[LeasedJob, _Mapping]]] = ...) -> None: ...
+    acks: _containers.RepeatedCompositeFieldContainer[LeaseAckResult]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[LeasedJob, _Mapping]]] = ..., acks: _Optional[_Iterable[_Union[LeaseAckResult, _Mapping]]] = ...) -> None: ...
 
 class LeasedJob(_message.Message):
     __slots__ = ("job", "lease_token", "lease_expires_at")

@@ -68,6 +68,13 @@ class WorkerServiceServicer:
         `open`; afterwards the worker sends `credit` as slots free up. The broker
         never has more jobs outstanding on a stream than the credit it was given.
         Leases outlive the stream: a worker that reconnects can still ack.
+
+        A worker may also ack on the stream (`ack`), when the broker's response
+        headers carry `jobwire-lease-acks: 1`: the broker answers each with a
+        LeaseAckResult in a later LeaseResponse. An ack the stream did not
+        answer before it ended may have been applied or not; send it again
+        (on a stream or with Ack): a second ack of a completed job lists its
+        token as lost and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -75,7 +82,8 @@ class WorkerServiceServicer:
 
     def Ack(self, request, context):
         """Ack completes jobs. Tokens whose lease was lost are listed back and
-        nothing is changed for them.
+        nothing is changed for them. Any lease can be acked here, whichever
+        stream delivered it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -5,6 +5,7 @@
 import type { Codec } from "../../../../src/wire/index.js";
 import { EMPTY_BYTES, Reader, RepeatedString, Writer } from "../../../../src/wire/index.js";
 import type { RawLeaseResponse } from "@jobwire/proto/jobwire/view/v1/lease_pb";
+import { readLeaseAckResult, writeLeaseAckResult } from "../../v1/worker_service_fast.js";
 import { readTimestampMillis, writeTimestampMillis } from "../../../google/protobuf/timestamp_fast.js";
 import { readDurationMillis, writeDurationMillis } from "../../../google/protobuf/duration_fast.js";
 
@@ -13,6 +14,7 @@ import { readDurationMillis, writeDurationMillis } from "../../../google/protobu
  */
 export function writeRawLeaseResponse(w: Writer, m: RawLeaseResponse): void {
   for (const v of m.jobs) { w.tag(10); w.bytes(v); }
+  for (const v of m.acks) { w.tag(18); const a = w.fork(); writeLeaseAckResult(w, v); w.join(a); }
 }
 
 /**
@@ -21,11 +23,13 @@ export function writeRawLeaseResponse(w: Writer, m: RawLeaseResponse): void {
 export function readRawLeaseResponse(r: Reader, end: number, m: RawLeaseResponse = {
   $typeName: "jobwire.view.v1.RawLeaseResponse",
   jobs: [],
+  acks: [],
 }): RawLeaseResponse {
   while (r.pos < end) {
     const t = r.tag();
     switch (t) {
       case 10: m.jobs.push(r.bytes()); break;
+      case 18: m.acks.push(readLeaseAckResult(r, r.sub())); break;
       default:
         r.skip(t);
     }
@@ -49,7 +53,7 @@ export function decodeRawLeaseResponse(bytes: Uint8Array): RawLeaseResponse {
 
 export const RawLeaseResponseCodec: Codec<RawLeaseResponse> = {
   typeName: "jobwire.view.v1.RawLeaseResponse",
-  fields: [1],
+  fields: [1, 2],
   encode: encodeRawLeaseResponse,
   decode: decodeRawLeaseResponse,
 };

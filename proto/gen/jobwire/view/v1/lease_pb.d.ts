@@ -4,6 +4,7 @@
 
 import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
+import type { LeaseAckResult } from "../../v1/worker_service_pb.js";
 import type { Duration, MessageOptions, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -23,6 +24,11 @@ export declare type RawLeaseResponse = Message<"jobwire.view.v1.RawLeaseResponse
    * @generated from field: repeated bytes jobs = 1;
    */
   jobs: Uint8Array[];
+
+  /**
+   * @generated from field: repeated jobwire.v1.LeaseAckResult acks = 2;
+   */
+  acks: LeaseAckResult[];
 };
 
 /**

@@ -49,9 +49,17 @@ type WorkerServiceClient interface {
 	// `open`; afterwards the worker sends `credit` as slots free up. The broker
 	// never has more jobs outstanding on a stream than the credit it was given.
 	// Leases outlive the stream: a worker that reconnects can still ack.
+	//
+	// A worker may also ack on the stream (`ack`), when the broker's response
+	// headers carry `jobwire-lease-acks: 1`: the broker answers each with a
+	// LeaseAckResult in a later LeaseResponse. An ack the stream did not
+	// answer before it ended may have been applied or not; send it again
+	// (on a stream or with Ack): a second ack of a completed job lists its
+	// token as lost and changes nothing.
 	Lease(context.Context) *connect.BidiStreamForClient[v1.LeaseRequest, v1.LeaseResponse]
 	// Ack completes jobs. Tokens whose lease was lost are listed back and
-	// nothing is changed for them.
+	// nothing is changed for them. Any lease can be acked here, whichever
+	// stream delivered it.
 	Ack(context.Context, *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error)
 	// Nack fails one attempt. A stale token answers FAILED_PRECONDITION.
 	Nack(context.Context, *connect.Request[v1.NackRequest]) (*connect.Response[v1.NackResponse], error)
@@ -131,9 +139,17 @@ type WorkerServiceHandler interface {
 	// `open`; afterwards the worker sends `credit` as slots free up. The broker
 	// never has more jobs outstanding on a stream than the credit it was given.
 	// Leases outlive the stream: a worker that reconnects can still ack.
+	//
+	// A worker may also ack on the stream (`ack`), when the broker's response
+	// headers carry `jobwire-lease-acks: 1`: the broker answers each with a
+	// LeaseAckResult in a later LeaseResponse. An ack the stream did not
+	// answer before it ended may have been applied or not; send it again
+	// (on a stream or with Ack): a second ack of a completed job lists its
+	// token as lost and changes nothing.
 	Lease(context.Context, *connect.BidiStream[v1.LeaseRequest, v1.LeaseResponse]) error
 	// Ack completes jobs. Tokens whose lease was lost are listed back and
-	// nothing is changed for them.
+	// nothing is changed for them. Any lease can be acked here, whichever
+	// stream delivered it.
 	Ack(context.Context, *connect.Request[v1.AckRequest]) (*connect.Response[v1.AckResponse], error)
 	// Nack fails one attempt. A stale token answers FAILED_PRECONDITION.
 	Nack(context.Context, *connect.Request[v1.NackRequest]) (*connect.Response[v1.NackResponse], error)
