@@ -77,7 +77,11 @@ function mergeHooks(all: BrokerHooks[]): BrokerHooks {
   const out: BrokerHooks = {};
   for (const key of ["enqueued", "leased", "completed", "acked", "lostAcks", "failed", "replayed", "pruned"] as const) {
     const fns = all.map((h) => h[key]).filter((f): f is NonNullable<typeof f> => f !== undefined);
-    if (fns.length) out[key] = ((...args: unknown[]) => fns.forEach((f) => (f as (...a: unknown[]) => void)(...args))) as never;
+    if (fns.length) {
+      out[key] = ((...args: unknown[]) => {
+        for (const f of fns) (f as (...a: unknown[]) => void)(...args);
+      }) as never;
+    }
   }
   return out;
 }

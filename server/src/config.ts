@@ -219,7 +219,7 @@ function parseFlags(argv: readonly string[]): Map<string, string> {
   try {
     values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
   } catch (err) {
-    const known = Object.keys(options).map((k) => "--" + k).join(", ");
+    const known = Object.keys(options).map((k) => `--${k}`).join(", ");
     throw new ConfigError(`${(err as Error).message.replace(/\. To specify.*$/s, "")}; known flags: ${known}`);
   }
   const out = new Map<string, string>();

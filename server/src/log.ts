@@ -44,7 +44,7 @@ export function createLogger(level: LogLevel, write: (line: string) => void = (l
     for (const [k, v] of Object.entries(rec)) {
       if (v instanceof Error) rec[k] = errorRecord(v, lvl === "error" || level === "debug");
     }
-    write(JSON.stringify(rec) + "\n");
+    write(`${JSON.stringify(rec)}\n`);
   };
   return {
     debug: (m, f) => emit("debug", m, f),

@@ -25,7 +25,7 @@ async function main(): Promise<void> {
     process.stdout.write(`jobwire ${VERSION}\n`);
     return;
   }
-  let config;
+  let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(process.env, argv);
   } catch (err) {

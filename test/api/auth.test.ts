@@ -64,6 +64,6 @@ it("lets the TypeScript client send a token, on unary calls and on the Lease str
 });
 
 it("keeps health and metrics open", async () => {
-  expect((await fetch(tb.url + "/healthz")).status).toBe(200);
-  expect((await fetch(tb.url + "/metrics")).status).toBe(200);
+  expect((await fetch(`${tb.url}/healthz`)).status).toBe(200);
+  expect((await fetch(`${tb.url}/metrics`)).status).toBe(200);
 });

@@ -103,7 +103,7 @@ describe("idempotency", () => {
     expect(first.results[0]).toMatchObject({ duplicate: false });
     expect(second.results[0]).toMatchObject({ jobId: first.results[0]!.jobId, duplicate: true });
     // The same key on another queue is another job.
-    const other = await tb.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue: queue + "-b", type: "t", idempotencyKey: "order-1" })] });
+    const other = await tb.jobs.enqueue({ jobs: [create(JobSpecSchema, { queue: `${queue}-b`, type: "t", idempotencyKey: "order-1" })] });
     expect(other.results[0]!.duplicate).toBe(false);
   });
 

@@ -288,7 +288,7 @@ describe("Ack, Nack, Heartbeat", () => {
     const [id] = await enqueue(tb, { queue });
     const s = new TestLeaseStream(tb.workers, { queues: [queue] });
     const [l] = await s.take(1);
-    await tb.workers.nack({ leaseToken: l!.leaseToken, error: "bad\u0000byte " + "x".repeat(100_000) });
+    await tb.workers.nack({ leaseToken: l!.leaseToken, error: `bad\u0000byte ${"x".repeat(100_000)}` });
     const { job } = await tb.jobs.getJob({ id: id! });
     const msg = job!.errors[0]!.message;
     expect(msg.startsWith("bad\uFFFDbyte xxx")).toBe(true);

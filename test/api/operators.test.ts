@@ -18,14 +18,14 @@ afterAll(async () => {
 });
 
 async function metrics(broker = tb): Promise<string> {
-  const res = await fetch(broker.url + "/metrics");
+  const res = await fetch(`${broker.url}/metrics`);
   expect(res.status).toBe(200);
   return res.text();
 }
 
 /** The value of one series, or undefined. */
 function value(body: string, series: string): number | undefined {
-  const line = body.split("\n").find((l) => l.startsWith(series + " "));
+  const line = body.split("\n").find((l) => l.startsWith(`${series} `));
   return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
@@ -138,7 +138,7 @@ describe("/metrics", () => {
         const body = await metrics(other);
         expect(value(body, "jobwire_database_up")).toBe(0);
         expect(body).toContain("process_resident_memory_bytes");
-        expect((await fetch(other.url + "/readyz")).status).toBe(503);
+        expect((await fetch(`${other.url}/readyz`)).status).toBe(503);
         await admin.query(`ALTER DATABASE ${db} WITH ALLOW_CONNECTIONS true`);
       } finally {
         await admin.end();

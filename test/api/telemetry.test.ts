@@ -56,7 +56,7 @@ describe("HTTP endpoints on the gRPC port", () => {
   });
 
   it("lets the dashboard call AdminService over Connect JSON", async () => {
-    const res = await fetch(tb.url + "/jobwire.v1.AdminService/GetQueueStats", {
+    const res = await fetch(`${tb.url}/jobwire.v1.AdminService/GetQueueStats`, {
       method: "POST",
       headers: { "content-type": "application/json", "connect-protocol-version": "1" },
       body: "{}",

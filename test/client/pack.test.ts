@@ -94,9 +94,9 @@ describe("npm pack", () => {
     const queue = uniqueQueue("pack");
     const { stdout } = await run(process.execPath, ["smoke.mjs"], { cwd: app, env: { ...process.env, JOBWIRE_ADDRESS: tb.url, QUEUE: queue }, timeout: 60_000 });
     const out = JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, unknown>;
-    expect(String(out["resolved"])).toContain(`${app}/node_modules/@jobwire/client/`);
+    expect(String(out.resolved)).toContain(`${app}/node_modules/@jobwire/client/`);
     expect(out).toMatchObject({ state: "COMPLETED", attempt: 1, concurrencyKey: "tenant:1", seen: { name: "packed" } });
-    expect(out["error"]).toMatchObject({ isJobwireError: true, invalid: true, message: expect.stringMatching(/^invalid_argument: /) });
+    expect(out.error).toMatchObject({ isJobwireError: true, invalid: true, message: expect.stringMatching(/^invalid_argument: /) });
 
     await writeFile(path.join(app, "typed.ts"), TYPED);
     await writeFile(

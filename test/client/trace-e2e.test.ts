@@ -70,7 +70,6 @@ function startReceiver(): Promise<{ url: string; spans: OtlpSpan[]; close(): Pro
         res.writeHead(415).end("this test receiver accepts OTLP/JSON only");
         return;
       }
-      // biome-ignore lint/suspicious/noExplicitAny: OTLP JSON, checked field by field.
       const doc = JSON.parse(body) as any;
       for (const rs of doc.resourceSpans ?? []) {
         const service = String(attrs(rs.resource?.attributes)["service.name"] ?? "");

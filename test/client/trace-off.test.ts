@@ -5,7 +5,7 @@
  * span, headers travel unchanged, and an SDK registered later, while the
  * client and worker are running, is used from the next job on.
  */
-import { type JobContext, type WorkerJob } from "@jobwire/client";
+import type { JobContext, WorkerJob } from "@jobwire/client";
 import { type Context, type ContextManager, ROOT_CONTEXT, context, propagation, trace } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";

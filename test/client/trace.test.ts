@@ -57,7 +57,7 @@ describe("tracing", () => {
       }
     });
     const job = await waitForState(env.client, id, "COMPLETED");
-    expect(job.headers["traceparent"]).toMatch(new RegExp(`^00-${rootTraceId}-[0-9a-f]{16}-01$`));
+    expect(job.headers.traceparent).toMatch(new RegExp(`^00-${rootTraceId}-[0-9a-f]{16}-01$`));
 
     const [producer] = spansFor(id, SpanKind.PRODUCER);
     expect(producer).toBeDefined();
@@ -70,7 +70,7 @@ describe("tracing", () => {
       [A.messageId]: id,
       [A.jobType]: "flaky",
     });
-    expect(job.headers["traceparent"]).toContain(producer!.spanContext().spanId);
+    expect(job.headers.traceparent).toContain(producer!.spanContext().spanId);
 
     const consumers = await eventually(() => {
       const c = spansFor(id, SpanKind.CONSUMER);

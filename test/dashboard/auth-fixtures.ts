@@ -48,7 +48,7 @@ export async function startAuthBroker(): Promise<{ broker: AuthBroker | null; mi
 }
 
 async function probe(tb: TestBroker): Promise<string> {
-  const cfg = (await (await fetch(tb.url + "/dashboard/config.json")).json().catch(() => ({}))) as { authEnabled?: boolean };
+  const cfg = (await (await fetch(`${tb.url}/dashboard/config.json`)).json().catch(() => ({}))) as { authEnabled?: boolean };
   if (cfg.authEnabled !== true) return "GET /dashboard/config.json does not say authEnabled: true with JOBWIRE_AUTH_FILE set";
   const who = await whoAmI(tb, ADMIN.token);
   if (who.status !== 200) return `WhoAmI with a token from the tokens file answered HTTP ${who.status}`;
@@ -59,7 +59,7 @@ async function probe(tb: TestBroker): Promise<string> {
 }
 
 export async function whoAmI(tb: TestBroker, token: string): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(tb.url + "/jobwire.v1.AdminService/WhoAmI", {
+  const res = await fetch(`${tb.url}/jobwire.v1.AdminService/WhoAmI`, {
     method: "POST",
     headers: { "content-type": "application/json", "connect-protocol-version": "1", ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: "{}",

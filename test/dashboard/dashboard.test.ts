@@ -44,6 +44,8 @@ afterEach(async (ctx) => {
     if (ctx.task.result?.state === "fail") {
       // What the page showed when the test failed, for the report and the screenshot folder.
       await shot(page, `failed-${ctx.task.name.replace(/\W+/g, "-").slice(0, 60)}`).catch(() => {});
+      // innerText: the text as shown, which is what the report is for.
+      // biome-ignore lint/performance/useDomNodeTextContent: see above.
       const text = await page.$eval("body", (b) => b.innerText).catch(() => "?");
       console.log(`page at failure (${page.url()}):\n${text.slice(0, 3000)}\nrequests:\n${watch.requests.join("\n")}`);
     }
@@ -66,7 +68,7 @@ describe("the dashboard, auth off", () => {
   });
 
   it("serves the built bundle with a strict CSP, framing refused, and no CORS", async () => {
-    const index = await fetch(tb.url + "/");
+    const index = await fetch(`${tb.url}/`);
     expect(index.status).toBe(200);
     expect(index.headers.get("content-type")).toContain("text/html");
     const html = await index.text();
@@ -96,15 +98,15 @@ describe("the dashboard, auth off", () => {
     const types = await Promise.all(assets.map(async (a) => (await fetch(tb.url + a)).headers.get("content-type")));
     expect(types.some((t) => t?.startsWith("text/javascript"))).toBe(true);
     expect(types.some((t) => t?.startsWith("text/css"))).toBe(true);
-    const head = await fetch(tb.url + "/", { method: "HEAD" });
+    const head = await fetch(`${tb.url}/`, { method: "HEAD" });
     expect(head.status).toBe(200);
     expect(await head.text()).toBe("");
     const etag = index.headers.get("etag")!;
-    expect((await fetch(tb.url + "/", { headers: { "if-none-match": etag } })).status).toBe(304);
-    expect((await fetch(tb.url + "/assets/nope-12345678.js")).status).toBe(404);
-    expect((await fetch(tb.url + "/assets/../package.json")).status).toBe(404);
+    expect((await fetch(`${tb.url}/`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    expect((await fetch(`${tb.url}/assets/nope-12345678.js`)).status).toBe(404);
+    expect((await fetch(`${tb.url}/assets/../package.json`)).status).toBe(404);
 
-    const cfg = await fetch(tb.url + "/dashboard/config.json");
+    const cfg = await fetch(`${tb.url}/dashboard/config.json`);
     expect(cfg.headers.get("content-type")).toContain("application/json");
     expect(cfg.headers.get("content-security-policy")).toBe(csp);
     const body = (await cfg.json()) as { authEnabled: unknown; traceUrl: unknown };
@@ -113,17 +115,17 @@ describe("the dashboard, auth off", () => {
 
     // Cross-site protection: RPCs take JSON only (a form's text/plain is refused), and no answer carries CORS headers.
     const evil = { origin: "http://evil.example" };
-    const plain = await fetch(tb.url + "/jobwire.v1.AdminService/Replay", {
+    const plain = await fetch(`${tb.url}/jobwire.v1.AdminService/Replay`, {
       method: "POST",
       headers: { ...evil, "content-type": "text/plain" },
       body: JSON.stringify({ filter: { queue: "x" } }),
     });
     expect(plain.status).toBe(415);
-    const preflight = await fetch(tb.url + "/jobwire.v1.AdminService/Replay", {
+    const preflight = await fetch(`${tb.url}/jobwire.v1.AdminService/Replay`, {
       method: "OPTIONS",
       headers: { ...evil, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
     });
-    const json = await fetch(tb.url + "/jobwire.v1.AdminService/GetQueueStats", {
+    const json = await fetch(`${tb.url}/jobwire.v1.AdminService/GetQueueStats`, {
       method: "POST",
       headers: { ...evil, "content-type": "application/json", "connect-protocol-version": "1" },
       body: "{}",
@@ -192,7 +194,7 @@ describe("the dashboard, auth off", () => {
     await waitForText(page, "[data-test=payload]", '"template": "welcome"');
     await waitForText(page, "[data-test=trace]", TRACE_ID);
     await waitForText(page, "main", "tenant");
-    const traceUrl = ((await (await fetch(tb.url + "/dashboard/config.json")).json()) as { traceUrl: string }).traceUrl;
+    const traceUrl = ((await (await fetch(`${tb.url}/dashboard/config.json`)).json()) as { traceUrl: string }).traceUrl;
     if (traceUrl) {
       const href = await page.$eval("[data-test=trace-link]", (a) => a.getAttribute("href"));
       expect(href).toBe(`http://localhost:16686/trace/${TRACE_ID}`);

@@ -118,6 +118,7 @@ describe("Grafana dashboard", () => {
     expect(variableQuery(queue!)).toMatch(/^label_values\(.*, queue\)$/);
     // No hard-coded datasource: an imported dashboard must work with whatever the Prometheus is called.
     for (const v of d.templating.list.filter((v) => v.type === "query")) {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a template literal.
       expect(v.datasource?.uid, v.name).toBe("${datasource}");
       // Grafana shows `definition` and runs `query`: they must agree, or this suite checks one and Grafana runs the other.
       expect(v.definition, v.name).toBe(variableQuery(v));
@@ -137,6 +138,7 @@ describe("Grafana dashboard", () => {
   it("gives every panel a Prometheus datasource through the variable, and every target an expr", () => {
     expect(panels.length).toBeGreaterThan(0);
     for (const p of panels) {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a template literal.
       expect(p.datasource, p.title).toEqual({ type: "prometheus", uid: "${datasource}" });
       expect(p.targets?.length, p.title).toBeGreaterThan(0);
       const refIds = p.targets!.map((t) => t.refId);
@@ -208,7 +210,7 @@ describe("against a real broker's /metrics", () => {
       async () => {
         // prom-client's GC histogram has samples only once V8 has collected; make some garbage for it.
         for (let i = 0; i < 20; i++) new Array(100_000).fill({ i });
-        const s = parseScrape(await (await fetch(tb.url + "/metrics")).text());
+        const s = parseScrape(await (await fetch(`${tb.url}/metrics`)).text());
         return s.samples.has("nodejs_gc_duration_seconds_count") ? s : undefined;
       },
       10_000,

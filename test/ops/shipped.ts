@@ -5,10 +5,10 @@ import { parse as parseYaml } from "yaml";
 /** The operator files this suite guards, read from deploy/. */
 
 export const DEPLOY = fileURLToPath(new URL("../../deploy/", import.meta.url));
-export const ALERTS = DEPLOY + "prometheus/alerts.yml";
-export const ALERT_TESTS = DEPLOY + "prometheus/alerts.test.yml";
-export const DASHBOARD = DEPLOY + "grafana/jobwire.json";
-export const DEPLOY_README = DEPLOY + "README.md";
+export const ALERTS = `${DEPLOY}prometheus/alerts.yml`;
+export const ALERT_TESTS = `${DEPLOY}prometheus/alerts.test.yml`;
+export const DASHBOARD = `${DEPLOY}grafana/jobwire.json`;
+export const DEPLOY_README = `${DEPLOY}README.md`;
 
 export interface AlertRule {
   alert?: string;

@@ -15,9 +15,9 @@ import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 let provider: NodeTracerProvider | undefined;
 
 export function startTracing(defaultServiceName: string): void {
-  if (!process.env["OTEL_EXPORTER_OTLP_ENDPOINT"]) return;
+  if (!process.env.OTEL_EXPORTER_OTLP_ENDPOINT) return;
   provider = new NodeTracerProvider({
-    resource: resourceFromAttributes({ "service.name": process.env["OTEL_SERVICE_NAME"] ?? defaultServiceName }),
+    resource: resourceFromAttributes({ "service.name": process.env.OTEL_SERVICE_NAME ?? defaultServiceName }),
     spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())],
   });
   // Also installs the W3C trace-context propagator and an AsyncLocalStorage

@@ -26,7 +26,7 @@ export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = Object.freeze({
  */
 export function backoffDelay(attempt: number, opts: BackoffOptions, random: () => number = Math.random): number {
   const exp = Math.max(0, attempt - 1);
-  const cap = Math.min(opts.maxMs, opts.initialMs * Math.pow(Math.max(1, opts.multiplier), exp));
+  const cap = Math.min(opts.maxMs, opts.initialMs * Math.max(1, opts.multiplier) ** exp);
   return Math.round(cap / 2 + (cap / 2) * random());
 }
 

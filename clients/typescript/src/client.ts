@@ -141,7 +141,7 @@ export class JobwireClient {
       this.addresses = parseAddresses(typeof opts.address === "string" || Array.isArray(opts.address) ? opts.address : "", opts.tls !== undefined);
       this.closeTransport = () => {};
     } else {
-      const urls = parseAddresses(opts.address ?? process.env["JOBWIRE_ADDRESS"], opts.tls !== undefined);
+      const urls = parseAddresses(opts.address ?? process.env.JOBWIRE_ADDRESS, opts.tls !== undefined);
       const brokers = new Brokers(urls, (url) => createTransport(url, opts), opts.logger ?? consoleLogger);
       this.brokers = brokers;
       this.addresses = urls;

@@ -1,5 +1,5 @@
 import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
-import { JobSchema } from "@jobwire/proto/jobwire/v1/job_pb";
+import type { JobSchema } from "@jobwire/proto/jobwire/v1/job_pb";
 import { LeasedJobSchema } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import { describe, expect, it } from "vitest";
 import { timestampToMs, durationToMs } from "./convert.js";

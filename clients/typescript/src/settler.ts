@@ -7,7 +7,7 @@
  * as long as the lease has not expired.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
+import type { JobState } from "@jobwire/proto/jobwire/v1/job_pb";
 import { type BackoffOptions, backoffDelay, settleWithin, sleep } from "./backoff.js";
 import { msToDuration } from "./convert.js";
 import { isTransient, toJobwireError } from "./errors.js";
@@ -249,5 +249,5 @@ export function truncateUtf8(s: string, max: number): string {
   const bytes = encoder.encode(s);
   if (bytes.length <= max) return s;
   // fatal: false drops a trailing partial character as U+FFFD; strip it.
-  return decoder.decode(bytes.subarray(0, max)).replace(/\uFFFD$/, "") + "…";
+  return `${decoder.decode(bytes.subarray(0, max)).replace(/\uFFFD$/, "")}…`;
 }

@@ -211,7 +211,7 @@ export class LeaseLoop {
    */
   private accept(bytes: Uint8Array, gen: number, inert: boolean): void {
     const { s, held } = this.core;
-    let view;
+    let view: ReturnType<typeof decodeLeaseView>;
     try {
       view = decodeLeaseView(bytes);
     } catch (err) {

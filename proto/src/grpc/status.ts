@@ -41,7 +41,7 @@ export function errorTrailers(err: ConnectError, into: HeaderRecord = {}): Heade
 export function errorFromStatus(get: (name: string) => string | undefined, metadata: Headers): ConnectError | undefined {
   const details = get("grpc-status-details-bin");
   if (details !== undefined) {
-    let status;
+    let status: ReturnType<typeof decodeGrpcStatus>;
     try {
       status = decodeGrpcStatus(base64Decode(details));
     } catch (err) {

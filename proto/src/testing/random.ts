@@ -69,7 +69,6 @@ export class RandomMessages {
         for (let i = this.pick(0, 1, 2, 4); i > 0; i--) map[this.mapKey(f.mapKey)] = this.element(f, depth);
         init[f.localName] = map;
       } else if (f.fieldKind === "message" && depth >= MAX_DEPTH) {
-        continue;
       } else if (roll < 0.3 && f.fieldKind !== "message") {
         init[f.localName] = this.zero(f); // set to its zero: present for optional fields, absent on the wire otherwise
       } else {

@@ -148,7 +148,7 @@ export class Broker {
 
   async enqueue(specs: NewJob[], access: Access = FULL_ACCESS): Promise<EnqueueResult[]> {
     const jobs = checkJobSpecs(specs, this.cfg);
-    if (!access.allQueues) jobs.forEach((j, i) => access.requireQueue(j.queue, `jobs[${i}].queue`));
+    if (!access.allQueues) for (const [i, j] of jobs.entries()) access.requireQueue(j.queue, `jobs[${i}].queue`);
     const results = await this.inserts.submit(jobs);
     this.hooks.enqueued?.(
       jobs.filter((_, i) => !results[i]!.duplicate).map((j) => j.queue),
@@ -178,7 +178,7 @@ export class Broker {
 
   openLease(o: LeaseOpenInput, access: Access = FULL_ACCESS): LeaseSession {
     const open = checkLeaseOpen(o, this.cfg);
-    open.queues.forEach((q, i) => access.requireQueue(q, `open.queues[${i}]`));
+    for (const [i, q] of open.queues.entries()) access.requireQueue(q, `open.queues[${i}]`);
     return this.dispatcher.open(open);
   }
 

@@ -67,7 +67,10 @@ export class Dispatcher {
     this.sessions.add(s);
     for (const q of o.queues) {
       let set = this.byQueue.get(q);
-      if (!set) this.byQueue.set(q, (set = new Set()));
+      if (!set) {
+        set = new Set();
+        this.byQueue.set(q, set);
+      }
       set.add(s);
     }
     s.start();

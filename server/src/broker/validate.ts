@@ -211,7 +211,7 @@ export interface LeaseOpenInput {
 export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {
   if (o.queues.length === 0) throw invalid("open.queues", "must name at least one queue");
   if (o.queues.length > 100) throw invalid("open.queues", "names more than 100 queues");
-  o.queues.forEach((q, i) => checkQueue(`open.queues[${i}]`, q));
+  for (const [i, q] of o.queues.entries()) checkQueue(`open.queues[${i}]`, q);
   if (o.workerId.length > MAX_WORKER_ID_LEN) throw invalid("open.worker_id", `is longer than ${MAX_WORKER_ID_LEN} characters`);
   checkText("open.worker_id", o.workerId);
   if (!Number.isInteger(o.maxInFlight) || o.maxInFlight < 1 || o.maxInFlight > cfg.maxInFlight) {
@@ -222,8 +222,9 @@ export function checkLeaseOpen(o: LeaseOpenInput, cfg: Config): LeaseOpenInput {
 
 /** Error messages are recorded whatever they hold: NULs become U+FFFD, and long ones are cut. */
 export function truncateMessage(raw: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what Postgres text refuses, so it is what this replaces.
   const message = raw.replace(/\u0000|\p{Cs}/gu, "\uFFFD");
   if (Buffer.byteLength(message) <= MAX_ERROR_MESSAGE_BYTES) return message;
   const cut = Buffer.from(message).subarray(0, MAX_ERROR_MESSAGE_BYTES - 32).toString("utf8").replace(/\uFFFD$/, "");
-  return cut + " …[truncated]";
+  return `${cut} …[truncated]`;
 }

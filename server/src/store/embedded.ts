@@ -259,7 +259,7 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<EmbeddedPost
   const url = (database = EMBEDDED_DATABASE) => `postgres://${USER}@127.0.0.1:${port}/${database}`;
   try {
     const postmaster = Number((await readFile(path.join(dir, "postmaster.pid"), "utf8")).split("\n")[0]);
-    await writeFile(path.join(dir, OWNER_FILE), JSON.stringify({ pid: process.pid, postmaster, startedAt: new Date().toISOString() }) + "\n");
+    await writeFile(path.join(dir, OWNER_FILE), `${JSON.stringify({ pid: process.pid, postmaster, startedAt: new Date().toISOString() })}\n`);
     const c = new pg.Client({ connectionString: url("postgres") });
     await c.connect();
     try {

@@ -57,7 +57,7 @@ export async function setupTestServer(dataDir: string): Promise<TestServer> {
 
 export function withDatabase(url: string, database: string): string {
   const u = new URL(url);
-  u.pathname = "/" + database;
+  u.pathname = `/${database}`;
   return u.toString();
 }
 

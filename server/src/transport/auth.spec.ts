@@ -56,7 +56,7 @@ describe("the tokens file", () => {
     expect(bad({ tokens: [{ name: "a", token: SECRET, sha256: "00", scopes: ["read"] }] })).toThrow(/exactly one of token and sha256/);
     expect(bad({ tokens: [{ name: "a", token: SECRET, scopes: ["read"], colour: 1 }] })).toThrow(/unknown key "colour"/);
     expect(bad({ certificates: [{ name: "c", scopes: ["work"] }] })).toThrow(/certificates\[0\]\.subject: is required/);
-    expect(bad({ tokens: [{ name: "a", token: SECRET, scopes: ["read"] }, { name: "a", token: SECRET + "x", scopes: ["read"] }] })).toThrow(/used twice/);
+    expect(bad({ tokens: [{ name: "a", token: SECRET, scopes: ["read"] }, { name: "a", token: `${SECRET}x`, scopes: ["read"] }] })).toThrow(/used twice/);
     expect(bad([1])).toThrow(TokensFileError);
   });
 

@@ -142,7 +142,7 @@ export class Authenticator {
       for (const k of this.known) if (this.equal(k.digest, presented) && found === null) found = k.access;
       return found;
     }
-    if (peer && peer.subject) {
+    if (peer?.subject) {
       const cn = peer.subject.CN;
       const whole = subjectString(peer);
       for (const c of this.certificates) {

@@ -25,7 +25,7 @@ class Descriptors {
       files.add(f);
       f.dependencies.forEach(add);
     };
-    services.forEach((s) => add(s.file));
+    for (const s of services) add(s.file);
     for (const f of files) this.byName.set(f.proto.name, f);
     this.registry = createRegistry(...files);
   }
@@ -55,7 +55,7 @@ class Descriptors {
     // A method: "pkg.Service.Method".
     const dot = symbol.lastIndexOf(".");
     const svc = dot > 0 ? this.registry.getService(symbol.slice(0, dot)) : undefined;
-    if (svc && svc.methods.some((m) => m.name === symbol.slice(dot + 1))) return this.withDeps(svc.file);
+    if (svc?.methods.some((m) => m.name === symbol.slice(dot + 1))) return this.withDeps(svc.file);
     return null;
   }
 }

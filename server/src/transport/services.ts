@@ -1,7 +1,7 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import {
-  AdminService,
+  type AdminService,
   GetQueueStatsResponseSchema,
   ListJobsResponseSchema,
   DeleteScheduleResponseSchema,
@@ -15,26 +15,27 @@ import {
   PauseQueueResponseSchema,
   ResumeQueueResponseSchema,
   SetScheduleResponseSchema,
-  ScheduleSchema,
+  type ScheduleSchema,
 } from "@jobwire/proto/jobwire/v1/admin_service_pb";
 import {
   CancelJobResponseSchema,
   EnqueueResponseSchema,
   GetJobResponseSchema,
-  JobService,
+  type JobService,
 } from "@jobwire/proto/jobwire/v1/job_service_pb";
 import {
   AckResponseSchema,
   HeartbeatResponseSchema,
-  LeaseAckResultSchema,
+  type LeaseAckResultSchema,
   LeaseResponseSchema,
   NackResponseSchema,
-  WorkerService,
+  type WorkerService,
   type LeaseRequest,
   type LeaseResponse,
 } from "@jobwire/proto/jobwire/v1/worker_service_pb";
 import type { Access } from "../broker/access.js";
 import type { Broker } from "../broker/broker.js";
+import type { LeaseSession } from "../broker/dispatcher.js";
 import { invalid } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Lease } from "../model.js";
@@ -47,7 +48,6 @@ import {
   msToDuration,
   queueChangeFromPb,
   queueConfigToPb,
-  retryFromPb,
   retryToPb,
   specFromPb,
   stateFromPb,
@@ -138,7 +138,7 @@ async function* leaseStream(
   ctx: HandlerContext,
 ): AsyncGenerator<LeaseResponse> {
   const it = requests[Symbol.asyncIterator]();
-  let session;
+  let session: LeaseSession;
   try {
     const first = await it.next();
     if (first.done) return;

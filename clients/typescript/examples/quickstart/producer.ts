@@ -8,7 +8,7 @@ import { JobwireClient } from "@jobwire/client";
 
 startTracing("quickstart-producer");
 
-const client = new JobwireClient({ address: process.env["JOBWIRE_ADDRESS"] ?? "http://127.0.0.1:50051" });
+const client = new JobwireClient({ address: process.env.JOBWIRE_ADDRESS ?? "http://127.0.0.1:50051" });
 const names = process.argv.slice(2);
 const results = await client.enqueueMany((names.length > 0 ? names : ["world"]).map((name) => ({ type: "greet", payload: { name } })));
 for (const r of results) console.log(`enqueued job ${r.id}`);

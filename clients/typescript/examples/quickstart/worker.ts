@@ -13,7 +13,7 @@ import { PermanentError, Worker, type WorkerJob } from "@jobwire/client";
 startTracing("quickstart-worker");
 
 const worker = new Worker({
-  address: process.env["JOBWIRE_ADDRESS"] ?? "http://127.0.0.1:50051",
+  address: process.env.JOBWIRE_ADDRESS ?? "http://127.0.0.1:50051",
   queues: ["default"],
   concurrency: 4,
   handlers: {

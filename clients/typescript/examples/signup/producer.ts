@@ -14,7 +14,7 @@ if (!email) {
   console.error("usage: producer.js EMAIL");
   process.exit(2);
 }
-const db = new pg.Pool({ connectionString: process.env["DATABASE_URL"], max: 2 });
+const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 });
 try {
   await ensureSchema(db);
   // Stands in for the web request: the job's spans join this trace.

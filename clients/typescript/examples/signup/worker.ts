@@ -10,10 +10,10 @@ import { EMAIL_QUEUE, WELCOME_EMAIL, consoleMailer, ensureSchema, welcomeEmailHa
 
 startTracing("signup-worker");
 
-const db = new pg.Pool({ connectionString: process.env["DATABASE_URL"], max: 5 });
+const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 5 });
 await ensureSchema(db);
 const worker = new Worker({
-  address: process.env["JOBWIRE_ADDRESS"] ?? "http://127.0.0.1:50051",
+  address: process.env.JOBWIRE_ADDRESS ?? "http://127.0.0.1:50051",
   queues: [EMAIL_QUEUE],
   concurrency: 5,
   handlers: { [WELCOME_EMAIL]: welcomeEmailHandler(db, consoleMailer) },

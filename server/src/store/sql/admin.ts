@@ -132,5 +132,5 @@ export async function traceHeaders(db: Queryable, ids: string[]): Promise<Record
 }
 
 export async function notify(db: Queryable, queue: string): Promise<void> {
-  await query(db, "SELECT pg_notify('jobwire', $1)", ["a:" + queue], "jobwire_notify");
+  await query(db, "SELECT pg_notify('jobwire', $1)", [`a:${queue}`], "jobwire_notify");
 }

@@ -36,7 +36,11 @@ function leasedRounds(leases: LeaseRef[]): LeaseRound[] {
     const id = canonicalId(l.id);
     const k = seen.get(id) ?? 0;
     seen.set(id, k + 1);
-    const r = (rounds[k] ??= { ids: [], tokens: [], at: [] });
+    let r = rounds[k];
+    if (r === undefined) {
+      r = { ids: [], tokens: [], at: [] };
+      rounds[k] = r;
+    }
     r.ids.push(id);
     r.tokens.push(l.token);
     r.at.push(i);
@@ -59,7 +63,7 @@ function roundParams(round: LeaseRound): [string, string] {
     ids += sep + round.ids[k]!;
     pairs += `${sep}"${round.ids[k]!}":"${round.tokens[k]!}"`;
   }
-  return [ids + "}", pairs + "}"];
+  return [`${ids}}`, `${pairs}}`];
 }
 
 /**

@@ -50,7 +50,7 @@ async function main(): Promise<number> {
     try {
       const r = await runFault(fault, pg, runDir, opts, log);
       results.push(r);
-      process.stdout.write(renderFault(r) + "\n\n");
+      process.stdout.write(`${renderFault(r)}\n\n`);
     } catch (err) {
       const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
       errors.set(fault.id, msg);

@@ -39,7 +39,7 @@ export function parseChaosOptions(argv: string[]): ChaosOptions {
     else if (a === "--verbose") o.verbose = true;
     else if (a === "--broker") o.broker = value();
     else if (a === "--help" || a === "-h") {
-      process.stdout.write(USAGE + "\n");
+      process.stdout.write(`${USAGE}\n`);
       process.exit(0);
     } else throw new Error(`unknown flag ${a}\n${USAGE}`);
   }

@@ -27,7 +27,7 @@ export function renderFault(r: FaultResult): string {
     `   drain: ${r.drainMs === null ? "NOT drained within the deadline" : `${fmtMs(r.drainMs)} after the load ended, everything healthy`}` +
       `; most executions of one job: ${t.maxEffects}`,
   );
-  out.push(`   producers saw: ${r.producerErrors}` + (t.indeterminate > 0 ? `; indeterminate enqueues: ${t.indeterminate} (${t.indeterminateFound} exist)` : ""));
+  out.push(`   producers saw: ${r.producerErrors}${t.indeterminate > 0 ? `; indeterminate enqueues: ${t.indeterminate} (${t.indeterminateFound} exist)` : ""}`);
   if (r.producerOddErrors.length > 0)
     out.push(`   WARNING: producers were answered ${r.producerOddErrors.join(", ")}: during a fault, clients should only be told to retry (UNAVAILABLE)`);
   if (r.crashes > 0) out.push(`   broker crashes (exits we did not cause): ${r.crashes}`);

@@ -23,7 +23,7 @@ export interface WorkerChildSpec {
   maxWorkMs: number;
 }
 
-const spec = JSON.parse(process.env["CHAOS_WORKER"] ?? "{}") as WorkerChildSpec;
+const spec = JSON.parse(process.env.CHAOS_WORKER ?? "{}") as WorkerChildSpec;
 const pool = new pg.Pool({ connectionString: spec.databaseUrl, max: 4, application_name: spec.workerId, connectionTimeoutMillis: 2000 });
 // Postgres restarts break idle connections; the next query gets a new one.
 pool.on("error", () => {});
@@ -43,7 +43,7 @@ const worker = new Worker({
   workerId: spec.workerId,
   shutdownTimeoutMs: 5_000,
   handleSignals: true,
-  logger: process.env["CHAOS_VERBOSE"] ? undefined : quiet,
+  logger: process.env.CHAOS_VERBOSE ? undefined : quiet,
   handlers: { chaos: effect, poison: effect },
   onEvent: (e) => {
     if (e.type === "connected" && !ready) {

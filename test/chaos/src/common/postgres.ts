@@ -91,7 +91,7 @@ export async function freePort(): Promise<number> {
 
 function run(cmd: string, args: string[], ids: Ids | undefined, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { ...ids, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env["PATH"] ?? "", LC_ALL: "C" } });
+    const child = spawn(cmd, args, { ...ids, stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", LC_ALL: "C" } });
     let out = "";
     const keep = (b: Buffer) => (out = (out + b.toString()).slice(-4000));
     child.stdout.on("data", keep);

@@ -247,19 +247,19 @@ function headerCase(rng: Rng, rpc: Rpc, p: Protocol, headers: Record<string, str
         "/jobwire.v1.Nope/Enqueue",
         "/",
         `${rpc.path}%00`,
-        "/" + "a".repeat(8000),
+        `/${"a".repeat(8000)}`,
       ]);
       return req(body, `path ${path.length > 60 ? `${path.slice(0, 20)}… (${path.length} chars)` : path}`, { path });
     }
     case 4:
-      headers["authorization"] = rng.pick(["Bearer x", "Bearer ", "Basic Zm9vOmJhcg==", "x".repeat(8000)]);
-      return req(body, `authorization: ${headers["authorization"]!.slice(0, 20)}`);
+      headers.authorization = rng.pick(["Bearer x", "Bearer ", "Basic Zm9vOmJhcg==", "x".repeat(8000)]);
+      return req(body, `authorization: ${headers.authorization!.slice(0, 20)}`);
     case 5:
       if (p.family === "connect") {
         headers["connect-protocol-version"] = rng.pick(["2", "0", ""]);
         return req(body, `connect-protocol-version: ${JSON.stringify(headers["connect-protocol-version"])}`);
       }
-      delete headers["te"];
+      delete headers.te;
       return req(body, "no te: trailers");
     case 6: {
       if (p.family === "connect" && !rpc.streaming) {

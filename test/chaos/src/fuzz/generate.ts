@@ -8,7 +8,6 @@ import { ScalarType, type DescField, type DescMessage } from "@bufbuild/protobuf
 import type { Rng } from "../common/rng.js";
 import { DOUBLES, DURATIONS, INT32, INT64, QUEUES, TIMESTAMPS, TYPES, UINT64, longString, stringFor, type Pools } from "./values.js";
 
-// biome-ignore lint/suspicious/noExplicitAny: init shapes are built field by field from descriptors.
 export type Init = Record<string, any>;
 
 const MAX_DEPTH = 4;
@@ -144,8 +143,8 @@ export function show(v: unknown): string {
   if (Array.isArray(v)) return v.length > 3 ? `[${v.length} items]` : `[${v.map(show).join(", ")}]`;
   if (v && typeof v === "object") {
     const o = v as Init;
-    if ("seconds" in o && Object.keys(o).length <= 2) return `{seconds: ${o["seconds"]}, nanos: ${o["nanos"] ?? 0}}`;
-    if ("case" in o) return `${o["case"]}: ${show(o["value"])}`;
+    if ("seconds" in o && Object.keys(o).length <= 2) return `{seconds: ${o.seconds}, nanos: ${o.nanos ?? 0}}`;
+    if ("case" in o) return `${o.case}: ${show(o.value)}`;
     const keys = Object.keys(o);
     return keys.length > 4 ? `{${keys.length} fields}` : `{${keys.map((k) => `${k}: ${show(o[k])}`).join(", ")}}`;
   }

@@ -37,7 +37,7 @@ async function main(): Promise<number> {
   if (!existsSync(getBrokerMain())) throw new Error(`${getBrokerMain()} is missing: build with npx tsc -b server clients/typescript`);
   installSignalCleanup();
   const t0 = Date.now();
-  const out = (s = "") => process.stdout.write(s + "\n");
+  const out = (s = "") => process.stdout.write(`${s}\n`);
   const log = (m: string) => out(`  [${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${m}`);
 
   const runDir = path.join(os.tmpdir(), `jobwire-fuzz-${process.pid}-${Date.now()}`);
@@ -152,8 +152,8 @@ async function replay(opts: FuzzOptions, transport: Transport, pools: Pools, bro
     process.stdout.write(
       `\ncase ${index} (seed ${opts.seed}): ${c.rpc.name} over ${c.protocol.name} (HTTP/${c.protocol.http}), ${c.family}\n` +
         `  input: ${c.description}\n` +
-        `  ${r.method} ${r.path.length > 200 ? r.path.slice(0, 200) + "…" : r.path}\n` +
-        Object.entries(r.headers).map(([k, v]) => `  ${k}: ${v.length > 120 ? v.slice(0, 120) + "…" : v}\n`).join("") +
+        `  ${r.method} ${r.path.length > 200 ? `${r.path.slice(0, 200)}…` : r.path}\n` +
+        Object.entries(r.headers).map(([k, v]) => `  ${k}: ${v.length > 120 ? `${v.slice(0, 120)}…` : v}\n`).join("") +
         `  body (${r.body.length} bytes${r.halfSend ? `, only ${r.halfSend.bytes} sent` : ""}): ${hex(r.body, 512)}\n`,
     );
     const o = await transport.send(c);

@@ -7,8 +7,11 @@
 import type { Rng } from "../common/rng.js";
 
 const EXTREMES: unknown[] = [
+  // biome-ignore lint/correctness/noPrecisionLoss: numbers no type can hold are the point.
   1e400,
+  // biome-ignore lint/correctness/noPrecisionLoss: as above.
   -1e400,
+  // biome-ignore lint/correctness/noPrecisionLoss: 2^64, one past uint64.
   18446744073709551616,
   "18446744073709551616",
   "-9223372036854775809",

@@ -79,7 +79,7 @@ export function parseFuzzOptions(argv: string[]): FuzzOptions {
     else if (a === "--keep") o.keep = true;
     else if (a === "--rss-informational") o.rssInformational = true;
     else if (a === "--help" || a === "-h") {
-      process.stdout.write(USAGE + "\n");
+      process.stdout.write(`${USAGE}\n`);
       process.exit(0);
     } else throw new Error(`unknown flag ${a}\n${USAGE}`);
   }

@@ -53,7 +53,7 @@ export function compressionHeader(p: Protocol, rpc: Rpc): string {
 
 export function baseHeaders(p: Protocol, rpc: Rpc): Record<string, string> {
   const h: Record<string, string> = { "content-type": contentType(p, rpc) };
-  if (p.family === "grpc") h["te"] = "trailers";
+  if (p.family === "grpc") h.te = "trailers";
   if (p.family === "grpc-web") h["x-grpc-web"] = "1";
   if (p.family === "connect") h["connect-protocol-version"] = "1";
   if (p.gzip) h[compressionHeader(p, rpc)] = "gzip";

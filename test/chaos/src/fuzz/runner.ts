@@ -84,7 +84,7 @@ export class Runner {
 
   constructor(
     private readonly transport: () => Transport,
-    private readonly broker: Broker,
+    broker: Broker,
     readonly seed: number,
     private readonly pools: Pools,
   ) {

@@ -122,7 +122,7 @@ export function leaseToken(rng: Rng, pools: Pools): string {
 /** A string for a field, chosen by what its name suggests. */
 export function stringFor(field: string, rng: Rng, pools: Pools, extreme: boolean): string {
   const f = field.toLowerCase();
-  if (f.includes("token") && !f.includes("page")) return extreme ? leaseToken(rng, pools) : rng.pick(pools.tokens.length ? pools.tokens : ["1." + UUIDS[0]]);
+  if (f.includes("token") && !f.includes("page")) return extreme ? leaseToken(rng, pools) : rng.pick(pools.tokens.length ? pools.tokens : [`1.${UUIDS[0]}`]);
   if (f === "id" || f.endsWith("jobid") || f.endsWith("ids") || f === "lastjobid") return extreme ? jobId(rng, pools) : rng.pick(pools.jobIds.length ? pools.jobIds : ["1"]);
   if (f.includes("queue")) return extreme ? rng.pick([...QUEUES, ...ODD_STRINGS, "q".repeat(129), "a".repeat(128)]) : rng.pick(QUEUES);
   if (f === "type") return extreme ? oddString(rng) : rng.pick(TYPES);

@@ -41,7 +41,7 @@ export const poisonRow: Fault = {
         problems.push(`poison row ${id} is gone`);
         continue;
       }
-      const desc = `poison row ${id}: ${r.state.toUpperCase()}, attempt ${r.attempt}` + (r.last_error ? `, last error "${r.last_error.slice(0, 100)}"` : "");
+      const desc = `poison row ${id}: ${r.state.toUpperCase()}, attempt ${r.attempt}${r.last_error ? `, last error "${r.last_error.slice(0, 100)}"` : ""}`;
       if (r.state === "completed" || r.state === "dead") ctx.notes.push(`${desc} (the reaper moved past it)`);
       else if (r.state === "running" && r.expired_ms !== null && r.expired_ms > 0)
         problems.push(`${desc}, its lease expired ${(r.expired_ms / 1000).toFixed(1)} s ago and was never reclaimed: the reaper is blocked by it`);
