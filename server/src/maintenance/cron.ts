@@ -31,6 +31,7 @@ export class CronLoop extends Loop {
 
   async runOnce(): Promise<number> {
     const fired = await this.store.fireDue(this.cfg.batch, (cron, firedAt, now) =>
+      // biome-ignore lint/complexity/useMathMinMax: Dates; Math.max would turn them into numbers.
       nextFire(parseCron(cron), firedAt > now ? firedAt : now),
     );
     if (fired.length > 0) this.log.info("schedules fired", { count: fired.length });
