@@ -22,7 +22,7 @@ export interface BrokerProcess {
 }
 
 export async function startBroker(databaseUrl: string, execArgv: string[] = []): Promise<BrokerProcess> {
-  const env = cleanEnv({ DATABASE_URL: databaseUrl, JOBWIRE_PORT: "0", JOBWIRE_LOG_LEVEL: process.env["JOBWIRE_LOG_LEVEL"] ?? "warn" });
+  const env = cleanEnv({ DATABASE_URL: databaseUrl, JOBWIRE_PORT: "0", JOBWIRE_LOG_LEVEL: process.env.JOBWIRE_LOG_LEVEL ?? "warn" });
   const settings = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("JOBWIRE_") && k !== "JOBWIRE_PORT")) as Record<string, string>;
   const proc: ChildProcess = spawn(process.execPath, [...execArgv, MAIN], { env, stdio: ["ignore", "pipe", "inherit"] });
   let exited = false;

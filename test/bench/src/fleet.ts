@@ -13,6 +13,7 @@ const CHILD_MODULES = {
   "jobwire-worker": "children/jobwire-worker.js",
   "graphile-worker-worker": "children/graphile-worker.js",
   "pg-boss-worker": "children/pgboss-worker.js",
+  "bullmq-worker": "children/bullmq-worker.js",
   producer: "children/producer.js",
 } as const;
 

@@ -3,10 +3,10 @@
  * --quick preset, validated once before anything starts.
  */
 
-export const SCENARIOS = ["burn-down", "steady-state", "latency", "bulk-enqueue", "history", "limits", "fairness", "resources"] as const;
+export const SCENARIOS = ["burn-down", "steady-state", "latency", "bulk-enqueue", "history", "limits", "fairness", "resources", "worker-budget"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
-export const SYSTEMS = ["jobwire", "graphile-worker", "pg-boss"] as const;
+export const SYSTEMS = ["jobwire", "graphile-worker", "pg-boss", "bullmq"] as const;
 export type SystemName = (typeof SYSTEMS)[number];
 
 /** Worker processes per system. Two, one per core: workers, broker and Postgres share the cores anyway. */
@@ -36,6 +36,12 @@ export const BULK_IN_FLIGHT = 4;
 export const DEFAULT_BULK_JOBS = 200_000;
 /** Scenario 5: completed jobs already in the table. */
 export const DEFAULT_HISTORY_ROWS = 1_000_000;
+/**
+ * worker-budget: no-op jobs fed to one TypeScript Worker from an in-process
+ * fake Lease stream. 200,000 at ~10 us each is 2 s of CPU: long enough that
+ * the 1 ms resolution of process.cpuUsage and one-off GC pauses vanish.
+ */
+export const DEFAULT_BUDGET_JOBS = 200_000;
 
 /** --quick: every scenario and both peers in well under a minute, for CI smoke runs. */
 const QUICK = {
@@ -44,6 +50,7 @@ const QUICK = {
   latencySeconds: 3,
   bulkJobs: 20_000,
   historyRows: 50_000,
+  budgetJobs: 50_000,
 };
 
 export interface Options {
@@ -58,6 +65,7 @@ export interface Options {
   latencySeconds: number;
   bulkJobs: number;
   historyRows: number;
+  budgetJobs: number;
   /**
    * jobwire keeps completed jobs as history (the broker's default retention,
    * 24 h). Without it the bench's queues have a retention of zero: a job is
@@ -82,7 +90,8 @@ export class UsageError extends Error {
 export const USAGE = `usage: npm run bench -- [flags]
 
   --scenario LIST     comma-separated: ${SCENARIOS.join(", ")} (default: all)
-  --systems LIST      comma-separated: ${SYSTEMS.join(", ")} (default: all; peers run burn-down and latency only)
+  --systems LIST      comma-separated: ${SYSTEMS.join(", ")} (default: all; peers run burn-down and latency only;
+                      bullmq is skipped with a note where redis-server cannot be started)
   --jobs N            burn-down and history jobs (default ${DEFAULT_JOBS})
   --workers N         worker processes per system (default ${DEFAULT_WORKERS})
   --concurrency N     handlers at once per worker process (default ${DEFAULT_CONCURRENCY})
@@ -90,10 +99,13 @@ export const USAGE = `usage: npm run bench -- [flags]
   --seconds N         steady-state and latency duration (default ${DEFAULT_STEADY_SECONDS})
   --bulk-jobs N       jobs for bulk enqueue (default ${DEFAULT_BULK_JOBS})
   --history-rows N    completed jobs in the table for the history scenario (default ${DEFAULT_HISTORY_ROWS})
-  --quick             small sizes for CI: ${QUICK.jobs} jobs, ${QUICK.steadySeconds} s windows, ${QUICK.historyRows} history rows
+  --budget-jobs N     jobs for worker-budget (default ${DEFAULT_BUDGET_JOBS})
+  --quick             small sizes for CI: ${QUICK.jobs} jobs, ${QUICK.steadySeconds} s windows, ${QUICK.historyRows} history rows,
+                      ${QUICK.budgetJobs} worker-budget jobs
   --keep-history      jobwire keeps completed jobs (its default, 24 h retention) instead of deleting
                       them at ack like graphile-worker (the bench's queues get completed_retention 0)
-  --durable           run Postgres with fsync and synchronous_commit on (default off, for every system alike)
+  --durable           run Postgres with fsync and synchronous_commit on, and Redis with an fsync per write
+                      (appendonly, appendfsync always); default off, for every system alike
   --profile           --cpu-prof the broker and jobwire's workers and producers (into <out>/profiles/),
                       and collect pg_stat_statements (into the JSON) and auto_explain plans
   --out DIR           where JSON results go (default <repo>/bench-results)
@@ -145,6 +157,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Optio
     "seconds",
     "bulk-jobs",
     "history-rows",
+    "budget-jobs",
     "out",
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new UsageError(`unknown flag --${k}`);
@@ -167,6 +180,11 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Optio
       : quick
         ? QUICK.historyRows
         : DEFAULT_HISTORY_ROWS,
+    budgetJobs: flags.has("budget-jobs")
+      ? int("budget-jobs", flags.get("budget-jobs"), 1_000, 50_000_000)
+      : quick
+        ? QUICK.budgetJobs
+        : DEFAULT_BUDGET_JOBS,
     keepHistory: flags.has("keep-history"),
     durable: flags.has("durable"),
     profile: flags.has("profile"),

@@ -13,6 +13,14 @@
  * the smallest polling interval it accepts, and a worker waits out the rest
  * of the interval after every batch. Its throughput is therefore capped at
  * workers x batchSize / 0.5 s, and batchSize is the tuning knob.
+ *
+ * BullMQ 6 on Redis (redis.ts): a Worker per process with the same
+ * concurrency as jobwire's (--concurrency, the Lease stream's
+ * max_in_flight), so both runtimes may hold as many jobs at once; completed
+ * jobs are removed as they finish (removeOnComplete count 0), as
+ * graphile-worker deletes its jobs and the bench's jobwire queues do; failed
+ * ones are kept, so the final check sees them. Everything else is BullMQ's
+ * default: 30 s locks renewed at half-time, a stalled check every 30 s.
  */
 import { Logger } from "graphile-worker";
 import PgBoss from "pg-boss";
@@ -28,10 +36,16 @@ export const GRAPHILE_TUNING = {
 export const PGBOSS_POLLING_INTERVAL_SECONDS = 0.5;
 
 /** Jobs per fetch; see the measurements in docs/performance.md. */
-export const PGBOSS_BATCH_SIZE = Number(process.env["BENCH_PGBOSS_BATCH"] ?? 1000);
+export const PGBOSS_BATCH_SIZE = Number(process.env.BENCH_PGBOSS_BATCH ?? 1000);
 
 export function pgBossTuning() {
   return { batchSize: PGBOSS_BATCH_SIZE, pollingIntervalSeconds: PGBOSS_POLLING_INTERVAL_SECONDS };
+}
+
+export const BULLMQ_VERSION = "6.7.6";
+
+export function bullmqTuning(concurrency: number) {
+  return { concurrency, removeOnComplete: { count: 0 }, removeOnFail: { count: 100_000 } };
 }
 
 /** A graphile-worker logger that drops everything but errors, which it collects. */

@@ -99,6 +99,8 @@ export interface Usage {
   stealSeconds: number;
   broker: { cpuSeconds: number; peakRssMb: number } | null;
   postgres: { cpuSeconds: number };
+  /** redis-server, when the system measured is BullMQ. */
+  redis: { cpuSeconds: number } | null;
   workers: { cpuSeconds: number };
   producers: { cpuSeconds: number };
 }
@@ -114,12 +116,13 @@ export interface Meter {
  * group's cumulative CPU seconds (Fleet.cpuSeconds, which remembers the
  * figure of members that have exited).
  */
-export function startMeter(p: { broker?: number; postgres: number; workers: () => number; producers: () => number }): Meter {
+export function startMeter(p: { broker?: number; postgres: number; redis?: number; workers: () => number; producers: () => number }): Meter {
   const t0 = performance.now();
   const m0 = machineCpuSeconds();
   const self0 = process.cpuUsage();
   const b0 = p.broker !== undefined ? cpuSeconds(p.broker) : 0;
   const pg0 = processTreeCpuSeconds(p.postgres);
+  const r0 = p.redis !== undefined ? cpuSeconds(p.redis) : 0;
   const w0 = p.workers();
   const pr0 = p.producers();
   const hwmReset = p.broker !== undefined && resetPeakRss(p.broker);
@@ -137,17 +140,19 @@ export function startMeter(p: { broker?: number; postgres: number; workers: () =
         broker = { cpuSeconds: round(cpuSeconds(p.broker) - b0), peakRssMb: round(hwmReset ? Math.max(rssMax, peakRssMb(p.broker)) : rssMax) };
       }
       const postgres = processTreeCpuSeconds(p.postgres) - pg0;
+      const redis = p.redis !== undefined ? cpuSeconds(p.redis) - r0 : 0;
       const workers = p.workers() - w0;
       const producers = p.producers() - pr0;
       const self = process.cpuUsage(self0);
       const m1 = machineCpuSeconds();
-      const ours = (broker?.cpuSeconds ?? 0) + postgres + workers + producers + (self.user + self.system) / 1e6;
+      const ours = (broker?.cpuSeconds ?? 0) + postgres + redis + workers + producers + (self.user + self.system) / 1e6;
       return {
         wallSeconds: round((performance.now() - t0) / 1000),
         otherCpuSeconds: round(Math.max(0, m1.busy - m0.busy - ours)),
         stealSeconds: round(m1.steal - m0.steal),
         broker,
         postgres: { cpuSeconds: round(postgres) },
+        redis: p.redis !== undefined ? { cpuSeconds: round(redis) } : null,
         workers: { cpuSeconds: round(workers) },
         producers: { cpuSeconds: round(producers) },
       };

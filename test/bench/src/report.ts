@@ -62,7 +62,7 @@ export class Report {
   constructor(
     private readonly opts: Options,
     private readonly context: Record<string, unknown>,
-    private readonly write: (line: string) => void = (l) => process.stdout.write(l + "\n"),
+    private readonly write: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
   ) {}
 
   add(row: Row): void {
@@ -86,7 +86,7 @@ export class Report {
       rows: this.rows.filter((r) => r.scenario === scenario),
       ...data,
     };
-    writeFileSync(file, JSON.stringify(body, null, 2) + "\n");
+    writeFileSync(file, `${JSON.stringify(body, null, 2)}\n`);
     return file;
   }
 
@@ -94,7 +94,7 @@ export class Report {
   amend(scenario: ScenarioName, data: Record<string, unknown>): void {
     const file = path.join(this.opts.out, `${scenario}.json`);
     const body = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>) : { scenario };
-    writeFileSync(file, JSON.stringify({ ...body, ...data }, null, 2) + "\n");
+    writeFileSync(file, `${JSON.stringify({ ...body, ...data }, null, 2)}\n`);
   }
 
   /** The whole table once more, so the end of the log holds every figure and mark. */

@@ -59,10 +59,9 @@ function serve(kind: Kind): void {
   }
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: proto-loader's output is untyped.
+// proto-loader's output is untyped.
 function grpcService(): any {
   const def = protoLoader.loadSync("jobwire/v1/job_service.proto", { includeDirs: [PROTO_ROOT] });
-  // biome-ignore lint/suspicious/noExplicitAny: see above.
   return (grpc.loadPackageDefinition(def) as any).jobwire.v1.JobService;
 }
 

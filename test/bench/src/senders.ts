@@ -1,17 +1,26 @@
 /**
  * How each system enqueues, through its own public client API: jobwire's
  * JobwireClient (gRPC), graphile-worker's WorkerUtils (addJob / addJobs),
- * pg-boss's send / insert. Used by the producer processes and, for the
+ * pg-boss's send / insert, BullMQ's Queue (add / addBulk). Used by the producer processes and, for the
  * untimed pre-enqueue of burn-downs, by the bench process itself.
  *
  * Every job is a no-op of type "noop" whose payload is {"i": index}.
  * "queue" is a jobwire queue, a graphile-worker task identifier (graphile's
- * own queue_name would serialise the jobs) and a pg-boss queue.
+ * own queue_name would serialise the jobs), a pg-boss queue and a BullMQ
+ * queue (whose jobs are named "noop").
  */
 import type { SystemName } from "./options.js";
 import type { Payload } from "./protocol.js";
 
 export const JOB_TYPE = "noop";
+
+/** What each system's single-job enqueue call is called, for the latency rows. */
+export const ENQUEUE_CALL: Record<SystemName, string> = {
+  jobwire: "Enqueue",
+  "graphile-worker": "addJob",
+  "pg-boss": "send",
+  bullmq: "add()",
+};
 
 export interface Sender {
   /** One job, one call. */
@@ -68,6 +77,21 @@ export async function openSender(system: SystemName, endpoint: string, queue: st
           await boss.insert(payloads(first, n).map((data) => ({ name: queue, data })));
         },
         close: () => boss.stop({ graceful: false, close: true, wait: true }),
+      };
+    }
+    case "bullmq": {
+      const { Queue } = await import("bullmq");
+      const { parseRedisUrl } = await import("./redis.js");
+      const q = new Queue<Payload>(queue, { connection: parseRedisUrl(endpoint) });
+      await q.waitUntilReady();
+      return {
+        one: async (i) => {
+          await q.add(JOB_TYPE, { i });
+        },
+        many: async (first, n) => {
+          await q.addBulk(payloads(first, n).map((data) => ({ name: JOB_TYPE, data })));
+        },
+        close: () => q.close(),
       };
     }
   }

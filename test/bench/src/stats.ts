@@ -22,5 +22,5 @@ export function summarize(values: ArrayLike<number>): Summary {
 const r3 = (v: number) => Math.round(v * 1000) / 1000;
 
 export const fmtInt = (n: number): string => Math.round(n).toLocaleString("en-US");
-export const fmtMs = (ms: number): string => (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)) + " ms";
+export const fmtMs = (ms: number): string => `${ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)} ms`;
 export const fmtRatio = (r: number): string => (Number.isFinite(r) ? `${r.toFixed(2)}x` : "n/a");

@@ -1,5 +1,5 @@
 /**
- * The bench process's handle on each system's database: install its schema,
+ * The bench process's handle on each system's store: install its schema,
  * make queues, ask how many jobs are still outstanding (the end-of-run
  * check, polled only once the workers report every job handled), and verify
  * the final state. Everything here is off the measured path.
@@ -11,17 +11,21 @@ import type PgBoss from "pg-boss";
 import { startBroker, type BrokerProcess } from "./broker.js";
 import type { SystemName } from "./options.js";
 import { quietGraphileLogger, startBoss } from "./peers.js";
-import { benchPool, type BenchPostgres } from "./postgres.js";
+import { benchPool, settle, type BenchPostgres } from "./postgres.js";
+import { startRedis, type RedisProcess } from "./redis.js";
 import { JOB_TYPE } from "./senders.js";
 
 export interface System {
   name: SystemName;
-  /** What workers and producers connect to: the broker's address, or the database URL. */
+  /** What workers and producers connect to: the broker's address, the database URL, or Redis's redis:// URL. */
   endpoint: string;
-  pool: pg.Pool;
-  /** Tables to VACUUM ANALYZE between scenarios. */
-  tables: string[];
+  /** The bench's own connections to the system's database; null for BullMQ, which has none. */
+  pool: pg.Pool | null;
   broker: BrokerProcess | null;
+  /** BullMQ's redis-server (its CPU is measured like the broker's). */
+  redis: RedisProcess | null;
+  /** Between scenarios: vacuum, analyse and checkpoint the system's tables, so no scenario pays for the one before. */
+  settle(): Promise<void>;
   prepareQueue(queue: string): Promise<void>;
   /** Jobs of `queue` not yet completed. */
   remaining(queue: string): Promise<number>;
@@ -47,8 +51,9 @@ async function jobwireSystem(pgs: BenchPostgres, brokerExecArgv: string[], keepH
     name: "jobwire",
     endpoint: broker.address,
     pool,
-    tables: ["jobwire.jobs"],
     broker,
+    redis: null,
+    settle: () => settle(pool, ["jobwire.jobs"]),
     prepareQueue: async (queue) => {
       if (keepHistory) return;
       const client = new JobwireClient({ address: broker.address });
@@ -108,8 +113,9 @@ async function graphileSystem(pgs: BenchPostgres): Promise<System> {
     name: "graphile-worker",
     endpoint: url,
     pool,
-    tables: ["graphile_worker._private_jobs"],
     broker: null,
+    redis: null,
+    settle: () => settle(pool, ["graphile_worker._private_jobs"]),
     prepareQueue: async () => {},
     remaining: async (queue) => num((await pool.query(outstanding, [queue])).rows[0].n),
     verify: async (queue) => {
@@ -139,8 +145,9 @@ async function pgBossSystem(pgs: BenchPostgres): Promise<System> {
     name: "pg-boss",
     endpoint: url,
     pool,
-    tables: ["pgboss.job"],
     broker: null,
+    redis: null,
+    settle: () => settle(pool, ["pgboss.job"]),
     prepareQueue: async (queue) => {
       await boss.createQueue(queue);
     },
@@ -170,13 +177,80 @@ async function pgBossSystem(pgs: BenchPostgres): Promise<System> {
   };
 }
 
-export async function openSystem(name: SystemName, pgs: BenchPostgres, brokerExecArgv: string[], keepHistory: boolean): Promise<System> {
+/**
+ * BullMQ on its own redis-server. Completed jobs are removed as they finish
+ * (peers.ts), so whatever is left in a queue is outstanding or failed.
+ * Queues are made on first use; the bench keeps one Queue per name for its
+ * counts.
+ */
+async function bullmqSystem(redisDir: string, durable: boolean): Promise<System> {
+  const redis = await startRedis(redisDir, durable);
+  let Queue: typeof import("bullmq").Queue;
+  try {
+    ({ Queue } = await import("bullmq"));
+  } catch (err) {
+    await redis.stop();
+    throw err;
+  }
+  const queues = new Map<string, InstanceType<typeof Queue>>();
+  const queueOf = (name: string) => {
+    let q = queues.get(name);
+    if (!q) {
+      q = new Queue(name, { connection: { host: redis.host, port: redis.port } });
+      queues.set(name, q);
+    }
+    return q;
+  };
+  const sum = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
+  return {
+    name: "bullmq",
+    endpoint: redis.url,
+    pool: null,
+    broker: null,
+    redis,
+    settle: async () => {},
+    prepareQueue: async (queue) => {
+      await queueOf(queue).waitUntilReady();
+    },
+    remaining: async (queue) => sum(await queueOf(queue).getJobCounts("wait", "active", "delayed", "prioritized", "waiting-children")),
+    verify: async (queue) => {
+      const c = await queueOf(queue).getJobCounts("wait", "active", "delayed", "prioritized", "waiting-children", "failed", "completed");
+      const problems: string[] = [];
+      const left = sum(c) - (c.failed ?? 0) - (c.completed ?? 0);
+      if (left !== 0) problems.push(`${left} jobs not completed`);
+      if ((c.failed ?? 0) !== 0) problems.push(`${c.failed} jobs failed`);
+      // removeOnComplete count 0: a completed job that was kept means the tuning did not apply.
+      if ((c.completed ?? 0) !== 0) problems.push(`${c.completed} completed jobs were kept, expected none`);
+      return problems;
+    },
+    purge: async (queue) => {
+      await queueOf(queue).obliterate({ force: true });
+    },
+    close: async () => {
+      for (const q of queues.values()) await q.close().catch(() => {});
+      await redis.stop();
+    },
+  };
+}
+
+export interface OpenOptions {
+  pgs: BenchPostgres;
+  brokerExecArgv: string[];
+  keepHistory: boolean;
+  /** Where BullMQ's redis-server keeps its files (inside the bench's temporary folder). */
+  redisDir: string;
+  durable: boolean;
+}
+
+export async function openSystem(name: SystemName, o: OpenOptions): Promise<System> {
   switch (name) {
     case "jobwire":
-      return jobwireSystem(pgs, brokerExecArgv, keepHistory);
+      return jobwireSystem(o.pgs, o.brokerExecArgv, o.keepHistory);
     case "graphile-worker":
-      return graphileSystem(pgs);
+      return graphileSystem(o.pgs);
     case "pg-boss":
-      return pgBossSystem(pgs);
+      return pgBossSystem(o.pgs);
+    case "bullmq":
+      return bullmqSystem(o.redisDir, o.durable);
   }
 }

@@ -26,7 +26,7 @@ function send(m: ChildMessage): Promise<void> {
 
 export function runChild<S extends ChildSpec>(prepare: (spec: S) => Promise<ChildRun>): void {
   const main = async () => {
-    const raw = process.env["BENCH_SPEC"];
+    const raw = process.env.BENCH_SPEC;
     if (!raw) throw new Error("BENCH_SPEC is not set: this file is started by the bench, not by hand");
     const spec = JSON.parse(raw) as S;
     const run = await prepare(spec);

@@ -48,7 +48,7 @@ export async function runBulkEnqueue(ctx: Ctx): Promise<void> {
     }
     const usage = meter.stop();
     if (p.errors.length > 0) throw new ScenarioError(`producer: ${p.errors[0]}`);
-    const { rows } = await s.pool.query(
+    const { rows } = await s.pool!.query(
       "SELECT count(*) AS n, count(*) FILTER (WHERE state = 'available') AS available FROM jobwire.jobs WHERE queue = $1",
       [queue],
     );

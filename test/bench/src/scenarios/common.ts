@@ -5,7 +5,7 @@
  */
 import type { Options, ScenarioName, SystemName } from "../options.js";
 import { Fleet } from "../fleet.js";
-import { settle, type BenchPostgres } from "../postgres.js";
+import type { BenchPostgres } from "../postgres.js";
 import { machineCpuSeconds, startMeter, type Meter, type Usage } from "../procstats.js";
 import os from "node:os";
 import type { Progress } from "../progress.js";
@@ -130,7 +130,12 @@ export async function awaitQuiet(ctx: Ctx): Promise<number> {
 
 /** Vacuum, analyse and checkpoint the system's tables so the next measurement starts clean. */
 export async function settleSystem(s: System): Promise<void> {
-  await settle(s.pool, s.tables);
+  await s.settle();
+}
+
+/** What startMeter measures for a system: its broker or Redis beside Postgres. */
+export function servicePids(ctx: Ctx, s: System): { broker?: number; postgres: number; redis?: number } {
+  return { ...(s.broker ? { broker: s.broker.pid } : {}), postgres: ctx.pg.pid, ...(s.redis ? { redis: s.redis.pid } : {}) };
 }
 
 /**
@@ -183,9 +188,20 @@ export function warningNote(t: Tally): string {
 }
 
 /**
+ * Systems whose worker hears back that each completion was stored: jobwire
+ * (the broker answered the Ack) and BullMQ (its "completed" event follows
+ * the job's move to completed in Redis). graphile-worker and pg-boss
+ * complete in batches the worker does not report per job.
+ */
+export function confirmsCompletion(name: SystemName): boolean {
+  return name === "jobwire" || name === "bullmq";
+}
+
+/**
  * Every index in `expected` must have been handled exactly once across all
- * workers, and nothing else handled; for jobwire every job must also have
- * been acked (the broker answered its Ack).
+ * workers, and nothing else handled; where the system confirms each
+ * completion to the worker (confirmsCompletion), every job must also have
+ * been confirmed.
  */
 export function tally(results: WorkerResult[], expected: { first: number; count: number }[], mustAck: boolean): Tally {
   const problems: string[] = [];
@@ -247,18 +263,13 @@ export async function burnDown(ctx: Ctx, s: System, queue: string, n: number, la
   try {
     await workers.ready();
     await awaitQuiet(ctx);
-    const meter = startMeter({
-      ...(s.broker ? { broker: s.broker.pid } : {}),
-      postgres: ctx.pg.pid,
-      workers: () => workers.cpuSeconds(),
-      producers: () => 0,
-    });
+    const meter = startMeter({ ...servicePids(ctx, s), workers: () => workers.cpuSeconds(), producers: () => 0 });
     const t0 = performance.now();
     workers.go();
     const t1 = await waitDrained(ctx, s, queue, workers, () => n, t0, drainBudgetMs(n), label);
     const usage = meter.stop();
     const results = await workers.stop();
-    const t = tally(results, [{ first: 0, count: n }], s.name === "jobwire");
+    const t = tally(results, [{ first: 0, count: n }], confirmsCompletion(s.name));
     const problems = [...t.problems, ...(await s.verify(queue, n))];
     const seconds = (t1 - t0) / 1000;
     return { jobs: n, seconds, jobsPerSecond: n / seconds, usage, problems, warnings: t.warnings };

@@ -36,7 +36,7 @@ export async function runHistory(ctx: Ctx): Promise<void> {
     const t0 = performance.now();
     for (let from = 1; from <= rows; from += INSERT_CHUNK) {
       const to = Math.min(rows, from + INSERT_CHUNK - 1);
-      await s.pool.query(
+      await s.pool!.query(
         `INSERT INTO jobwire.jobs (state, attempt, max_attempts, run_at, created_at, finished_at, queue, type, payload)
          SELECT 'completed', 1, 25, t, t, t + interval '5 ms', $1, 'history', convert_to('{"i":' || g || '}', 'UTF8')
          FROM generate_series($2::int, $3::int) AS g, LATERAL (SELECT now() - interval '1 day' + g * interval '50 ms' AS t) AS ts`,
@@ -54,7 +54,7 @@ export async function runHistory(ctx: Ctx): Promise<void> {
       Math.round((((u.broker?.cpuSeconds ?? 0) + u.postgres.cpuSeconds + u.workers.cpuSeconds) / jobs) * 1e6);
     const cpuPerJobUs = { empty: baselineUsage ? cpuUs(baselineUsage.usage, baselineUsage.jobs) : null, history: cpuUs(r.usage, n) };
     ctx.usage.set("history", { jobs: n, usage: r.usage });
-    const size = await s.pool.query("SELECT pg_size_pretty(pg_total_relation_size('jobwire.jobs')) AS total, pg_size_pretty(pg_relation_size('jobwire.jobs')) AS heap");
+    const size = await s.pool!.query("SELECT pg_size_pretty(pg_total_relation_size('jobwire.jobs')) AS total, pg_size_pretty(pg_relation_size('jobwire.jobs')) AS heap");
     ctx.report.add({
       scenario: "history",
       system: "jobwire",
