@@ -153,6 +153,7 @@ export class Executor {
         }
       } finally {
         held.delete(h.token);
+        this.core.lease.settled();
       }
       if (span !== OFF_SPAN) endConsumerSpan(span, outcome, ok ? undefined : failure);
       if (s.hasEvents) s.onEvent({ type: "job_finished", jobId: h.job.id, attempt: h.job.attempt, outcome });

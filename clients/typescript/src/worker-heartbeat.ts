@@ -33,6 +33,18 @@ export class Heartbeats {
     return Math.max(MIN_HEARTBEAT_INTERVAL_MS, Math.min(this.core.s.maxHeartbeatMs, leaseMs * HEARTBEAT_FRACTION));
   }
 
+  /**
+   * A job arrived whose first beat is due at `due`: arms the timer if none
+   * is armed that early. O(1), where schedule() looks at every held job:
+   * called per lease batch, that scan took 36% of a worker's CPU when acks
+   * fell behind and it held ~90,000 jobs.
+   */
+  noteDue(due: number): void {
+    if (this.inFlight) return; // schedule() runs when the beat returns
+    if (this.timer !== undefined && this.at <= due) return;
+    this.arm(due);
+  }
+
   /** Arms the timer for the earliest beat any held job needs. */
   schedule(): void {
     if (this.inFlight) return; // rescheduled when it returns
@@ -43,6 +55,10 @@ export class Heartbeats {
       return;
     }
     if (this.timer !== undefined && this.at <= due) return;
+    this.arm(due);
+  }
+
+  private arm(due: number): void {
     this.clear();
     this.at = due;
     this.timer = setTimeout(() => {

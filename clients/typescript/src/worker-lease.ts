@@ -149,7 +149,6 @@ export class LeaseLoop {
         stream.brokerCredit -= batch.length;
         for (const bytes of batch) this.accept(bytes, gen, inert);
         this.flushCredit(stream);
-        if (batch.length > 0) this.core.beats.schedule();
       }
     } catch (err) {
       // After a stop, a stream we cut ourselves is not an error.
@@ -190,6 +189,12 @@ export class LeaseLoop {
    */
   private flushCredit(st: Stream): void {
     if (st.owed === 0 || st.creditQueued || st.brokerCredit * 2 >= this.core.s.concurrency) return;
+    // Finished jobs whose acks are not yet answered count too: credit for
+    // new jobs waits while they are as many as the slots (acks fell behind:
+    // a slow or unreachable broker). Without this bound a worker whose
+    // handlers outran its acks held ~90,000 jobs, all of whose leases kept
+    // running, and heartbeats for all of them.
+    if (this.core.held.size >= 2 * this.core.s.concurrency) return;
     st.creditQueued = true;
     queueMicrotask(() => {
       st.creditQueued = false;
@@ -199,6 +204,12 @@ export class LeaseLoop {
       st.brokerCredit += n;
       st.requests.push(create(LeaseRequestSchema, { msg: { case: "credit", value: { count: n } } }));
     });
+  }
+
+  /** An owed ack was answered: credit held back while acks lagged may go now. */
+  settled(): void {
+    const st = this.stream;
+    if (st !== undefined && st.owed > 0) this.flushCredit(st);
   }
 
   /**
@@ -254,6 +265,7 @@ export class LeaseLoop {
       inert,
     };
     held.set(h.token, h);
+    this.core.beats.noteDue(h.nextBeatAt);
     if (h.cancelRequested) abortHeld(h, new JobCancelledError(`job ${job.id} was cancelled`));
     this.core.exec.admit(h);
   }

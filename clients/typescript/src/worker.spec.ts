@@ -160,6 +160,26 @@ describe("Worker (fake broker)", () => {
     await done;
   });
 
+  it("takes no more jobs while the acks it owes are as many as its slots", async () => {
+    // Credit followed free slots alone: a worker whose handlers outran its
+    // acks kept taking jobs, and held ~90,000 of them in the bench.
+    const fb = fakeBroker();
+    const release = fb.holdAcks();
+    const w = newWorker(fb, { t: async () => {} }, { concurrency: 10, ackMaxBatch: 5, ackFlushMs: 1 });
+    const done = w.run();
+    for (let i = 0; i < 200; i++) fb.add();
+    await until(() => fb.maxAcksInFlight >= 4, 3000, "acks held at the broker");
+    // Every job it took has run; it then holds back the credit for more.
+    await until(() => w.holding >= 20 && w.running === 0, 3000, "the worker idle, holding twice its slots");
+    const credit = fb.opens[0]!.maxInFlight + fb.credits.reduce((a, b) => a + b, 0);
+    expect(credit).toBeLessThanOrEqual(2 * 10 + 10);
+    expect(w.holding).toBeLessThanOrEqual(2 * 10 + 10);
+    release();
+    await until(() => fb.acks.flat().length === 200, 5000, "every job acked once the acks are answered");
+    await w.stop();
+    await done;
+  });
+
   it("gives an already-aborted signal to a handler that reads it after the cancel arrived", async () => {
     const fb = fakeBroker();
     const started = gate();
