@@ -243,7 +243,7 @@ certificates:
 		}
 		// Its scopes hold as a token's do.
 		_, err = fleet.PauseQueue(ctx, uniqueQueue("tls"))
-		if msg := wantRefusal(t, "PauseQueue with the certificate", err, jobwire.ErrPermissionDenied, jobwire.CodePermissionDenied); !strings.HasPrefix(msg, "go-fleet lacks scope admin") {
+		if msg := wantRefusal(t, "PauseQueue with the certificate", err, jobwire.ErrPermissionDenied, jobwire.CodePermissionDenied); !strings.HasPrefix(msg, "certificate go-fleet lacks scope admin") {
 			t.Errorf("PauseQueue with the certificate: %q, want the refusal to name go-fleet and scope admin", msg)
 		}
 		// A token sent along wins over the certificate.
