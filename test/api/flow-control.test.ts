@@ -136,6 +136,48 @@ describe("concurrency limits", () => {
   });
 });
 
+describe("many keys", () => {
+  // claimBatch is 100 here: round 1 visits 25 keys for up to four jobs
+  // each (claim_gated.sql), round 2 visits more keys when they hold less.
+  it("takes up to four jobs from each key visited, and goes on to other keys", async () => {
+    const queue = uniqueQueue("quantum");
+    await enqueue(tb, ...Array.from({ length: 400 }, (_, i) => ({ queue, concurrencyKey: `k${String(i % 40).padStart(2, "0")}` })));
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 100 });
+    const got = await s.take(100);
+    const per = new Map<string, number>();
+    for (const k of keys(got)) per.set(k, (per.get(k) ?? 0) + 1);
+    expect(Math.max(...per.values())).toBeLessThanOrEqual(4);
+    expect(per.size).toBeGreaterThanOrEqual(25);
+    s.kill();
+  });
+
+  it("fills a claim from keys that hold one job each, all at once", async () => {
+    const queue = uniqueQueue("sparse");
+    await enqueue(tb, ...Array.from({ length: 150 }, (_, i) => ({ queue, concurrencyKey: `k${String(i).padStart(3, "0")}` })));
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 100 });
+    // One claim of 100, not 25: a short claim would leave the rest to the poll (60 s here).
+    const got = await s.take(100);
+    expect(new Set(keys(got)).size).toBe(100);
+    await quiet(s, 0);
+    s.kill();
+  });
+
+  it("skips keys at their cap and takes the next job of a key whose slot frees", async () => {
+    const queue = uniqueQueue("capped");
+    await tb.admin.setQueueConfig({ queue, maxRunningPerKey: 1 });
+    await enqueue(tb, ...Array.from({ length: 90 }, (_, i) => ({ queue, concurrencyKey: `k${String(i % 30).padStart(2, "0")}` })));
+    const s = new TestLeaseStream(tb.workers, { queues: [queue], maxInFlight: 100 });
+    const got = await s.take(30);
+    expect(new Set(keys(got)).size).toBe(30);
+    await quiet(s, 0);
+    await tb.workers.ack({ leaseTokens: [got[7]!.leaseToken] });
+    const [next] = await s.take(1);
+    expect(next!.job!.concurrencyKey).toBe(got[7]!.job!.concurrencyKey);
+    await quiet(s, 0);
+    s.kill();
+  });
+});
+
 describe("ordering keys", () => {
   it("run one at a time in enqueue order; a retry keeps its place; completion lets the next start", async () => {
     const queue = uniqueQueue("order");

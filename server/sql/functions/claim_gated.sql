@@ -13,11 +13,14 @@
 -- is a group, plain jobs are one more group, and each ordering key offers
 -- its head. Groups are taken round-robin: first every group's first job,
 -- then every group's second, and so on (priority, then place in line,
--- orders jobs within a group and breaks ties within a round). Keys are
--- visited from a cursor that moves on each claim, so with more keys than
--- one claim can take, the next claim starts where this one stopped: a key
--- with one job behind another key's 100,000 waits at most
--- ceil(keys / claim size) claims.
+-- orders jobs within a group and breaks ties within a round), up to four
+-- jobs from each concurrency key in a claim (the quantum; more only when
+-- the claim has room left after every key with work had its turn). Keys
+-- are visited from a cursor that moves on each claim, so with more keys
+-- than one claim can take, the next claim starts where this one stopped:
+-- a key with one job behind other keys' backlogs waits at most
+-- ceil(keys / ceil(claim size / 4)) claims, and behind one key's 100,000
+-- jobs, one claim.
 --
 -- An ordering key's head is its first job in line (queued_at, then id)
 -- among those available, running or retrying; only an available head may
@@ -36,6 +39,15 @@ DECLARE
   allowed int;
   cur jobwire.queue_cursors%ROWTYPE;
   keys text[];
+  want int;
+  round_keys text[];
+  quota_keys text[];
+  use_heads boolean;
+  per_key int;
+  plain_lim int;
+  head_ids bigint[];
+  head_priorities int[];
+  head_queued timestamptz[];
   okeys text[];
   ngroups int;
   share int;
@@ -76,34 +88,46 @@ BEGIN
   END IF;
 
   SELECT * INTO cur FROM jobwire.queue_cursors WHERE queue = q;
-  keys := jobwire.concurrency_keys_after(q, cur.key_cursor, budget);
+  -- Visit enough keys for up to four jobs each (the quantum): every key
+  -- visited costs index steps (finding it, counting its running jobs,
+  -- reading its jobs) whatever it yields, so with many keys taking up to
+  -- four from each halves the steps per job of taking one from each. With
+  -- 1,000 keys under max_running_per_key 5 (bench `limits`): Postgres
+  -- 36 -> 26-27 us per job, 0.67-0.71x -> 0.78-0.85x the unlimited
+  -- burn-down. If the keys hold fewer jobs than that (or their
+  -- quotas allow fewer), round 2 visits more keys, one job from each.
+  want := ceil(budget::numeric / 4)::int;
+  SELECT h.keys, h.ids, h.priorities, h.queued INTO keys, head_ids, head_priorities, head_queued
+  FROM jobwire.concurrency_heads_after(q, cur.key_cursor, want, cur.key_cursor) h;
   okeys := jobwire.ordering_keys_after(q, cur.order_cursor, budget);
   ngroups := cardinality(keys) + cardinality(okeys) + 1;
   share := greatest(1, ceil(budget::numeric / ngroups)::int);
+  last_key := keys[cardinality(keys)];
 
   -- Each key's quota: what its running jobs and its rate limiter leave.
+  -- An ordering key's head counts against its concurrency key too.
   IF c.max_running_per_key IS NOT NULL OR c.key_rate_count IS NOT NULL THEN
-    SELECT coalesce(jsonb_object_agg(x.key, x.quota), '{}') INTO quotas
-    FROM (
-      SELECT u.key, least(
-               coalesce(c.max_running_per_key - (SELECT count(*)::int FROM jobwire.jobs j
-                                                 WHERE j.state = 'running' AND j.queue = q AND j.concurrency_key = u.key), budget),
-               jobwire.rate_allowance(b.tat, c.key_rate_count, c.key_rate_period_ms)) AS quota
-      FROM (SELECT unnest(keys) AS key
-            UNION
-            SELECT h.concurrency_key FROM unnest(okeys) ok(key)
-            CROSS JOIN LATERAL (SELECT j.concurrency_key FROM jobwire.jobs j
-                                WHERE j.ordering_key IS NOT NULL AND j.state IN ('available', 'running', 'retryable')
-                                  AND j.queue = q AND j.ordering_key = ok.key
-                                ORDER BY j.queued_at, j.id LIMIT 1) h
-            WHERE h.concurrency_key IS NOT NULL) u
-      LEFT JOIN jobwire.rate_buckets b ON b.queue = q AND b.key = u.key
-    ) x;
+    quota_keys := keys;
+    IF cardinality(okeys) > 0 THEN
+      quota_keys := quota_keys || ARRAY(
+        SELECT DISTINCT h.concurrency_key FROM unnest(okeys) ok(key)
+        CROSS JOIN LATERAL (SELECT j.concurrency_key FROM jobwire.jobs j
+                            WHERE j.ordering_key IS NOT NULL AND j.state IN ('available', 'running', 'retryable')
+                              AND j.queue = q AND j.ordering_key = ok.key
+                            ORDER BY j.queued_at, j.id LIMIT 1) h
+        WHERE h.concurrency_key IS NOT NULL AND NOT h.concurrency_key = ANY (keys));
+    END IF;
+    quotas := jobwire.key_quotas(q, quota_keys, c.max_running_per_key, c.key_rate_count, c.key_rate_period_ms, budget);
   END IF;
 
-  -- Round-robin: rank within each group, then take rank by rank. A second
-  -- round, past the first `share` of each group, runs only when the first
-  -- left budget unused (few groups, one of them long).
+  -- Round-robin: rank within each group, then take rank by rank.
+  --   Round 1: up to `share` jobs of each group (each concurrency key
+  --     visited, plain jobs, each ordering key's head).
+  --   Round 2, when round 1 left budget unused and keys remain unvisited:
+  --     more keys, from where round 1 stopped up to the cursor, one job
+  --     each (the first job the key step found).
+  --   Round 3, when budget is still unused (few groups, one of them long):
+  --     past the first `share` of every group visited.
   --
   -- Each round is one statement: a candidate of key k is taken when it is
   -- among the first quota(k) - used(k) of k's candidates in the round's
@@ -111,31 +135,65 @@ BEGIN
   -- of that order up to the budget. A loop over the candidates did the
   -- same one row at a time, and rewrote its jsonb of counts per row: with
   -- 1,000 keys under max_running_per_key 5, Postgres 57 -> 44 us per job,
-  -- 0.50x -> 0.62-0.66x the unlimited burn-down (bench `limits`). What is
-  -- left is mostly time under the queue's advisory lock (about 12 ms per
-  -- 250-job claim, claims of one queue taking turns): one step per key for
-  -- the keys, their running counts, and their first jobs. A recursive CTE
-  -- for the keys instead of claim_keys.sql's loop measured worse (71 us).
-  FOR pass IN 1..2 LOOP
+  -- 0.50x -> 0.62-0.66x the unlimited burn-down (bench `limits`). Taking
+  -- each key's first job from the key step instead of a second descent,
+  -- 44 -> 36 us (claim alone 7.2 -> 6.1 ms for 250 jobs). A recursive CTE
+  -- for the keys instead of claim_keys.sql's loop measured worse (71 us),
+  -- or the same (2.3 ms for 250 keys alone).
+  FOR pass IN 1..3 LOOP
     EXIT WHEN cardinality(taken) >= budget;
+    IF pass = 1 THEN
+      round_keys := keys;
+      use_heads := share = 1;
+      per_key := share;
+      plain_lim := share;
+    ELSIF pass = 2 THEN
+      -- Every key with waiting work was visited already.
+      CONTINUE WHEN cardinality(keys) < want OR last_key IS NOT DISTINCT FROM cur.key_cursor;
+      SELECT h.keys, h.ids, h.priorities, h.queued INTO round_keys, head_ids, head_priorities, head_queued
+      FROM jobwire.concurrency_heads_after(q, last_key, budget - cardinality(taken), cur.key_cursor) h;
+      CONTINUE WHEN cardinality(round_keys) = 0;
+      last_key := round_keys[cardinality(round_keys)];
+      IF c.max_running_per_key IS NOT NULL OR c.key_rate_count IS NOT NULL THEN
+        quotas := quotas || jobwire.key_quotas(q, round_keys, c.max_running_per_key, c.key_rate_count, c.key_rate_period_ms, budget);
+      END IF;
+      keys := keys || round_keys;
+      use_heads := true;
+      per_key := 1;
+      plain_lim := 0;
+    ELSE
+      -- Keys whose quota is spent have nothing more to give: skip their
+      -- jobs (a queue with every key at its cap: claim 16 -> 5 ms).
+      round_keys := ARRAY(SELECT k.key FROM unnest(keys) k(key)
+                          WHERE coalesce((quotas ->> k.key)::int, budget) > coalesce((used ->> k.key)::int, 0));
+      use_heads := false;
+      per_key := budget;
+      plain_lim := budget;
+    END IF;
     WITH keyed AS (
+      -- One job per key: the first jobs the key step found.
+      SELECT h.id, h.concurrency_key, 1::bigint AS rk, h.priority, h.queued_at
+      FROM unnest(head_ids, round_keys, head_priorities, head_queued) h(id, concurrency_key, priority, queued_at)
+      WHERE use_heads
+      UNION ALL
       SELECT x.id, x.concurrency_key, x.rk, x.priority, x.queued_at
-      FROM unnest(keys) g(key)
+      FROM unnest(round_keys) g(key)
       CROSS JOIN LATERAL (
         SELECT y.*, row_number() OVER (ORDER BY y.priority DESC, y.queued_at, y.id) AS rk
         FROM (SELECT j.id, j.concurrency_key, j.priority, j.queued_at FROM jobwire.jobs j
               WHERE j.state = 'available' AND j.concurrency_key IS NOT NULL AND j.ordering_key IS NULL
                 AND j.queue = q AND j.concurrency_key = g.key
               ORDER BY j.priority DESC, j.queued_at, j.id
-              LIMIT CASE WHEN pass = 1 THEN share ELSE budget END) y
+              LIMIT per_key) y
       ) x
+      WHERE NOT use_heads
     ), plain AS (
       SELECT y.id, NULL::text AS concurrency_key, row_number() OVER (ORDER BY y.priority DESC, y.queued_at, y.id) AS rk,
              y.priority, y.queued_at
       FROM (SELECT j.id, j.priority, j.queued_at FROM jobwire.jobs j
             WHERE j.state = 'available' AND j.concurrency_key IS NULL AND j.ordering_key IS NULL AND j.queue = q
             ORDER BY j.priority DESC, j.queued_at, j.id
-            LIMIT CASE WHEN pass = 1 THEN share ELSE budget END) y
+            LIMIT plain_lim) y
     ), heads AS (
       SELECT h.id, h.concurrency_key, 1::bigint AS rk, h.priority, h.queued_at
       FROM unnest(okeys) ok(key)
@@ -224,7 +282,6 @@ BEGIN
   END IF;
 
   -- The cursors move past the last key visited, so the next claim starts after it.
-  last_key := keys[cardinality(keys)];
   last_okey := okeys[cardinality(okeys)];
   IF last_key IS DISTINCT FROM cur.key_cursor OR last_okey IS DISTINCT FROM cur.order_cursor THEN
     INSERT INTO jobwire.queue_cursors AS qc (queue, key_cursor, order_cursor) VALUES (q, last_key, last_okey)

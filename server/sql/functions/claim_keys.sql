@@ -6,38 +6,87 @@
 -- behind them: a key with 100,000 waiting jobs costs one step, like a key
 -- with one.
 
--- Concurrency keys with available jobs (jobs_claim_key_idx).
-CREATE OR REPLACE FUNCTION jobwire.concurrency_keys_after(q text, after text, n int) RETURNS text[]
+-- Concurrency keys with available jobs (jobs_claim_key_idx), and each
+-- key's first job in claim order. The index is ordered (queue, key,
+-- priority DESC, queued_at, id), so the step that finds the next key lands
+-- on that key's first job: the claim takes it from here instead of a
+-- second descent per key.
+--
+-- The keys visited are those in the circular range (after, stop]: from
+-- just after `after` to `stop` inclusive, wrapping past the last key when
+-- stop <= after (stop = after: the whole circle, the claim's first round).
+-- A null `after` starts at the first key; a null `stop` ends at the last.
+DROP FUNCTION IF EXISTS jobwire.concurrency_keys_after(text, text, int);
+DROP FUNCTION IF EXISTS jobwire.concurrency_heads_after(text, text, int);
+CREATE OR REPLACE FUNCTION jobwire.concurrency_heads_after(q text, after text, n int, stop text,
+  OUT keys text[], OUT ids bigint[], OUT priorities int[], OUT queued timestamptz[])
 LANGUAGE plpgsql STABLE
 SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
-  out text[] := '{}';
   k text := after;
   nk text;
-  wrapped boolean := after IS NULL;
+  nid bigint;
+  nprio int;
+  nqueued timestamptz;
+  -- The range wraps past the last key only when it ends at or before where it starts.
+  may_wrap boolean := after IS NOT NULL AND stop IS NOT NULL AND stop <= after;
+  wrapped boolean := false;
 BEGIN
-  WHILE cardinality(out) < n LOOP
+  keys := '{}';
+  ids := '{}';
+  priorities := '{}';
+  queued := '{}';
+  WHILE cardinality(keys) < n LOOP
     IF k IS NULL THEN
-      SELECT j.concurrency_key INTO nk FROM jobwire.jobs j
+      SELECT j.concurrency_key, j.id, j.priority, j.queued_at INTO nk, nid, nprio, nqueued FROM jobwire.jobs j
       WHERE j.state = 'available' AND j.concurrency_key IS NOT NULL AND j.ordering_key IS NULL AND j.queue = q
-      ORDER BY j.concurrency_key LIMIT 1;
+      ORDER BY j.concurrency_key, j.priority DESC, j.queued_at, j.id LIMIT 1;
     ELSE
-      SELECT j.concurrency_key INTO nk FROM jobwire.jobs j
+      SELECT j.concurrency_key, j.id, j.priority, j.queued_at INTO nk, nid, nprio, nqueued FROM jobwire.jobs j
       WHERE j.state = 'available' AND j.concurrency_key IS NOT NULL AND j.ordering_key IS NULL AND j.queue = q
         AND j.concurrency_key > k
-      ORDER BY j.concurrency_key LIMIT 1;
+      ORDER BY j.concurrency_key, j.priority DESC, j.queued_at, j.id LIMIT 1;
     END IF;
     IF nk IS NULL THEN
-      EXIT WHEN wrapped;
+      EXIT WHEN NOT may_wrap OR wrapped;
       wrapped := true;
       k := NULL;
       CONTINUE;
     END IF;
-    -- Around once: back past where it started.
-    EXIT WHEN wrapped AND after IS NOT NULL AND nk > after;
-    out := out || nk;
+    -- Past the end of the range: on the far side of the wrap, or in a range that does not wrap.
+    EXIT WHEN stop IS NOT NULL AND nk > stop AND (wrapped OR NOT may_wrap);
+    keys := keys || nk;
+    ids := ids || nid;
+    priorities := priorities || nprio;
+    queued := queued || nqueued;
     k := nk;
   END LOOP;
+END
+$$;
+
+-- Each key's quota for one claim: max_running_per_key less the key's
+-- running jobs, and what its rate limiter allows now (the smaller), as a
+-- jsonb object key -> quota. The caller reads it once per candidate.
+CREATE OR REPLACE FUNCTION jobwire.key_quotas(q text, keys text[], per_key int, rate_count int, rate_period_ms bigint, budget int)
+RETURNS jsonb LANGUAGE plpgsql STABLE
+SET enable_seqscan = off SET enable_bitmapscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+  out jsonb;
+BEGIN
+  IF rate_count IS NULL THEN
+    -- A per-key cap alone: no limiter to read.
+    SELECT coalesce(jsonb_object_agg(u.key, per_key - (
+             SELECT count(*)::int FROM jobwire.jobs j
+             WHERE j.state = 'running' AND j.queue = q AND j.concurrency_key = u.key)), '{}') INTO out
+    FROM unnest(keys) u(key);
+  ELSE
+    SELECT coalesce(jsonb_object_agg(u.key, least(
+             coalesce(per_key - (SELECT count(*)::int FROM jobwire.jobs j
+                                 WHERE j.state = 'running' AND j.queue = q AND j.concurrency_key = u.key), budget),
+             jobwire.rate_allowance(b.tat, rate_count, rate_period_ms))), '{}') INTO out
+    FROM unnest(keys) u(key)
+    LEFT JOIN jobwire.rate_buckets b ON b.queue = q AND b.key = u.key;
+  END IF;
   RETURN out;
 END
 $$;
