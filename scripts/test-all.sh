@@ -56,9 +56,14 @@ p=$(sed -n '/^== summary/,$p' "$out" | grep -cE ' PASS$')
 f=$(sed -n '/^== summary/,$p' "$out" | grep -cE ' FAIL$')
 rm -f "$out"
 add chaos "$p" "$f" "$rc"
-# Fuzz: one test (0 INTERNAL, 0 crashes, 0 stuck jobs). Its RSS target is
-# reported but not enforced here: see test/chaos/src/fuzz/report.ts.
-npm run --silent fuzz -- --short --rss-informational
+# Fuzz: one test (0 INTERNAL, 0 crashes, 0 stuck jobs, and the broker's RSS
+# back within 20% of its baseline). The broker runs on jemalloc where
+# libjemalloc2 is installed (CI installs it), as the Docker image runs it;
+# on glibc's malloc the RSS target is only reported, since glibc keeps what
+# a burst freed (test/chaos/src/common/allocator.ts).
+rss_flag=--rss-informational
+if compgen -G "/usr/lib/*-linux-gnu/libjemalloc.so.2" >/dev/null || [ -e /usr/local/lib/libjemalloc.so.2 ]; then rss_flag=""; fi
+npm run --silent fuzz -- --short $rss_flag
 rc=$?
 if [ "$rc" -eq 0 ]; then add fuzz 1 0 0; else add fuzz 0 1 "$rc"; fi
 

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { allocatorEnv } from "../common/allocator.js";
 import { Broker, getBrokerMain, setBrokerMain } from "../common/broker.js";
 import { installSignalCleanup, onCleanup, runCleanup } from "../common/cleanup.js";
 import { PgCluster, describeSettings, harnessPool } from "../common/postgres.js";
@@ -45,7 +46,8 @@ async function main(): Promise<number> {
   const pgc = await PgCluster.create(runDir);
   onCleanup(() => pgc.stop("immediate").catch(() => {}));
   const databaseUrl = await pgc.createDatabase("fuzz");
-  const broker = new Broker("fuzz", { DATABASE_URL: databaseUrl, JOBWIRE_LOG_LEVEL: "warn" }, path.join(runDir, "broker.log"), true);
+  const alloc = allocatorEnv(opts.allocator);
+  const broker = new Broker("fuzz", { DATABASE_URL: databaseUrl, JOBWIRE_LOG_LEVEL: "warn", ...alloc.env }, path.join(runDir, "broker.log"), true);
   onCleanup(() => broker.kill("SIGKILL").catch(() => {}));
   await broker.start();
   const rssStart = broker.rssKiB() ?? 0;
@@ -53,7 +55,7 @@ async function main(): Promise<number> {
     `jobwire fuzz${opts.short ? " --short" : ""}: seed ${opts.seed} (--seed ${opts.seed} repeats this run), ` +
       `${RPCS.length} RPCs × ${PROTOCOLS.length} protocols = ${COMBOS.length} pairs, ${opts.lanes} in flight` +
       `${opts.families.length > 0 ? `, families: ${opts.families.join(", ")}` : ""}\n` +
-      `broker: ${getBrokerMain()} at ${broker.address}, pid ${broker.pid}; Postgres ${await pgc.version()} (${describeSettings()})\n` +
+      `broker: ${getBrokerMain()} at ${broker.address}, pid ${broker.pid}, on ${alloc.note}; Postgres ${await pgc.version()} (${describeSettings()})\n` +
       `run directory: ${runDir}${opts.keep ? "" : " (removed at the end; --keep keeps it)"}`,
   );
   const pools = await collectPools(broker.address);
@@ -107,7 +109,7 @@ async function main(): Promise<number> {
     const v = report.verdict(runner, stuck, rss);
     out();
     out(`== fuzz summary (${((Date.now() - t0) / 1000).toFixed(0)} s, seed ${opts.seed}, ${runner.sent} cases)`);
-    out(report.renderTargets(v, rss));
+    out(report.renderTargets(v, rss, alloc.allocator));
     const mem = report.renderMemory(rss);
     if (mem) out(mem);
     out();

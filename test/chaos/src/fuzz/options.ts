@@ -1,4 +1,6 @@
 /** Command-line flags of `npm run fuzz`. */
+import type { Allocator } from "../common/allocator.js";
+
 export interface FuzzOptions {
   short: boolean;
   seed: number;
@@ -15,6 +17,8 @@ export interface FuzzOptions {
   keep: boolean;
   /** Report the RSS target without failing the run on it (CI: see report.ts, passed()). */
   rssInformational: boolean;
+  /** The broker's malloc (null: jemalloc where installed; see common/allocator.ts). */
+  allocator: Allocator | null;
   halfOpen: number;
   halfOpenHoldMs: number;
   drainMs: number;
@@ -23,7 +27,7 @@ export interface FuzzOptions {
 
 export const DEFAULT_SEED = 20260501;
 
-export const USAGE = `usage: npm run fuzz -- [--short] [--seed N] [--cases N] [--duration S] [--lanes N] [--replay I[,J…]] [--family F[,G…]] [--broker PATH] [--keep] [--rss-informational]
+export const USAGE = `usage: npm run fuzz -- [--short] [--seed N] [--cases N] [--duration S] [--lanes N] [--replay I[,J…]] [--family F[,G…]] [--broker PATH] [--keep] [--rss-informational] [--allocator jemalloc|glibc]
 
   --short      about a minute in all (CI): 3,000 cases within 30 s
   --seed       the run's seed (default ${DEFAULT_SEED}); printed, so any run can be repeated
@@ -35,7 +39,9 @@ export const USAGE = `usage: npm run fuzz -- [--short] [--seed N] [--cases N] [-
                random bytes, envelope, headers, half-sent (quote names with spaces)
   --broker     the broker to run (default server/dist/main.js)
   --keep       keep the run directory (broker and Postgres logs)
-  --rss-informational  report the RSS target but do not fail on it (CI; see report.ts)`;
+  --rss-informational  report the RSS target but do not fail on it (CI; see report.ts)
+  --allocator  the broker's malloc: jemalloc (the default where libjemalloc2 is installed,
+               as the Docker image runs it) or glibc`;
 
 export function parseFuzzOptions(argv: string[]): FuzzOptions {
   const o: FuzzOptions = {
@@ -49,6 +55,7 @@ export function parseFuzzOptions(argv: string[]): FuzzOptions {
     broker: null,
     keep: false,
     rssInformational: false,
+    allocator: null,
     halfOpen: 2_000,
     halfOpenHoldMs: 15_000,
     drainMs: 30_000,
@@ -78,6 +85,11 @@ export function parseFuzzOptions(argv: string[]): FuzzOptions {
     else if (a === "--family") o.families = value().split(",").filter(Boolean);
     else if (a === "--keep") o.keep = true;
     else if (a === "--rss-informational") o.rssInformational = true;
+    else if (a === "--allocator") {
+      const v = value();
+      if (v !== "jemalloc" && v !== "glibc") throw new Error("--allocator takes jemalloc or glibc");
+      o.allocator = v;
+    }
     else if (a === "--help" || a === "-h") {
       process.stdout.write(`${USAGE}\n`);
       process.exit(0);

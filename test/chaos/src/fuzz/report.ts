@@ -1,5 +1,6 @@
 /** The fuzzer's report: targets, what was sent and answered, every distinct failure with a reproduction. */
 import { renderTable } from "../common/util.js";
+import type { Allocator } from "../common/allocator.js";
 import type { HalfOpenResult, RssResult, StuckResult } from "./after.js";
 import { buildCase, type FuzzCase } from "./cases.js";
 import { PROTOCOLS } from "./protocols.js";
@@ -26,20 +27,22 @@ export function verdict(r: Runner, stuck: StuckResult | null, rss: RssResult | n
 }
 
 /**
- * With rssInformational (CI) the RSS target is reported, not enforced. The
- * broker misses it: RSS ends 35-55% over its warmed-up baseline while V8's
- * heap is back at its own. The growth is glibc's main arena ([heap] in
- * smaps, 4 -> 27 MB), reached within the first ~1,000 cases and flat
- * after (a run three times as long ends no higher): request bodies of
- * megabytes raise glibc's dynamic mmap threshold, so later ones come from
- * the heap, which keeps its high-water mark. Retention, not a leak; a run
- * that grows past its plateau would still show in this report.
+ * With rssInformational the RSS target is reported, not enforced. npm test
+ * passes it when libjemalloc2 is not installed: on glibc's malloc the
+ * broker misses the target, its RSS ending 40-55% over its warmed-up
+ * baseline while V8's heap is back at its own. That growth is glibc's main
+ * arena ([heap] in smaps, 8 -> 22 MB) and its thread arenas, reached within
+ * the first ~1,000 cases and flat after (a run three times as long ends no
+ * higher): request bodies of megabytes raise glibc's dynamic mmap
+ * threshold, so later ones come from the heap, which keeps its high-water
+ * mark. Retention, not a leak. On jemalloc, as the Docker image runs the
+ * broker, the same runs end 9-10% over the baseline (common/allocator.ts).
  */
 export function passed(v: Verdict, rssInformational = false): boolean {
   return v.internal === 0 && v.crashes === 0 && v.stuck === 0 && (v.rssOk || rssInformational);
 }
 
-export function renderTargets(v: Verdict, rss: RssResult | null): string {
+export function renderTargets(v: Verdict, rss: RssResult | null, allocator: Allocator): string {
   const rssText = rss
     ? `${MB(rss.baselineKiB)} → ${MB(rss.endKiB)} (${rss.endKiB === null ? "?" : `${(((rss.endKiB - rss.baselineKiB) / rss.baselineKiB) * 100).toFixed(0)}%`}; peak ${MB(rss.peakKiB)})`
     : "not measured";
@@ -49,7 +52,7 @@ export function renderTargets(v: Verdict, rss: RssResult | null): string {
       ["answers INTERNAL or UNKNOWN (or bare HTTP 5xx)", String(v.internal), "0", v.internal === 0 ? "PASS" : "FAIL"],
       ["broker crashes", String(v.crashes), "0", v.crashes === 0 ? "PASS" : "FAIL"],
       ["jobs stuck afterwards", String(v.stuck), "0", v.stuck === 0 ? "PASS" : "FAIL"],
-      ["broker RSS, warmed-up baseline → after settling", rssText, "≤ +20%", v.rssOk ? "PASS" : "FAIL"],
+      [`broker RSS on ${allocator}, warmed-up baseline → after settling`, rssText, "≤ +20%", v.rssOk ? "PASS" : "FAIL"],
     ],
   );
 }
