@@ -307,7 +307,8 @@ type workerRun struct {
 
 	mu sync.Mutex
 	// held is every leased job not yet settled, by lease token: waiting for a
-	// slot, running, or waiting for its ack. Its leases are heartbeated.
+	// slot, running, or waiting for its ack. Its leases are heartbeated, and
+	// no credit is granted while it holds 2 x Concurrency jobs (grantLocked).
 	held map[string]*activeJob
 	// running counts jobs whose handler goroutine is live (or about to be).
 	running int

@@ -235,11 +235,14 @@ func (r *workerRun) nack(aj *activeJob, herr error) (jobwirev1.JobState, error) 
 	}
 }
 
-// settle forgets a job: its lease is no longer heartbeated.
+// settle forgets a job: its lease is no longer heartbeated. The job no
+// longer counts against the 2 x Concurrency jobs a worker may hold, so
+// credit withheld while acks lagged may go now (see grantLocked).
 func (r *workerRun) settle(aj *activeJob) {
 	r.mu.Lock()
 	aj.settled = true
 	delete(r.held, aj.token)
+	r.grantLocked()
 	r.mu.Unlock()
 	aj.cancel(nil)
 }

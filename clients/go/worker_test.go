@@ -3,6 +3,7 @@ package jobwire_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	jobwire "github.com/jobwire/jobwire/clients/go"
 	jobwirev1 "github.com/jobwire/jobwire/clients/go/gen/jobwire/v1"
 	"github.com/jobwire/jobwire/clients/go/gen/jobwire/v1/jobwirev1connect"
@@ -325,5 +327,175 @@ func TestWorker_RefusedStreamStopsRun(t *testing.T) {
 	go func() { done <- w.Run(env.ctx) }()
 	if err := recv(t, done, "Run to give up on a refused stream"); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("Run returned %v, want the broker's refusal", err)
+	}
+}
+
+// ackHold is a connect interceptor that keeps a worker's Ack calls from
+// being answered, as a slow or unreachable broker would, until released.
+// A held call hangs for holdFor, then fails as timed out (the worker keeps
+// the acks and tries again). Once released, calls go to the broker, and the
+// lease tokens of those it answered are recorded.
+type ackHold struct {
+	holdFor  time.Duration
+	release  chan struct{}
+	mu       sync.Mutex
+	held     int            // Ack calls that were not answered
+	answered map[string]int // lease token -> acks the broker answered
+}
+
+func newAckHold(holdFor time.Duration) *ackHold {
+	return &ackHold{holdFor: holdFor, release: make(chan struct{}), answered: map[string]int{}}
+}
+
+func (h *ackHold) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if req.Spec().Procedure != jobwirev1connect.WorkerServiceAckProcedure {
+			return next(ctx, req)
+		}
+		t := time.NewTimer(h.holdFor)
+		defer t.Stop()
+		select {
+		case <-h.release:
+		case <-t.C:
+			h.mu.Lock()
+			h.held++
+			h.mu.Unlock()
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, errors.New("the ack was held"))
+		case <-ctx.Done():
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+		}
+		res, err := next(ctx, req)
+		if err == nil {
+			h.mu.Lock()
+			for _, tok := range req.Any().(*jobwirev1.AckRequest).GetLeaseTokens() {
+				h.answered[tok]++
+			}
+			h.mu.Unlock()
+		}
+		return res, err
+	}
+}
+
+func (h *ackHold) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (h *ackHold) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+func (h *ackHold) heldCalls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.held
+}
+
+// waitUntil polls cond until it holds, failing the test after waitTimeout.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// Credit followed free slots alone: a worker whose handlers finished faster
+// than its acks were answered kept taking jobs while the acks it owed piled
+// up, each job keeping its lease and its heartbeats (the TypeScript worker
+// held ~90,000 of them in the benchmark). It may hold 2 x Concurrency jobs,
+// running or owing an ack, plus the credit it granted before reaching that.
+func TestWorker_TakesNoMoreJobsWhileItsAcksAreUnanswered(t *testing.T) {
+	t.Parallel()
+	env := setup(t, "ack_backlog")
+	hold := newAckHold(250 * time.Millisecond)
+	client, err := jobwire.NewClient(brokerURL(t), &jobwire.ClientConfig{
+		Logger:  slog.New(slog.DiscardHandler), // every held ack logs a warning
+		Options: []connect.ClientOption{connect.WithInterceptors(hold)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.Close)
+
+	const concurrency, jobs = 10, 200
+	var (
+		mu   sync.Mutex
+		runs = map[string]int{}
+	)
+	taken := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, c := range runs {
+			n += c
+		}
+		return n
+	}
+	specs := make([]*jobwirev1.JobSpec, jobs)
+	for i := range specs {
+		specs[i], _ = jobwire.NewJSONJob(env.queue, "quick", map[string]int{"i": i})
+	}
+	results, err := env.client.EnqueueMany(env.ctx, specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	worker := &testEnv{t: t, ctx: env.ctx, client: client, queue: env.queue}
+	rw := worker.startWorker(jobwire.WorkerConfig{Concurrency: concurrency}, func(w *jobwire.Worker) {
+		w.Handle("quick", func(ctx context.Context, job *jobwire.Job) error {
+			mu.Lock()
+			runs[job.ID]++
+			mu.Unlock()
+			return nil
+		})
+	})
+
+	// A failed test must not leave the stopping worker retrying held acks.
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(hold.release) }) }
+	t.Cleanup(release)
+
+	// The worker fills its slots and then its ack backlog: 2 x concurrency.
+	// Three held Ack calls later it has retried its acks twice, with its
+	// slots free all along, and has taken no more.
+	waitUntil(t, "the worker to take 2 x concurrency jobs", func() bool { return taken() >= 2*concurrency })
+	waitUntil(t, "three held Ack calls", func() bool { return hold.heldCalls() >= 3 })
+	t.Logf("%d jobs taken while %d Ack calls were held", taken(), hold.heldCalls())
+	if n := taken(); n > 2*concurrency+concurrency {
+		t.Fatalf("the worker took %d jobs while none of its acks was answered; want at most %d (2 x concurrency + one credit batch)",
+			n, 2*concurrency+concurrency)
+	}
+
+	release()
+	for _, r := range results {
+		job := env.waitForState(r.JobID, stateCompleted)
+		if job.GetAttempt() != 1 {
+			t.Errorf("job %s completed on attempt %d, want 1", r.JobID, job.GetAttempt())
+		}
+	}
+	// A job completes before the answer to its ack is back; once stopped,
+	// the worker has had every answer.
+	if err := rw.stop(); err != nil {
+		t.Errorf("worker Run returned %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range results {
+		if runs[r.JobID] != 1 {
+			t.Errorf("job %s ran %d times, want once", r.JobID, runs[r.JobID])
+		}
+	}
+	hold.mu.Lock()
+	defer hold.mu.Unlock()
+	if len(hold.answered) != jobs {
+		t.Errorf("the broker answered acks for %d lease tokens, want %d", len(hold.answered), jobs)
+	}
+	for tok, n := range hold.answered {
+		if n != 1 {
+			t.Errorf("lease token %s was acked %d times, want once", tok, n)
+		}
 	}
 }

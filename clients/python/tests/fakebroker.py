@@ -45,6 +45,10 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
         self.lost_tokens: set[str] = set()
         self.cancel_tokens: set[str] = set()
         self.fail_acks = 0  # answer UNAVAILABLE to this many Ack calls
+        # While set (hold_acks), Ack calls wait unanswered until release_acks;
+        # acks_held counts the calls that have waited.
+        self.ack_gate: threading.Event | None = None
+        self.acks_held = 0
         self.lease_abort: grpc.StatusCode | None = None  # refuse Lease at once
         self.enqueue_failures: list[grpc.StatusCode] = []
         self.enqueue_calls = 0
@@ -102,6 +106,31 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
                     raise AssertionError(f"fake broker: timed out waiting for {what}")
                 self.cond.wait(min(left, 0.05))
             return value
+
+    def hold_acks(self) -> None:
+        """Ack calls from now on wait, unanswered, until release_acks: a slow
+        or unreachable broker, as the worker sees it."""
+        with self.cond:
+            self.ack_gate = threading.Event()
+
+    def release_acks(self) -> None:
+        with self.cond:
+            gate, self.ack_gate = self.ack_gate, None
+        if gate is not None:
+            gate.set()
+
+    def holding_still(self) -> int:
+        """How many jobs the worker holds once it has stopped taking more, or
+        0 while it may still be taking them: the last two Heartbeat calls
+        carried the same tokens, and those are every job it was sent. (A
+        Heartbeat carries every token the worker holds; with acks held, it
+        holds every token it was sent.)"""
+        with self.cond:
+            if len(self.heartbeats) < 2 or not self.streams:
+                return 0
+            last, before = set(self.heartbeats[-1]), set(self.heartbeats[-2])
+            sent = {token for stream in self.streams for token in stream.delivered}
+            return len(last) if last == before == sent else 0
 
     def acked(self) -> list[str]:
         with self.cond:
@@ -163,6 +192,15 @@ class FakeBroker(worker_service_pb2_grpc.WorkerServiceServicer, job_service_pb2_
                 self.cond.notify_all()
 
     def Ack(self, request, context):
+        with self.cond:
+            gate = self.ack_gate
+            if gate is not None:
+                self.acks_held += 1
+                self.cond.notify_all()
+        if gate is not None:
+            gate.wait(60)
+            if not context.is_active():
+                return worker_service_pb2.AckResponse()  # the worker gave up on this call: not applied
         with self.cond:
             if self.fail_acks > 0:
                 self.fail_acks -= 1

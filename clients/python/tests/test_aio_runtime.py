@@ -89,6 +89,46 @@ def test_aio_never_runs_more_than_its_concurrency(fake):
     assert 7 <= sum(stream.credits) <= 9
 
 
+def test_aio_takes_no_more_jobs_while_the_acks_it_owes_are_twice_its_slots(fake):
+    """As test_runtime's: no credit while the worker holds 2 x concurrency
+    jobs, running or owing their ack; it goes once the acks are answered."""
+    fake.lease_seconds = 0.6  # heartbeats every ~200ms: they show what the worker holds
+    fake.hold_acks()
+    ids = fake.add_jobs(200)
+    seen: dict[str, int] = {}
+
+    async def handler(job: jobwire.aio.LeasedJob) -> None:
+        pass
+
+    async def scenario() -> None:
+        worker = worker_for(
+            fake,
+            {"t": handler},
+            concurrency=10,
+            ack_batch_size=5,
+            ack_flush_interval=0.001,
+            rpc_timeout=3 * WAIT_TIMEOUT,  # the held Ack must not time out and be sent again
+        )
+        async with arunning(worker):
+            try:
+                await until(fake, "an Ack call held at the broker", lambda: fake.acks_held >= 1)
+                # Every job it took has run; it then holds back the credit for more.
+                seen["held"] = await until(
+                    fake, "the worker still, holding twice its slots", lambda: (n := fake.holding_still()) >= 20 and n
+                )
+                (stream,) = fake.streams
+                seen["credit"] = stream.open.max_in_flight + sum(stream.credits)
+            finally:
+                fake.release_acks()
+            await until(fake, "every job acked once the acks are answered", lambda: len(fake.acked()) == 200)
+
+    asyncio.run(scenario())
+    # At most twice its slots, plus the one credit batch sent just below that.
+    assert seen["held"] <= 2 * 10 + 10, seen
+    assert seen["credit"] <= 2 * 10 + 10, fake.streams[0].credits
+    assert sorted(fake.tokens[t] for t in fake.acked()) == sorted(ids)
+
+
 def test_aio_heartbeat_cancels_the_handler_task(fake):
     """cancel_requested and lost both reach the handler as CancelledError,
     with job.cancelled set first and cancel_reason saying why. A handler that

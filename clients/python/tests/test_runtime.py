@@ -96,6 +96,41 @@ def test_credit_goes_back_in_batches_while_the_broker_holds_half(fake):
     assert min(stream.credits) >= 5, stream.credits
 
 
+def test_takes_no_more_jobs_while_the_acks_it_owes_are_twice_its_slots(fake):
+    """Credit followed free slots alone: a worker whose handlers outran its
+    acks (a slow or unreachable broker) kept taking jobs, each holding its
+    lease and its heartbeats; the TypeScript worker held ~90,000 so. It now
+    sends no credit while it holds 2 x concurrency jobs, running or owing
+    their ack, and sends it once the acks are answered."""
+    fake.lease_seconds = 0.6  # heartbeats every ~200ms: they show what the worker holds
+    fake.hold_acks()
+    ids = fake.add_jobs(200)
+    worker = worker_for(
+        fake,
+        {"t": lambda job: None},
+        concurrency=10,
+        ack_batch_size=5,
+        ack_flush_interval=0.001,
+        rpc_timeout=3 * WAIT_TIMEOUT,  # the held Ack must not time out and be sent again
+    )
+    with running(worker):
+        try:
+            fake.wait("an Ack call held at the broker", lambda: fake.acks_held >= 1)
+            # Every job it took has run; it then holds back the credit for more.
+            held = fake.wait(
+                "the worker still, holding twice its slots", lambda: (n := fake.holding_still()) >= 20 and n
+            )
+            (stream,) = fake.streams
+            credit = stream.open.max_in_flight + sum(stream.credits)
+        finally:
+            fake.release_acks()
+        # At most twice its slots, plus the one credit batch sent just below that.
+        assert held <= 2 * 10 + 10, held
+        assert credit <= 2 * 10 + 10, stream.credits
+        fake.wait("every job acked once the acks are answered", lambda: len(fake.acked()) == 200)
+    assert sorted(fake.tokens[t] for t in fake.acked()) == sorted(ids)
+
+
 def test_reconnects_after_drain_and_keeps_owed_acks(fake):
     """The stream breaks while a job runs and Ack fails twice: the worker
     reconnects, the ack is still delivered, and the job delivered on the new

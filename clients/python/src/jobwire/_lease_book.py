@@ -16,6 +16,10 @@ What must stay true:
     wait for a slot, and are heartbeated while they wait.
   * A token stays held (and so heartbeated) until its ack or nack has been
     answered, or its lease is known to be lost.
+  * No credit is sent while the worker holds ``2 * concurrency`` tokens or
+    more (running, waiting for a slot, or finished with the ack or nack not
+    yet answered): acks have fallen behind (a slow or unreachable broker).
+    The credit waits in ``owed`` and goes once answers release tokens.
 """
 
 from __future__ import annotations
@@ -197,22 +201,36 @@ class CreditLedger:
     def accepted(self) -> None:
         self.busy += 1
 
-    def received(self, n: int) -> int:
-        """The broker sent n jobs; returns the credit to send now (0: none)."""
+    def received(self, n: int, held: int) -> int:
+        """The broker sent n jobs; ``held`` is how many tokens the worker
+        holds. Returns the credit to send now (0: none)."""
         self.broker -= n
-        return self._flush()
+        return self._flush(held)
 
-    def freed(self) -> int:
+    def freed(self, held: int) -> int:
         """A slot was freed; returns the credit to send now (0: none)."""
         self.busy -= 1
         if self.excess > 0:
             self.excess -= 1
             return 0
         self.owed += 1
-        return self._flush()
+        return self._flush(held)
 
-    def _flush(self) -> int:
+    def released(self, held: int) -> int:
+        """An owed ack or nack was answered and its token let go: returns the
+        credit held back while acks lagged that may go now (0: none)."""
+        return self._flush(held)
+
+    def _flush(self, held: int) -> int:
         if self.owed == 0 or self.broker * 2 >= self.concurrency or not self.open:
+            return 0
+        # Finished jobs whose acks are not yet answered count too: credit for
+        # new jobs waits while the held tokens are twice the slots (acks fell
+        # behind: a slow or unreachable broker). Without this bound a worker
+        # whose handlers outran its acks kept taking jobs, every one of them
+        # heartbeated with its lease running; the TypeScript worker held
+        # ~90,000 so.
+        if held >= 2 * self.concurrency:
             return 0
         n, self.owed = self.owed, 0
         self.broker += n

@@ -147,6 +147,7 @@ class Outbox:
         with state.lock:
             for token in tokens:
                 state.held.pop(token, None)
+            state.released_locked()
         for token, done in items:
             done(results[token])
         return True
@@ -173,5 +174,6 @@ class Outbox:
             settled = Settled(Delivery.ACCEPTED, response.state)
         with state.lock:
             state.held.pop(request.lease_token, None)
+            state.released_locked()
         done(settled)
         return True

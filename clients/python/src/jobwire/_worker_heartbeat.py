@@ -61,3 +61,4 @@ class Heartbeater:
             failures = 0
             with state.lock:
                 book.apply_heartbeat(state.held, tokens, response)
+                state.released_locked()

@@ -45,6 +45,11 @@ class SharedState:
         if count and self.requests is not None:
             self.requests.put(core.credit_request(count))
 
+    def released_locked(self) -> None:
+        """Held tokens were let go (their acks or nacks answered, or their
+        leases lost): credit held back while acks lagged may go now."""
+        self.send_credit_locked(self.ledger.released(len(self.held)))
+
 
 class LeaseStream:
     """The lease thread's loop. ``submit`` hands a held lease to the handler
@@ -95,7 +100,7 @@ class LeaseStream:
                         self._accept(leased)
                     if response.jobs:
                         with state.lock:
-                            state.send_credit_locked(state.ledger.received(len(response.jobs)))
+                            state.send_credit_locked(state.ledger.received(len(response.jobs), len(state.held)))
             except grpc.RpcError as err:
                 broke = err
             finally:

@@ -129,8 +129,10 @@ class Outbox:
             for token in lost:
                 log.warning("worker %s: ack came too late, the lease was lost (token %s)", opts.worker_id, token)
             results = {t: Settled(Delivery.LEASE_LOST if t in lost else Delivery.ACCEPTED) for t in tokens}
-        for token, done in items:
+        for token, _ in items:
             state.held.pop(token, None)
+        state.released()
+        for token, done in items:
             done(results[token])
         return True
 
@@ -154,5 +156,6 @@ class Outbox:
         else:
             settled = Settled(Delivery.ACCEPTED, response.state)
         state.held.pop(request.lease_token, None)
+        state.released()
         done(settled)
         return True

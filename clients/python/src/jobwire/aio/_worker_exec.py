@@ -166,5 +166,5 @@ class Executor:
             # Nothing is owed for a lost lease. (An abandoned one's nack is
             # queued, and it is unheld once that is answered.)
             state.held.pop(lease.token, None)
-        state.send_credit(state.ledger.freed())
+        state.send_credit(state.ledger.freed(len(state.held)))
         state.slots_changed.set()

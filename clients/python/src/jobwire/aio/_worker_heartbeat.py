@@ -63,3 +63,4 @@ class Heartbeater:
                 continue
             failures = 0
             book.apply_heartbeat(state.held, tokens, response)
+            state.released()

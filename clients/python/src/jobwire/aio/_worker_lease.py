@@ -47,6 +47,11 @@ class SharedState:
         if count and self.requests is not None:
             self.requests.put_nowait(core.credit_request(count))
 
+    def released(self) -> None:
+        """Held tokens were let go (their acks or nacks answered, or their
+        leases lost): credit held back while acks lagged may go now."""
+        self.send_credit(self.ledger.released(len(self.held)))
+
 
 class LeaseStream:
     """The lease task's loop. ``submit`` starts a held lease's job task;
@@ -96,7 +101,7 @@ class LeaseStream:
                     for leased in response.jobs:
                         self._accept(leased)
                     if response.jobs:
-                        state.send_credit(state.ledger.received(len(response.jobs)))
+                        state.send_credit(state.ledger.received(len(response.jobs), len(state.held)))
             except grpc.RpcError as err:
                 broke = err
             finally:
