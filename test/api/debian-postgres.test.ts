@@ -6,7 +6,7 @@ import { startEmbedded, type EmbeddedPostgres } from "@jobwire/server";
 import { startTestBroker, TestLeaseStream, type TestBroker } from "@jobwire/server/testing";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { enqueue, stateOf, uniqueQueue } from "./helpers.js";
+import { enqueue, ms, stateOf, uniqueQueue } from "./helpers.js";
 
 /**
  * A smoke test on the machine's own Postgres (Debian's package), with its
@@ -77,8 +77,26 @@ describe.skipIf(!binDir)("on Debian's Postgres, JIT on", () => {
     for (const id of ids.slice(0, 5)) expect(await stateOf(tb, id)).toBe("completed");
     s.kill();
 
+    // The gated claim too (claim_gated.sql and the functions it calls):
+    // keys under a per-key cap and a per-key rate limit, and ordering keys.
+    const gated = uniqueQueue("debian-gated");
+    await tb.admin.setQueueConfig({ queue: gated, maxRunningPerKey: 2, rateLimitPerKey: { count: 1000, period: ms(1000) } });
+    await enqueue(
+      tb,
+      ...Array.from({ length: 120 }, (_, i) => ({ queue: gated, concurrencyKey: `k${i % 40}` })),
+      ...Array.from({ length: 20 }, (_, i) => ({ queue: gated, orderingKey: `o${i % 5}` })),
+    );
+    const g = new TestLeaseStream(tb.workers, { queues: [gated], maxInFlight: 100 });
+    for (let done = 0; done < 140; ) {
+      const batch = await g.take(1);
+      expect((await tb.workers.ack({ leaseTokens: batch.map((l) => l.leaseToken) })).lostLeaseTokens).toEqual([]);
+      g.credit(batch.length);
+      done += batch.length;
+    }
+    g.kill();
+
     const { rows } = await tb.db.query<{ query: string; jit_functions: string; calls: string }>(
-      "SELECT query, jit_functions, calls FROM pg_stat_statements WHERE query ~ 'claim_jobs|ack_leases|insert|heartbeat' ORDER BY calls DESC",
+      "SELECT query, jit_functions, calls FROM pg_stat_statements WHERE query ~ 'claim_jobs|claim_gated|ack_leases|insert|heartbeat' ORDER BY calls DESC",
     );
     expect(rows.length).toBeGreaterThan(0);
     for (const r of rows) expect(Number(r.jit_functions), r.query).toBe(0);

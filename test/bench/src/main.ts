@@ -103,7 +103,7 @@ async function main(): Promise<number> {
       report = new Report(opts, context);
     } else {
       progress.note("starting Postgres...");
-      pgs = await startPostgres(dataDir, { durable: opts.durable, profile: opts.profile });
+      pgs = await startPostgres(dataDir, { durable: opts.durable, profile: opts.profile, binDir: opts.pgBin });
       const skipped: string[] = [];
       for (const name of systemsToOpen) {
         progress.note(`starting ${name}...`);
@@ -153,7 +153,7 @@ async function main(): Promise<number> {
       const m = context.machine;
       process.stdout.write(
         `${headline(context.source, m, opts)}` +
-          ` (fsync ${opts.durable ? "on" : "off"}, same settings for every system)\n` +
+          ` (fsync ${opts.durable ? "on" : "off"}, jit ${pgs.settings.jit}${opts.pgBin ? `, from ${opts.pgBin}` : ""}, same settings for every system)\n` +
           `${opts.workers} worker processes x concurrency ${opts.concurrency}; broker, workers, producers and Postgres share the ${m.cpus} cores\n` +
           `jobwire completed-job retention: ${context.jobwire.completedRetention}\n` +
           (redis ? `BullMQ ${BULLMQ_VERSION} on Redis ${redis.version} (its own redis-server on loopback, persistence ${opts.durable ? "AOF, fsync per write" : "off"})\n` : "") +

@@ -74,6 +74,12 @@ export interface Options {
   keepHistory: boolean;
   /** fsync and synchronous_commit on (the default runs all systems with fsync off; see postgres.ts). */
   durable: boolean;
+  /**
+   * Another Postgres installation's bin directory (for example Debian's
+   * /usr/lib/postgresql/15/bin) instead of the embedded one, with JIT left at
+   * that server's default (on for Debian's; see postgres.ts).
+   */
+  pgBin: string | null;
   /** CPU-profile the broker and jobwire's worker and producer processes (--cpu-prof); collect pg_stat_statements and auto_explain plans. */
   profile: boolean;
   /** Where the JSON (and profiles) go. */
@@ -106,6 +112,8 @@ export const USAGE = `usage: npm run bench -- [flags]
                       them at ack like graphile-worker (the bench's queues get completed_retention 0)
   --durable           run Postgres with fsync and synchronous_commit on, and Redis with an fsync per write
                       (appendonly, appendfsync always); default off, for every system alike
+  --pg-bin DIR        run on the Postgres in DIR (e.g. /usr/lib/postgresql/15/bin, Debian's) instead of the
+                      embedded one, with JIT at that server's default (on for Debian's)
   --profile           --cpu-prof the broker and jobwire's workers and producers (into <out>/profiles/),
                       and collect pg_stat_statements (into the JSON) and auto_explain plans
   --out DIR           where JSON results go (default <repo>/bench-results)
@@ -158,6 +166,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Optio
     "bulk-jobs",
     "history-rows",
     "budget-jobs",
+    "pg-bin",
     "out",
   ]);
   for (const k of flags.keys()) if (!known.has(k)) throw new UsageError(`unknown flag --${k}`);
@@ -187,6 +196,7 @@ export function parseOptions(argv: readonly string[], defaultOut: string): Optio
         : DEFAULT_BUDGET_JOBS,
     keepHistory: flags.has("keep-history"),
     durable: flags.has("durable"),
+    pgBin: flags.get("pg-bin") ?? null,
     profile: flags.has("profile"),
     out: flags.get("out") ?? defaultOut,
     keep: flags.has("keep"),

@@ -68,14 +68,23 @@ export interface BenchPostgres {
   stop(): Promise<void>;
 }
 
-export async function startPostgres(dir: string, opts: { durable: boolean; profile: boolean }): Promise<BenchPostgres> {
-  const settings = { ...PG_SETTINGS, ...(opts.profile ? PROFILE_SETTINGS : {}) };
-  const embedded: EmbeddedPostgres = await startEmbedded({ dir, port: 0, unsafeFast: !opts.durable, settings });
+/**
+ * With `binDir` (--pg-bin) the bench runs on another installation, such as
+ * Debian's, whose builds have JIT compiled in and on by default: `jit` is
+ * then left at the server's default, so the run measures what a user of
+ * that Postgres gets (a broker whose statements JIT-compiled paid 45-270 ms
+ * per ack there; issue 14, finding 7).
+ */
+export async function startPostgres(dir: string, opts: { durable: boolean; profile: boolean; binDir: string | null }): Promise<BenchPostgres> {
+  const { jit: _jit, ...rest } = PG_SETTINGS;
+  const settings = { ...(opts.binDir ? rest : PG_SETTINGS), ...(opts.profile ? PROFILE_SETTINGS : {}) };
+  const embedded: EmbeddedPostgres = await startEmbedded({ dir, port: 0, unsafeFast: !opts.durable, settings, binDir: opts.binDir ?? undefined });
   const pid = Number(readFileSync(path.join(dir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
   const admin = new pg.Client({ connectionString: embedded.url("postgres") });
   await admin.connect();
-  const version = (await admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
-  const effective = { ...settings, ...(opts.durable ? { fsync: "on", synchronous_commit: "on", full_page_writes: "on" } : UNSAFE_FAST_SETTINGS) };
+  const server = (await admin.query<{ v: string; jit: string }>("SELECT current_setting('server_version') AS v, current_setting('jit') AS jit")).rows[0]!;
+  const version = server.v;
+  const effective = { ...settings, jit: server.jit, ...(opts.durable ? { fsync: "on", synchronous_commit: "on", full_page_writes: "on" } : UNSAFE_FAST_SETTINGS) };
   return {
     url: (db) => embedded.url(db),
     pid,
