@@ -202,6 +202,21 @@ func (rw *runningWorker) stop() error {
 	}
 }
 
+// enqueueNumbered enqueues n jobs of jobType on the env's queue, each with
+// the JSON payload {"i": index}, in one call.
+func (e *testEnv) enqueueNumbered(jobType string, n int) []jobwire.EnqueueResult {
+	e.t.Helper()
+	specs := make([]*jobwirev1.JobSpec, n)
+	for i := range specs {
+		specs[i], _ = jobwire.NewJSONJob(e.queue, jobType, map[string]int{"i": i})
+	}
+	results, err := e.client.EnqueueMany(e.ctx, specs)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return results
+}
+
 // waitForState polls the job until it reaches want, and fails the test if
 // it reaches another final state or the wait times out.
 func (e *testEnv) waitForState(id string, want jobwirev1.JobState) *jobwirev1.Job {

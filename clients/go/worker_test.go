@@ -135,14 +135,7 @@ func TestWorker_NeverRunsMoreThanConcurrency(t *testing.T) {
 		})
 	})
 
-	specs := make([]*jobwirev1.JobSpec, jobs)
-	for i := range specs {
-		specs[i], _ = jobwire.NewJSONJob(env.queue, "count", map[string]int{"i": i})
-	}
-	results, err := env.client.EnqueueMany(env.ctx, specs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	results := env.enqueueNumbered("count", jobs)
 	recv(t, firstBatchReady, "the first jobs to fill every slot")
 	close(releaseFirst)
 	for _, r := range results {
@@ -197,14 +190,7 @@ func TestWorker_BatchesAcksOfJobsThatFinishTogether(t *testing.T) {
 			return nil
 		})
 	})
-	specs := make([]*jobwirev1.JobSpec, jobs)
-	for i := range specs {
-		specs[i], _ = jobwire.NewJSONJob(env.queue, "together", map[string]int{"i": i})
-	}
-	results, err := env.client.EnqueueMany(env.ctx, specs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	results := env.enqueueNumbered("together", jobs)
 	for _, r := range results {
 		env.waitForState(r.JobID, stateCompleted)
 	}
@@ -434,14 +420,7 @@ func TestWorker_TakesNoMoreJobsWhileItsAcksAreUnanswered(t *testing.T) {
 		}
 		return n
 	}
-	specs := make([]*jobwirev1.JobSpec, jobs)
-	for i := range specs {
-		specs[i], _ = jobwire.NewJSONJob(env.queue, "quick", map[string]int{"i": i})
-	}
-	results, err := env.client.EnqueueMany(env.ctx, specs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	results := env.enqueueNumbered("quick", jobs)
 
 	worker := &testEnv{t: t, ctx: env.ctx, client: client, queue: env.queue}
 	rw := worker.startWorker(jobwire.WorkerConfig{Concurrency: concurrency}, func(w *jobwire.Worker) {

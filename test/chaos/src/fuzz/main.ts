@@ -134,8 +134,9 @@ async function main(): Promise<number> {
     out();
     out(report.renderAnomalies(runner, pools));
     out();
-    const ok = report.passed(v, opts.rssInformational);
-    out(ok ? "fuzz: PASS" : `fuzz: FAIL (${[v.internal > 0 && "INTERNAL/UNKNOWN answers", v.crashes > 0 && "crashes", v.stuck > 0 && "stuck jobs", !v.rssOk && !opts.rssInformational && "RSS"].filter(Boolean).join(", ")})`);
+    const rssInformational = opts.rssInformational === "always" || (opts.rssInformational === "on-glibc" && alloc.allocator === "glibc");
+    const ok = report.passed(v, rssInformational);
+    out(ok ? "fuzz: PASS" : `fuzz: FAIL (${[v.internal > 0 && "INTERNAL/UNKNOWN answers", v.crashes > 0 && "crashes", v.stuck > 0 && "stuck jobs", !v.rssOk && !rssInformational && "RSS"].filter(Boolean).join(", ")})`);
     return ok ? 0 : 1;
   } finally {
     transport.close();

@@ -28,9 +28,10 @@ export function verdict(r: Runner, stuck: StuckResult | null, rss: RssResult | n
 
 /**
  * With rssInformational the RSS target is reported, not enforced. npm test
- * passes it when libjemalloc2 is not installed: on glibc's malloc the
- * broker misses the target, its RSS ending 40-55% over its warmed-up
- * baseline while V8's heap is back at its own. That growth is glibc's main
+ * asks for that when the broker runs on glibc's malloc (libjemalloc2 not
+ * installed, --rss-informational-on-glibc): there the broker misses the
+ * target, its RSS ending 40-55% over its warmed-up baseline while V8's
+ * heap is back at its own. That growth is glibc's main
  * arena ([heap] in smaps, 8 -> 22 MB) and its thread arenas, reached within
  * the first ~1,000 cases and flat after (a run three times as long ends no
  * higher): request bodies of megabytes raise glibc's dynamic mmap
